@@ -1,0 +1,323 @@
+//! The command line, as clap definitions only. Resolving these raw flags into
+//! opened volumes and unlocked keys happens in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::size::clap_size;
+
+/// Back up encrypted block volumes (EVFS on Linux, in user space).
+#[derive(Parser, Debug)]
+#[command(
+    name = "evfs",
+    version,
+    about = "Back up encrypted block volumes: EVFS volumes, keys, and a re-encrypting dd-replacement",
+    long_about = "evfs manages EVFS encrypted volumes (an EMD holding the wrapped volume key, and an \
+AES-XTS data area that stock dm-crypt can map) and backs them up: `evfs backup` reads a source \
+volume, decrypts it with the source key, re-encrypts it with a target key across worker threads, \
+writes a clone of the EMD, and refuses configurations that would encrypt data twice or leak cleartext.",
+    after_help = "Examples:\n  evfs key gen alice.k1\n  evfs create vol.img --owner alice.k1 --size 1G\n  evfs info vol.img --json\n  evfs hash vol.img -k alice.k1",
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Keystore directory (default: $EVFS_KEYSTORE, /etc/evfs/pkey for root, else ~/.config/evfs/pkey)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub keystore: Option<PathBuf>,
+
+    /// Print only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Print more about what is done (never keys or passphrases)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `-k ID` and the file its passphrase comes from.
+#[derive(Args, Debug, Clone)]
+pub struct KeyArgs {
+    /// Key ID (user.keyname) that unlocks the volume
+    #[arg(short = 'k', long = "key", value_name = "ID")]
+    pub key: String,
+
+    /// Read the passphrase of -k from FILE (- for standard input; one trailing newline is stripped)
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// An optional `-k ID`.
+#[derive(Args, Debug, Clone)]
+pub struct OptKeyArgs {
+    /// Key ID (user.keyname) that unlocks the volume
+    #[arg(short = 'k', long = "key", value_name = "ID")]
+    pub key: Option<String>,
+
+    /// Read the passphrase of -k from FILE (- for standard input; one trailing newline is stripped)
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Manage key pairs and stored passphrases
+    #[command(subcommand)]
+    Key(KeyCommand),
+
+    /// Write a new EMD: make a file or block device an EVFS volume
+    #[command(
+        after_help = "Examples:\n  evfs create vol.img --owner alice.k1 --size 64M\n  evfs create /dev/vg0/lv1 --owner alice.k1 --label payroll --recovery evfs.r1"
+    )]
+    Create(CreateArgs),
+
+    /// Show the public fields of a volume's EMD (no key needed)
+    #[command(after_help = "Examples:\n  evfs info vol.img\n  evfs info vol.img --json")]
+    Info {
+        /// The volume
+        vol: PathBuf,
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Enable a volume: its data may be decrypted (owner or authorized user)
+    #[command(after_help = "Example:\n  evfs enable vol.img -k alice.k1")]
+    Enable {
+        vol: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+
+    /// Disable a volume: only raw ciphertext access (owner or authorized user)
+    #[command(after_help = "Example:\n  evfs disable vol.img -k bob.k1")]
+    Disable {
+        vol: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+
+    /// Check both EMD copies and the dirty bit; -r resets it and repairs a bad copy
+    #[command(
+        after_help = "Exit status: 0 clean, 5 no valid EMD or a damaged copy, 6 dirty.\n\nExamples:\n  evfs check vol.img\n  evfs check -r vol.img"
+    )]
+    Check {
+        vol: PathBuf,
+        /// Reset the dirty bit and rewrite a bad or stale copy from the good one
+        #[arg(short = 'r', long = "reset")]
+        reset: bool,
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Add or remove authorized users
+    #[command(subcommand)]
+    User(UserCommand),
+
+    /// Make another key the owner (owner or recovery key); the old owner stays an authorized user
+    #[command(after_help = "Example:\n  evfs owner vol.img carol.k1 -k evfs.r1")]
+    Owner {
+        vol: PathBuf,
+        /// Key ID of the new owner
+        id: String,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+
+    /// Save or restore a volume's EMD (like cryptsetup luksHeaderBackup)
+    #[command(subcommand)]
+    Emd(EmdCommand),
+
+    /// Wipe both EMD copies: the data becomes unrecoverable without a saved EMD (owner)
+    #[command(
+        after_help = "Example:\n  evfs emd backup vol.img vol.emd && evfs destroy vol.img -k alice.k1"
+    )]
+    Destroy {
+        vol: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+
+    /// BLAKE3 of the plaintext data area, printed as b3sum does
+    #[command(
+        after_help = "For an EVFS volume this equals `b3sum` of the decrypted data area; for a plain file, `b3sum` of the file.\n\nExamples:\n  evfs hash vol.img -k alice.k1\n  evfs hash image.raw"
+    )]
+    Hash {
+        vol: PathBuf,
+        #[command(flatten)]
+        key: OptKeyArgs,
+        /// Worker threads (default: all cores)
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
+    },
+
+    /// Write the decrypted data area to standard output
+    #[command(after_help = "Example:\n  evfs cat vol.img -k alice.k1 | b3sum")]
+    Cat {
+        vol: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Worker threads (default: all cores)
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// File or block device (a file is created when --size is given and it does not exist)
+    pub vol: PathBuf,
+    /// Key ID of the owner (only its public key is needed)
+    #[arg(long, value_name = "ID")]
+    pub owner: String,
+    /// Size of the file to create (K, M, G, T suffixes)
+    #[arg(long, value_name = "SIZE", value_parser = clap_size)]
+    pub size: Option<u64>,
+    /// Data-area cipher
+    #[arg(long, value_enum, default_value_t = CipherArg::Aes256Xts)]
+    pub cipher: CipherArg,
+    /// Sector size of the data area (the XTS data unit)
+    #[arg(long, value_name = "BYTES", default_value_t = 4096, value_parser = parse_sector_size)]
+    pub sector_size: u32,
+    /// Free-form label (at most 64 bytes)
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub label: String,
+    /// Recovery key (user evfs), may be given twice
+    #[arg(long, value_name = "ID")]
+    pub recovery: Vec<String>,
+    /// Overwrite an existing EMD or non-zero data
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn parse_sector_size(text: &str) -> Result<u32, String> {
+    match text {
+        "4096" => Ok(4096),
+        "512" => Ok(512),
+        _ => Err("the sector size is 4096 or 512".to_string()),
+    }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CipherArg {
+    #[value(name = "aes-256-xts")]
+    Aes256Xts,
+    #[value(name = "aes-128-xts")]
+    Aes128Xts,
+}
+
+impl CipherArg {
+    pub fn cipher(self) -> crate::crypto::Cipher {
+        match self {
+            CipherArg::Aes256Xts => crate::crypto::Cipher::Aes256Xts,
+            CipherArg::Aes128Xts => crate::crypto::Cipher::Aes128Xts,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Make a new key pair (private key sealed under a passphrase with Argon2id)
+    #[command(
+        after_help = "Examples:\n  evfs key gen alice.k1\n  evfs key gen backup.cron --passphrase-file pw.txt --store-passphrase\n  evfs key gen evfs.r1 --recovery"
+    )]
+    Gen {
+        /// Key ID: user.keyname (a bare name means name.name)
+        id: String,
+        /// Read the new passphrase from FILE (- for standard input)
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Also store the passphrase, sealed with the host key, for non-interactive use
+        #[arg(long)]
+        store_passphrase: bool,
+        /// A recovery key (the user part must be `evfs`)
+        #[arg(long)]
+        recovery: bool,
+        /// Argon2id memory (K, M, G suffixes)
+        #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = clap_size)]
+        kdf_memory: u64,
+        /// Argon2id passes
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        kdf_passes: u32,
+    },
+    /// List key IDs, fingerprints, and whether a passphrase is stored
+    List {
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a public key (the line `key import` reads)
+    #[command(after_help = "Example:\n  evfs key show alice.k1 > alice.k1.pub")]
+    Show { id: String },
+    /// Add someone's public key to the keystore
+    #[command(after_help = "Example:\n  evfs key import bob.k1 bob.k1.pub")]
+    Import {
+        id: String,
+        /// File with the public key line (- for standard input)
+        file: PathBuf,
+    },
+    /// Store a key's passphrase, sealed with the host key, for cron
+    #[command(
+        after_help = "Example:\n  evfs key store-passphrase backup.cron --passphrase-file pw.txt"
+    )]
+    StorePassphrase {
+        id: String,
+        /// Read the passphrase from FILE (- for standard input)
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Remove a key's stored passphrase
+    ForgetPassphrase { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Give a key access to the volume (owner only); an evfs.* ID becomes a recovery key
+    #[command(after_help = "Example:\n  evfs user add vol.img bob.k1 -k alice.k1")]
+    Add {
+        vol: PathBuf,
+        /// Key ID to add (its public key must be in the keystore)
+        id: String,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+    /// Remove a key's slot (owner only)
+    #[command(after_help = "Example:\n  evfs user remove vol.img bob.k1 -k alice.k1")]
+    Remove {
+        vol: PathBuf,
+        id: String,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EmdCommand {
+    /// Save the volume's EMD to FILE
+    #[command(after_help = "Example:\n  evfs emd backup vol.img vol.emd")]
+    Backup { vol: PathBuf, file: PathBuf },
+    /// Write a saved EMD back to both copies of the volume
+    #[command(after_help = "Example:\n  evfs emd restore vol.img vol.emd")]
+    Restore {
+        vol: PathBuf,
+        file: PathBuf,
+        /// Replace a valid EMD of another volume
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,161 @@
+//! Volume administration that changes the EMD: enable, disable, user add and
+//! remove, owner, destroy. Each unlocks with `-k`, checks the role, re-seals
+//! the MAC with the volume key and commits both copies.
+
+use std::path::Path;
+
+use super::{Ctx, DATA_ROLES};
+use crate::cli::KeyArgs;
+use crate::crypto::wrap;
+use crate::emd::{self, Role, Slot, State};
+use crate::error::{Error, Result};
+use crate::keys::KeyId;
+use crate::volume::Volume;
+
+pub fn set_state(ctx: &Ctx, vol: &Path, key: &KeyArgs, enable: bool) -> Result<()> {
+    let mut v = Volume::open(vol, true)?;
+    let pk = ctx.private_key(key)?;
+    let action = if enable { "enable it" } else { "disable it" };
+    let unlocked = v.unlock(&pk, DATA_ROLES, action)?;
+    let state = if enable {
+        State::Enabled
+    } else {
+        State::Disabled
+    };
+    if v.emd.state == state {
+        ctx.note(format!("{} is already {}", vol.display(), state.name()));
+        return Ok(());
+    }
+    v.emd.state = state;
+    v.emd.seal(&unlocked.key);
+    v.commit()?;
+    ctx.note(format!("{} is now {}", vol.display(), state.name()));
+    Ok(())
+}
+
+pub fn user_add(ctx: &Ctx, vol: &Path, id: &str, key: &KeyArgs) -> Result<()> {
+    let new_id = KeyId::parse(id)?;
+    let mut v = Volume::open(vol, true)?;
+    let pk = ctx.private_key(key)?;
+    let unlocked = v.unlock(&pk, &[Role::Owner], "add users")?;
+    if let Some(slot) = v.emd.slot(&new_id) {
+        return Err(Error::usage(format!(
+            "{new_id} already has a slot on {} (as {})",
+            vol.display(),
+            slot.role.name()
+        )));
+    }
+    let public = ctx.keystore()?.public(&new_id)?;
+    let role = if new_id.is_recovery() {
+        Role::Recovery
+    } else {
+        Role::User
+    };
+    v.emd.slots.push(Slot {
+        role,
+        wrapped: wrap::wrap(&unlocked.key, &public, new_id.as_str())?,
+        id: new_id.clone(),
+        public,
+    });
+    emd::format::validate_slots(&v.emd.slots).map_err(|_| {
+        Error::usage(format!(
+            "{} has no room for {new_id}: at most {} slots and {} recovery keys",
+            vol.display(),
+            emd::format::MAX_SLOTS,
+            emd::format::MAX_RECOVERY
+        ))
+    })?;
+    v.emd.seal(&unlocked.key);
+    v.commit()?;
+    ctx.note(format!(
+        "added {new_id} to {} as {}",
+        vol.display(),
+        role.name()
+    ));
+    Ok(())
+}
+
+pub fn user_remove(ctx: &Ctx, vol: &Path, id: &str, key: &KeyArgs) -> Result<()> {
+    let gone = KeyId::parse(id)?;
+    let mut v = Volume::open(vol, true)?;
+    let pk = ctx.private_key(key)?;
+    let unlocked = v.unlock(&pk, &[Role::Owner], "remove users")?;
+    let Some(slot) = v.emd.slot(&gone) else {
+        return Err(Error::usage(format!(
+            "{gone} has no slot on {}",
+            vol.display()
+        )));
+    };
+    if slot.role == Role::Owner {
+        return Err(Error::usage(format!(
+            "{gone} is the owner of {}; make another key the owner first",
+            vol.display()
+        ))
+        .with_hint("evfs owner VOL NEW_OWNER -k OWNER"));
+    }
+    v.emd.slots.retain(|s| s.id != gone);
+    v.emd.seal(&unlocked.key);
+    v.commit()?;
+    ctx.note(format!("removed {gone} from {}", vol.display()));
+    Ok(())
+}
+
+pub fn owner(ctx: &Ctx, vol: &Path, id: &str, key: &KeyArgs) -> Result<()> {
+    let new_owner = KeyId::parse(id)?;
+    if new_owner.is_recovery() {
+        return Err(Error::usage(format!(
+            "{new_owner} is a recovery key; a recovery key cannot own a volume"
+        )));
+    }
+    let mut v = Volume::open(vol, true)?;
+    let pk = ctx.private_key(key)?;
+    let unlocked = v.unlock(&pk, &[Role::Owner, Role::Recovery], "change the owner")?;
+    if v.emd.owner().id == new_owner {
+        ctx.note(format!("{new_owner} already owns {}", vol.display()));
+        return Ok(());
+    }
+    for s in v.emd.slots.iter_mut() {
+        if s.role == Role::Owner {
+            s.role = Role::User;
+        }
+    }
+    if let Some(s) = v.emd.slots.iter_mut().find(|s| s.id == new_owner) {
+        s.role = Role::Owner;
+    } else {
+        let public = ctx.keystore()?.public(&new_owner)?;
+        v.emd.slots.push(Slot {
+            role: Role::Owner,
+            wrapped: wrap::wrap(&unlocked.key, &public, new_owner.as_str())?,
+            id: new_owner.clone(),
+            public,
+        });
+    }
+    // The owner's slot first, so that `info` lists it first.
+    v.emd.slots.sort_by_key(|s| s.role != Role::Owner);
+    emd::format::validate_slots(&v.emd.slots).map_err(|_| {
+        Error::usage(format!(
+            "{} has no free slot for {new_owner}",
+            vol.display()
+        ))
+    })?;
+    v.emd.seal(&unlocked.key);
+    v.commit()?;
+    ctx.note(format!(
+        "{new_owner} now owns {}; the previous owner stays an authorized user",
+        vol.display()
+    ));
+    Ok(())
+}
+
+pub fn destroy(ctx: &Ctx, vol: &Path, key: &KeyArgs) -> Result<()> {
+    let v = Volume::open(vol, true)?;
+    let pk = ctx.private_key(key)?;
+    v.unlock(&pk, &[Role::Owner], "destroy it")?;
+    emd::wipe_both(&v.dev)?;
+    ctx.note(format!(
+        "destroyed the EMD of {} (uuid {}): its data cannot be decrypted without a saved EMD",
+        vol.display(),
+        v.emd.uuid_string()
+    ));
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! `evfs create`: write a new EMD onto a file or block device.
+
+use std::path::Path;
+
+use super::Ctx;
+use crate::cli::CreateArgs;
+use crate::emd::{self, Copies};
+use crate::error::{Error, Result};
+use crate::keys::KeyId;
+use crate::volume::{Device, NewVolume, layout};
+
+pub fn run(ctx: &Ctx, args: CreateArgs) -> Result<()> {
+    let ks = ctx.keystore()?;
+    let owner = KeyId::parse(&args.owner)?;
+    if owner.is_recovery() {
+        return Err(Error::usage(format!(
+            "{owner} is a recovery key; a recovery key cannot own a volume"
+        )));
+    }
+    let owner_public = ks.public(&owner)?;
+    let mut recovery = Vec::new();
+    for r in &args.recovery {
+        let id = KeyId::parse(r)?;
+        if !id.is_recovery() {
+            return Err(Error::usage(format!(
+                "--recovery {id}: recovery keys belong to the pseudo-user evfs (evfs.NAME)"
+            )));
+        }
+        let public = ks.public(&id)?;
+        recovery.push((id, public));
+    }
+    check_label(&args.label)?;
+
+    let existed = args.vol.exists();
+    let dev = open_or_make(&args.vol, args.size)?;
+    let result = write_new(ctx, &dev, &args, &owner, owner_public, recovery, existed);
+    if result.is_err() && !existed {
+        let _ = std::fs::remove_file(&args.vol);
+    }
+    result
+}
+
+fn write_new(
+    ctx: &Ctx,
+    dev: &Device,
+    args: &CreateArgs,
+    owner: &KeyId,
+    owner_public: [u8; 32],
+    recovery: Vec<(KeyId, [u8; 32])>,
+    existed: bool,
+) -> Result<()> {
+    if dev.size() < layout::MIN_VOLUME {
+        return Err(Error::usage(format!(
+            "{} has {} bytes; a volume needs at least {} (3 MiB)",
+            dev.path().display(),
+            dev.size(),
+            layout::MIN_VOLUME
+        )));
+    }
+    if existed && !args.force {
+        let copies = Copies::read(dev)?;
+        if copies.any_magic() {
+            return Err(Error::refused(format!(
+                "{} already holds an EVFS EMD",
+                dev.path().display()
+            ))
+            .with_hint("use --force to overwrite it (its data becomes unrecoverable)"));
+        }
+        if !looks_blank(dev)? {
+            return Err(Error::refused(format!(
+                "{} holds non-zero data",
+                dev.path().display()
+            ))
+            .with_hint("use --force to make it a volume anyway; to keep the data, back it up into a new volume with `evfs backup FILE VOL --owner ID`"));
+        }
+    }
+    let sector_size = args.sector_size;
+    let data_size = layout::max_data_size(dev.size(), sector_size);
+    let (emd, _key) = NewVolume {
+        cipher: args.cipher.cipher(),
+        sector_size,
+        data_size,
+        label: &args.label,
+        owner: (owner, owner_public),
+        recovery,
+    }
+    .build()?;
+    emd::write_both(dev, &emd)?;
+    ctx.note(format!(
+        "created EVFS volume {} (uuid {}, {}, {} data area, owner {owner})",
+        dev.path().display(),
+        emd.uuid_string(),
+        emd.cipher.name(),
+        crate::size::human(data_size),
+    ));
+    Ok(())
+}
+
+fn check_label(label: &str) -> Result<()> {
+    if label.len() > emd::format::LABEL_MAX || label.contains('\0') {
+        return Err(Error::usage(format!(
+            "the label is at most {} bytes without NUL characters",
+            emd::format::LABEL_MAX
+        )));
+    }
+    Ok(())
+}
+
+fn open_or_make(path: &Path, size: Option<u64>) -> Result<Device> {
+    if !path.exists() {
+        let size = size.ok_or_else(|| {
+            Error::usage(format!("{} does not exist", path.display()))
+                .with_hint("give --size to create it as a file")
+        })?;
+        return Device::create_file(path, size);
+    }
+    let mut dev = Device::open_write(path)?;
+    if let Some(size) = size
+        && size != dev.size()
+    {
+        if dev.size() == 0 && !dev.is_block() {
+            dev.grow_to(size)?;
+        } else {
+            return Err(Error::usage(format!(
+                "{} already exists with {} bytes, not {size}",
+                path.display(),
+                dev.size()
+            ))
+            .with_hint("leave out --size to use it as it is"));
+        }
+    }
+    Ok(dev)
+}
+
+/// Whether the device reads as zeros where an EMD or data would be: the
+/// first and last 16 MiB and 64 samples in between (a whole scan of a large
+/// device would take minutes).
+fn looks_blank(dev: &Device) -> Result<bool> {
+    const PIECE: u64 = 1 << 20;
+    let size = dev.size();
+    let mut offsets: Vec<u64> = Vec::new();
+    let edge = 16 * PIECE;
+    if size <= 2 * edge + 64 * PIECE {
+        offsets.extend((0..size.div_ceil(PIECE)).map(|i| i * PIECE));
+    } else {
+        offsets.extend((0..16).map(|i| i * PIECE));
+        offsets.extend((0..16).map(|i| size - edge + i * PIECE));
+        let step = (size - 2 * edge) / 64;
+        offsets.extend((0..64).map(|i| (edge + i * step) & !4095));
+    }
+    let mut buf = vec![0u8; PIECE as usize];
+    for off in offsets {
+        let len = PIECE.min(size - off) as usize;
+        dev.read_at(&mut buf[..len], off)?;
+        if buf[..len].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

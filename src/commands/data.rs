@@ -1,0 +1,134 @@
+//! `evfs hash` and `evfs cat`: the plaintext of a volume (or a plain file),
+//! through the same pipeline as backups.
+
+use std::path::Path;
+
+use super::{Ctx, DATA_ROLES, out};
+use crate::cli::{KeyArgs, OptKeyArgs};
+use crate::emd::Copies;
+use crate::error::{Error, Result};
+use crate::pipeline::progress::{ProgressMode, with_progress};
+use crate::pipeline::sink::{NullSink, WriteSink, stdout_file};
+use crate::pipeline::source::MappedSource;
+use crate::pipeline::{self, Plan, SectorKey};
+use crate::volume::{Device, Volume};
+
+/// `--threads`, defaulting to every core.
+pub fn threads(flag: Option<usize>) -> Result<usize> {
+    match flag {
+        Some(0) => Err(Error::usage("--threads must be at least 1")),
+        Some(n) => Ok(n.min(1024)),
+        None => Ok(Plan::default_threads()),
+    }
+}
+
+/// A mapped source over the data area of an open volume.
+pub fn data_source(v: &Volume) -> Result<MappedSource> {
+    let file = v
+        .dev
+        .file()
+        .try_clone()
+        .map_err(|e| Error::io("reopening", v.path(), e))?;
+    Ok(MappedSource::new(
+        file,
+        v.path().to_path_buf(),
+        v.emd.data_offset,
+        v.emd.data_size,
+    ))
+}
+
+/// The decrypting key of an unlocked volume.
+pub fn sector_key(v: &Volume, key: &crate::crypto::VolumeKey) -> SectorKey {
+    SectorKey {
+        xts: key.xts(),
+        sector_size: v.emd.sector_size as usize,
+    }
+}
+
+pub fn hash(ctx: &Ctx, vol: &Path, key: &OptKeyArgs, threads_flag: Option<usize>) -> Result<()> {
+    let threads = threads(threads_flag)?;
+    let dev = Device::open_read(vol)?;
+    let copies = Copies::read(&dev)?;
+    let (plan, mut source) = if copies.current().is_some() {
+        let v = Volume::from_device(dev)?;
+        let Some(id) = &key.key else {
+            return Err(Error::access(format!(
+                "{} is an EVFS volume: hashing its plaintext needs a key",
+                vol.display()
+            ))
+            .with_hint(format!("give -k ID: evfs hash {} -k ID", vol.display())));
+        };
+        let pk = ctx.private_key(&KeyArgs {
+            key: id.clone(),
+            passphrase_file: key.passphrase_file.clone(),
+        })?;
+        let unlocked = v.unlock(&pk, DATA_ROLES, "read its data")?;
+        v.require_enabled("decrypted")?;
+        let plan = Plan {
+            threads,
+            decrypt: Some(sector_key(&v, &unlocked.key)),
+            encrypt: None,
+            hash: true,
+            detect_zero: false,
+            start: 0,
+        };
+        (plan, data_source(&v)?)
+    } else if copies.any_magic() {
+        return Err(crate::emd::no_valid_emd(&dev, &copies));
+    } else {
+        if key.key.is_some() {
+            ctx.note(format!(
+                "{} is not an EVFS volume; hashing it as a plain file (-k is not used)",
+                vol.display()
+            ));
+        }
+        let file = dev
+            .file()
+            .try_clone()
+            .map_err(|e| Error::io("reopening", vol, e))?;
+        let plan = Plan {
+            threads,
+            decrypt: None,
+            encrypt: None,
+            hash: true,
+            detect_zero: false,
+            start: 0,
+        };
+        (
+            plan,
+            MappedSource::new(file, vol.to_path_buf(), 0, dev.size()),
+        )
+    };
+    let outcome = with_progress(&ProgressMode::silent(), "hash", None, |meter| {
+        pipeline::run(&plan, &mut source, &mut NullSink, meter)
+    })?;
+    let digest = outcome
+        .digest
+        .ok_or_else(|| Error::runtime("the pipeline did not produce a digest"))?;
+    out(format!("{}  {}\n", digest.to_hex(), vol.display()))
+}
+
+pub fn cat(ctx: &Ctx, vol: &Path, key: &KeyArgs, threads_flag: Option<usize>) -> Result<()> {
+    let threads = threads(threads_flag)?;
+    let v = Volume::open(vol, false)?;
+    let pk = ctx.private_key(key)?;
+    let unlocked = v.unlock(&pk, DATA_ROLES, "read its data")?;
+    v.require_enabled("decrypted")?;
+    let plan = Plan {
+        threads,
+        decrypt: Some(sector_key(&v, &unlocked.key)),
+        encrypt: None,
+        hash: false,
+        detect_zero: false,
+        start: 0,
+    };
+    let mut source = data_source(&v)?;
+    let mut sink = WriteSink {
+        writer: stdout_file()?,
+        name: "standard output".to_string(),
+    };
+    with_progress(&ProgressMode::silent(), "cat", None, |meter| {
+        pipeline::run(&plan, &mut source, &mut sink, meter)
+    })?;
+    sink.flush()
+}

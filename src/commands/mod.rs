@@ -1,0 +1,106 @@
+//! One file per subcommand. Each takes the parsed flags and a [`Ctx`], returns
+//! a `Result`, and never exits the process itself.
+
+mod admin;
+mod check;
+mod create;
+mod data;
+mod emd_file;
+mod info;
+mod key;
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::cli::{Cli, Command, EmdCommand, KeyArgs, UserCommand};
+use crate::emd::Role;
+use crate::error::{Error, Result};
+use crate::keys::{KeyId, Keystore, PassphraseSource, PrivateKey, passphrase};
+
+/// What every command may need: global flags and the keystore.
+pub struct Ctx {
+    pub keystore_flag: Option<std::path::PathBuf>,
+    pub quiet: bool,
+    pub verbose: u8,
+}
+
+impl Ctx {
+    pub fn from_cli(cli: &Cli) -> Ctx {
+        Ctx {
+            keystore_flag: cli.keystore.clone(),
+            quiet: cli.quiet,
+            verbose: cli.verbose,
+        }
+    }
+
+    pub fn keystore(&self) -> Result<Keystore> {
+        Keystore::resolve(self.keystore_flag.as_deref())
+    }
+
+    /// A human message on stderr, unless `--quiet`.
+    pub fn note(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    /// A message on stderr only with `-v`.
+    pub fn detail(&self, msg: impl AsRef<str>) {
+        if self.verbose > 0 && !self.quiet {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    /// Unlock the private key named by `-k`, with its passphrase sources.
+    pub fn private_key(&self, args: &KeyArgs) -> Result<PrivateKey> {
+        let id = KeyId::parse(&args.key)?;
+        let ks = self.keystore()?;
+        passphrase::unlock(
+            &ks,
+            &id,
+            &PassphraseSource::file(args.passphrase_file.as_deref()),
+        )
+    }
+}
+
+/// Write the command's result to stdout; a closed stdout is an error, not a panic.
+pub fn out(text: impl AsRef<str>) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_ref().as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Error::io("writing", "standard output", e))
+}
+
+/// Run the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx::from_cli(&cli);
+    match cli.command {
+        Command::Key(cmd) => key::run(&ctx, cmd),
+        Command::Create(args) => create::run(&ctx, args),
+        Command::Info { vol, json } => info::run(&ctx, &vol, json),
+        Command::Enable { vol, key } => admin::set_state(&ctx, &vol, &key, true),
+        Command::Disable { vol, key } => admin::set_state(&ctx, &vol, &key, false),
+        Command::Check { vol, reset, json } => check::run(&ctx, &vol, reset, json),
+        Command::User(UserCommand::Add { vol, id, key }) => admin::user_add(&ctx, &vol, &id, &key),
+        Command::User(UserCommand::Remove { vol, id, key }) => {
+            admin::user_remove(&ctx, &vol, &id, &key)
+        }
+        Command::Owner { vol, id, key } => admin::owner(&ctx, &vol, &id, &key),
+        Command::Emd(EmdCommand::Backup { vol, file }) => emd_file::backup(&ctx, &vol, &file),
+        Command::Emd(EmdCommand::Restore { vol, file, force }) => {
+            emd_file::restore(&ctx, &vol, &file, force)
+        }
+        Command::Destroy { vol, key } => admin::destroy(&ctx, &vol, &key),
+        Command::Hash { vol, key, threads } => data::hash(&ctx, &vol, &key, threads),
+        Command::Cat { vol, key, threads } => data::cat(&ctx, &vol, &key, threads),
+    }
+}
+
+/// The roles that may read and write a volume's data.
+pub const DATA_ROLES: &[Role] = &[Role::Owner, Role::User];
+
+/// Quote a path the way HP-UX messages do.
+pub fn quoted(path: &Path) -> String {
+    format!("\"{}\"", path.display())
+}

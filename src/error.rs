@@ -1,0 +1,225 @@
+//! The one error type of the library, and the one place where failures become
+//! the exit codes of SPEC.md.
+//!
+//! Every variant carries a message that names what failed (and on which path);
+//! most carry a hint that tells the user what to do next. `main` prints
+//! `evfs: <message>` and, on the next line, `hint: <hint>`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A failure, classified by the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Exit 2: the command line does not make sense.
+    #[error("{msg}")]
+    Usage { msg: String, hint: Option<String> },
+
+    /// Exit 1: an I/O call failed on a path.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+
+    /// Exit 1: a runtime failure that is not a plain I/O error (lock held, ...).
+    #[error("{msg}")]
+    Runtime { msg: String, hint: Option<String> },
+
+    /// Exit 1: stdout was closed before all data was written.
+    #[error("broken pipe: the reader of standard output went away before the data was complete")]
+    BrokenPipe,
+
+    /// Exit 3: a configuration SPEC.md refuses (double encryption, cleartext on
+    /// encrypted media, target is source, target too small, foreign target).
+    #[error("refused: {msg}")]
+    Refused { msg: String, hint: Option<String> },
+
+    /// Exit 4: wrong passphrase, key in no slot, role not allowed, no passphrase source.
+    #[error("access denied: {msg}")]
+    Access { msg: String, hint: Option<String> },
+
+    /// Exit 5: verification mismatch, corrupt or tampered metadata or stream.
+    #[error("integrity failure: {msg}")]
+    Integrity { msg: String, hint: Option<String> },
+
+    /// Exit 6: `check` found the volume dirty.
+    #[error("{msg}")]
+    Dirty { msg: String, hint: Option<String> },
+}
+
+impl Error {
+    /// The process exit code for this error, as SPEC.md's table defines it.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe => 1,
+            Error::Io { .. } | Error::Runtime { .. } | Error::BrokenPipe => 1,
+            Error::Usage { .. } => 2,
+            Error::Refused { .. } => 3,
+            Error::Access { .. } => 4,
+            Error::Integrity { .. } => 5,
+            Error::Dirty { .. } => 6,
+        }
+    }
+
+    /// What the user can do about it, if there is something to say.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Error::Usage { hint, .. }
+            | Error::Runtime { hint, .. }
+            | Error::Refused { hint, .. }
+            | Error::Access { hint, .. }
+            | Error::Integrity { hint, .. }
+            | Error::Dirty { hint, .. } => hint.as_deref(),
+            Error::Io { source, .. } => io_hint(source),
+            Error::BrokenPipe => None,
+        }
+    }
+
+    /// Attach or replace the hint.
+    pub fn with_hint(mut self, text: impl Into<String>) -> Self {
+        let text = Some(text.into());
+        match &mut self {
+            Error::Usage { hint, .. }
+            | Error::Runtime { hint, .. }
+            | Error::Refused { hint, .. }
+            | Error::Access { hint, .. }
+            | Error::Integrity { hint, .. }
+            | Error::Dirty { hint, .. } => *hint = text,
+            Error::Io { .. } | Error::BrokenPipe => {}
+        }
+        self
+    }
+
+    pub fn usage(msg: impl Into<String>) -> Self {
+        Error::Usage {
+            msg: msg.into(),
+            hint: None,
+        }
+    }
+
+    pub fn runtime(msg: impl Into<String>) -> Self {
+        Error::Runtime {
+            msg: msg.into(),
+            hint: None,
+        }
+    }
+
+    pub fn refused(msg: impl Into<String>) -> Self {
+        Error::Refused {
+            msg: msg.into(),
+            hint: None,
+        }
+    }
+
+    pub fn access(msg: impl Into<String>) -> Self {
+        Error::Access {
+            msg: msg.into(),
+            hint: None,
+        }
+    }
+
+    pub fn integrity(msg: impl Into<String>) -> Self {
+        Error::Integrity {
+            msg: msg.into(),
+            hint: None,
+        }
+    }
+
+    pub fn dirty(msg: impl Into<String>) -> Self {
+        Error::Dirty {
+            msg: msg.into(),
+            hint: None,
+        }
+    }
+
+    /// An I/O failure while doing `what` ("reading", "opening", ...) on `path`.
+    /// A broken pipe keeps its own variant so that its message is plain.
+    pub fn io(what: &'static str, path: impl AsRef<Path>, source: io::Error) -> Self {
+        if source.kind() == io::ErrorKind::BrokenPipe {
+            return Error::BrokenPipe;
+        }
+        Error::Io {
+            what,
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    /// True when the failure is the reader of our stdout going away.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::BrokenPipe)
+    }
+}
+
+fn io_hint(err: &io::Error) -> Option<&'static str> {
+    match err.kind() {
+        io::ErrorKind::NotFound => Some("check the path"),
+        io::ErrorKind::PermissionDenied => {
+            Some("check the file's permissions, or run as a user who may access it")
+        }
+        io::ErrorKind::StorageFull => Some("free space on the target's file system"),
+        io::ErrorKind::UnexpectedEof => {
+            Some("the input ended early: it may be truncated or still being written")
+        }
+        _ => None,
+    }
+}
+
+/// Shorthand for mapping `io::Result` into our `Result` with a path and a verb.
+pub trait IoContext<T> {
+    fn ctx(self, what: &'static str, path: impl AsRef<Path>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, what: &'static str, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io(what, path, e))
+    }
+}
+
+/// The error of a result whose success type has no `Debug` (secrets).
+#[cfg(test)]
+pub(crate) fn expect_err<T>(r: Result<T>) -> Error {
+    match r {
+        Err(e) => e,
+        Ok(_) => panic!("expected an error, got success"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_spec_table() {
+        assert_eq!(Error::usage("x").exit_code(), 2);
+        assert_eq!(Error::runtime("x").exit_code(), 1);
+        assert_eq!(Error::BrokenPipe.exit_code(), 1);
+        assert_eq!(Error::refused("x").exit_code(), 3);
+        assert_eq!(Error::access("x").exit_code(), 4);
+        assert_eq!(Error::integrity("x").exit_code(), 5);
+        assert_eq!(Error::dirty("x").exit_code(), 6);
+        let io = Error::io("reading", "/x", io::Error::other("boom"));
+        assert_eq!(io.exit_code(), 1);
+        assert!(io.to_string().contains("/x"));
+    }
+
+    #[test]
+    fn broken_pipe_io_errors_become_the_broken_pipe_variant() {
+        let e = Error::io("writing", "-", io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(e.is_broken_pipe());
+        assert_eq!(e.exit_code(), 1);
+    }
+
+    #[test]
+    fn hints_attach_to_messages() {
+        let e = Error::refused("no").with_hint("do this");
+        assert_eq!(e.hint(), Some("do this"));
+        assert_eq!(e.to_string(), "refused: no");
+    }
+}
+

@@ -1,0 +1,622 @@
+//! The keystore directory: `<user>/<keyname>.pub` (0644), `.priv` (0600),
+//! `.pass` (0600), and `.hostkey` (0600) at the top.
+//!
+//! A `.priv` holds the X25519 private key sealed with ChaCha20-Poly1305 under
+//! a key derived from the passphrase by Argon2id; the KDF parameters and salt
+//! are stored beside it. A `.pass` holds the passphrase sealed under a key
+//! derived from the host key, so that the `.pass` alone reveals nothing.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::Zeroizing;
+
+use super::KeyId;
+use crate::crypto::kdf::{self, KdfParams};
+use crate::crypto::{self, Passphrase};
+use crate::error::{Error, IoContext, Result};
+use crate::hex;
+
+const PRIV_HEADER: &str = "evfs private key v1";
+const PASS_HEADER: &str = "evfs stored passphrase v1";
+const PUB_TAG: &str = "evfs-x25519";
+const HOSTKEY: &str = ".hostkey";
+const PASS_CONTEXT: &str = "evfs 2026-11 stored passphrase key v1";
+/// Longest passphrase we store or read from a file.
+pub const PASSPHRASE_MAX: usize = 4096;
+
+/// An unlocked private key. The secret is wiped on drop; no `Debug`, no `Clone`.
+pub struct PrivateKey {
+    id: KeyId,
+    secret: StaticSecret,
+}
+
+impl PrivateKey {
+    pub fn id(&self) -> &KeyId {
+        &self.id
+    }
+
+    pub fn secret(&self) -> &StaticSecret {
+        &self.secret
+    }
+
+    pub fn public(&self) -> [u8; 32] {
+        PublicKey::from(&self.secret).to_bytes()
+    }
+}
+
+/// One line of `key list`.
+#[derive(Debug, Clone)]
+pub struct KeyEntry {
+    pub id: KeyId,
+    pub public: [u8; 32],
+    pub has_private: bool,
+    pub has_passphrase: bool,
+}
+
+/// Short, stable fingerprint of a public key.
+pub fn fingerprint(public: &[u8; 32]) -> String {
+    let h = blake3::hash(public);
+    let hx = hex::encode(&h.as_bytes()[..8]);
+    format!("b3:{}", hx)
+}
+
+/// The `.pub` file line (also what `key show` prints and `key import` reads).
+pub fn public_line(id: &KeyId, public: &[u8; 32]) -> String {
+    format!("{PUB_TAG} {} {}\n", hex::encode(public), id)
+}
+
+/// Parse a `.pub` line; the ID in it is informational.
+pub fn parse_public_line(text: &str) -> Option<[u8; 32]> {
+    let line = text.lines().find(|l| !l.trim().is_empty())?;
+    let mut parts = line.split_whitespace();
+    if parts.next()? != PUB_TAG {
+        return None;
+    }
+    hex::decode_array::<32>(parts.next()?)
+}
+
+/// The keystore directory.
+pub struct Keystore {
+    root: PathBuf,
+}
+
+impl Keystore {
+    /// `--keystore DIR`, else `$EVFS_KEYSTORE`, else `/etc/evfs/pkey` for root,
+    /// else `$XDG_CONFIG_HOME/evfs/pkey` (`~/.config/evfs/pkey`).
+    pub fn resolve(flag: Option<&Path>) -> Result<Keystore> {
+        if let Some(p) = flag {
+            return Ok(Keystore::at(p));
+        }
+        if let Some(p) = std::env::var_os("EVFS_KEYSTORE").filter(|v| !v.is_empty()) {
+            return Ok(Keystore::at(Path::new(&p)));
+        }
+        if rustix::process::geteuid().is_root() {
+            return Ok(Keystore::at(Path::new("/etc/evfs/pkey")));
+        }
+        let config = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+            .ok_or_else(|| {
+                Error::usage("no keystore: neither HOME nor XDG_CONFIG_HOME is set")
+                    .with_hint("pass --keystore DIR or set EVFS_KEYSTORE")
+            })?;
+        Ok(Keystore::at(&config.join("evfs/pkey")))
+    }
+
+    pub fn at(root: &Path) -> Keystore {
+        Keystore {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn file(&self, id: &KeyId, ext: &str) -> PathBuf {
+        self.root
+            .join(id.user())
+            .join(format!("{}.{ext}", id.keyname()))
+    }
+
+    pub fn pub_path(&self, id: &KeyId) -> PathBuf {
+        self.file(id, "pub")
+    }
+
+    pub fn priv_path(&self, id: &KeyId) -> PathBuf {
+        self.file(id, "priv")
+    }
+
+    pub fn pass_path(&self, id: &KeyId) -> PathBuf {
+        self.file(id, "pass")
+    }
+
+    /// Make a new key pair sealed under `pass`; refuses to overwrite one.
+    pub fn generate(&self, id: &KeyId, pass: &Passphrase, params: KdfParams) -> Result<[u8; 32]> {
+        if self.pub_path(id).exists() || self.priv_path(id).exists() {
+            return Err(Error::usage(format!(
+                "key {id} already exists in {}",
+                self.root.display()
+            ))
+            .with_hint("choose another key name, or remove the old key's files first"));
+        }
+        let params = params.validate()?;
+        let secret = StaticSecret::from(crypto::random_array::<32>()?);
+        let public = PublicKey::from(&secret).to_bytes();
+        let salt = crypto::random_array::<16>()?;
+        let nonce = crypto::random_array::<12>()?;
+        let key = kdf::derive(pass, &salt, params)?;
+        let mut sealed = Zeroizing::new(secret.to_bytes());
+        let tag = crypto::seal(&key, &nonce, &priv_aad(id, &public), sealed.as_mut());
+        let text = format!(
+            "{PRIV_HEADER}\nid: {id}\npublic: {}\nkdf: argon2id m={} t={} p={}\nsalt: {}\nnonce: {}\nsealed: {}{}\n",
+            hex::encode(&public),
+            params.memory_kib,
+            params.passes,
+            params.lanes,
+            hex::encode(&salt),
+            hex::encode(&nonce),
+            hex::encode(sealed.as_ref()),
+            hex::encode(&tag),
+        );
+        self.ensure_user_dir(id)?;
+        write_file(&self.priv_path(id), text.as_bytes(), 0o600)?;
+        write_file(
+            &self.pub_path(id),
+            public_line(id, &public).as_bytes(),
+            0o644,
+        )?;
+        Ok(public)
+    }
+
+    /// Add someone else's public key under `id`.
+    pub fn import(&self, id: &KeyId, public: &[u8; 32]) -> Result<()> {
+        let path = self.pub_path(id);
+        if path.exists() {
+            let old = self.public(id)?;
+            if &old == public {
+                return Ok(());
+            }
+            return Err(Error::usage(format!(
+                "key {id} already exists in {} with another public key",
+                self.root.display()
+            ))
+            .with_hint("import it under another key ID"));
+        }
+        self.ensure_user_dir(id)?;
+        write_file(&path, public_line(id, public).as_bytes(), 0o644)
+    }
+
+    /// The public key of `id`.
+    pub fn public(&self, id: &KeyId) -> Result<[u8; 32]> {
+        let path = self.pub_path(id);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::runtime(format!(
+                    "no key {id} in keystore {}",
+                    self.root.display()
+                ))
+                .with_hint(format!(
+                    "see `evfs key list`; add someone's public key with `evfs key import {id} FILE`"
+                )));
+            }
+            Err(e) => return Err(Error::io("reading", &path, e)),
+        };
+        parse_public_line(&text).ok_or_else(|| {
+            Error::integrity(format!("{} is not an evfs public key file", path.display()))
+        })
+    }
+
+    /// Whether a stored passphrase exists for `id`.
+    pub fn has_stored_passphrase(&self, id: &KeyId) -> bool {
+        self.pass_path(id).exists()
+    }
+
+    /// Decrypt the private key of `id` with `pass`. Exit 4 when the passphrase
+    /// is wrong or there is no private key.
+    pub fn unlock(&self, id: &KeyId, pass: &Passphrase) -> Result<PrivateKey> {
+        let path = self.priv_path(id);
+        let text = read_secret_file(&path, id)?;
+        let parsed = PrivFile::parse(&text)
+            .ok_or_else(|| Error::integrity(format!("{} is damaged", path.display())))?;
+        if &parsed.id != id {
+            return Err(Error::integrity(format!(
+                "{} holds key {}, not {id}",
+                path.display(),
+                parsed.id
+            )));
+        }
+        let key = kdf::derive(pass, &parsed.salt, parsed.params)?;
+        let mut secret = Zeroizing::new(parsed.sealed);
+        if !crypto::open(
+            &key,
+            &parsed.nonce,
+            &priv_aad(id, &parsed.public),
+            secret.as_mut(),
+            &parsed.tag,
+        ) {
+            return Err(Error::access(format!("wrong passphrase for key {id}"))
+                .with_hint("try again; a stored passphrase that no longer works can be replaced with `evfs key store-passphrase`"));
+        }
+        let secret = StaticSecret::from(*secret);
+        if PublicKey::from(&secret).to_bytes() != parsed.public {
+            return Err(Error::integrity(format!(
+                "{}: private and public key do not match",
+                path.display()
+            )));
+        }
+        Ok(PrivateKey {
+            id: id.clone(),
+            secret,
+        })
+    }
+
+    /// Seal `pass` with the host key into `<id>.pass`.
+    pub fn store_passphrase(&self, id: &KeyId, pass: &Passphrase) -> Result<()> {
+        let host = self.hostkey(true)?;
+        let key = Zeroizing::new(blake3::derive_key(PASS_CONTEXT, host.as_ref()));
+        let nonce = crypto::random_array::<12>()?;
+        let mut sealed = Zeroizing::new(pass.expose().to_vec());
+        let tag = crypto::seal(&key, &nonce, id.as_str().as_bytes(), &mut sealed);
+        let text = format!(
+            "{PASS_HEADER}\nid: {id}\nnonce: {}\nsealed: {}{}\n",
+            hex::encode(&nonce),
+            hex::encode(&sealed),
+            hex::encode(&tag)
+        );
+        self.ensure_user_dir(id)?;
+        write_file(&self.pass_path(id), text.as_bytes(), 0o600)
+    }
+
+    /// The stored passphrase of `id`, if there is one.
+    pub fn stored_passphrase(&self, id: &KeyId) -> Result<Option<Passphrase>> {
+        let path = self.pass_path(id);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = read_secret_file(&path, id)?;
+        let damaged = || Error::integrity(format!("{} is damaged", path.display()));
+        let mut nonce = None;
+        let mut sealed = None;
+        let mut lines = text.lines();
+        if lines.next() != Some(PASS_HEADER) {
+            return Err(damaged());
+        }
+        for line in lines {
+            match line.split_once(": ") {
+                Some(("nonce", v)) => nonce = hex::decode_array::<12>(v),
+                Some(("sealed", v)) => sealed = hex::decode(v),
+                _ => {}
+            }
+        }
+        let (nonce, sealed) = nonce.zip(sealed).ok_or_else(damaged)?;
+        if sealed.len() < 16 || sealed.len() > PASSPHRASE_MAX + 16 {
+            return Err(damaged());
+        }
+        let host = self.hostkey(false)?;
+        let key = Zeroizing::new(blake3::derive_key(PASS_CONTEXT, host.as_ref()));
+        let (body, tag) = sealed.split_at(sealed.len() - 16);
+        let mut body = Zeroizing::new(body.to_vec());
+        let tag: [u8; 16] = tag.try_into().expect("16 bytes");
+        if !crypto::open(&key, &nonce, id.as_str().as_bytes(), &mut body, &tag) {
+            return Err(Error::access(format!(
+                "the stored passphrase of {id} cannot be opened with this host key"
+            ))
+            .with_hint(format!(
+                "store it again with `evfs key store-passphrase {id}`"
+            )));
+        }
+        Ok(Some(Passphrase::new(body.to_vec())))
+    }
+
+    /// Remove the stored passphrase of `id`; `false` if there was none.
+    pub fn forget_passphrase(&self, id: &KeyId) -> Result<bool> {
+        let path = self.pass_path(id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("removing", &path, e)),
+        }
+    }
+
+    /// Every key in the store, sorted by ID.
+    pub fn list(&self) -> Result<Vec<KeyEntry>> {
+        let mut out = Vec::new();
+        let users = match fs::read_dir(&self.root) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io("reading", &self.root, e)),
+        };
+        for user in users {
+            let user = user.ctx("reading", &self.root)?;
+            if !user.file_type().ctx("reading", user.path())?.is_dir() {
+                continue;
+            }
+            let dir = user.path();
+            for entry in fs::read_dir(&dir).ctx("reading", &dir)? {
+                let entry = entry.ctx("reading", &dir)?;
+                let name = entry.file_name();
+                let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".pub")) else {
+                    continue;
+                };
+                let Ok(id) =
+                    KeyId::parse(&format!("{}.{stem}", user.file_name().to_string_lossy()))
+                else {
+                    continue;
+                };
+                let public = self.public(&id)?;
+                out.push(KeyEntry {
+                    has_private: self.priv_path(&id).exists(),
+                    has_passphrase: self.pass_path(&id).exists(),
+                    id,
+                    public,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    fn ensure_user_dir(&self, id: &KeyId) -> Result<()> {
+        for dir in [self.root.clone(), self.root.join(id.user())] {
+            if !dir.exists() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)
+                    .ctx("creating", &dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn hostkey(&self, create: bool) -> Result<Zeroizing<[u8; 32]>> {
+        let path = self.root.join(HOSTKEY);
+        if !path.exists() {
+            if !create {
+                return Err(Error::access(format!(
+                    "the host key {} is missing, so stored passphrases cannot be opened",
+                    path.display()
+                ))
+                .with_hint("store the passphrase again with `evfs key store-passphrase ID`"));
+            }
+            let key = Zeroizing::new(crypto::random_array::<32>()?);
+            fs::create_dir_all(&self.root).ctx("creating", &self.root)?;
+            write_file(&path, key.as_ref(), 0o600)?;
+            return Ok(key);
+        }
+        check_private_mode(&path)?;
+        let bytes = Zeroizing::new(fs::read(&path).ctx("reading", &path)?);
+        let key: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::integrity(format!("{} is damaged", path.display())))?;
+        Ok(Zeroizing::new(key))
+    }
+}
+
+struct PrivFile {
+    id: KeyId,
+    public: [u8; 32],
+    params: KdfParams,
+    salt: [u8; 16],
+    nonce: [u8; 12],
+    sealed: [u8; 32],
+    tag: [u8; 16],
+}
+
+impl PrivFile {
+    fn parse(text: &str) -> Option<PrivFile> {
+        let mut lines = text.lines();
+        if lines.next()? != PRIV_HEADER {
+            return None;
+        }
+        let (mut id, mut public, mut params, mut salt, mut nonce, mut sealed) =
+            (None, None, None, None, None, None);
+        for line in lines {
+            let (k, v) = line.split_once(": ")?;
+            match k {
+                "id" => id = KeyId::parse(v).ok(),
+                "public" => public = hex::decode_array::<32>(v),
+                "kdf" => params = parse_kdf(v),
+                "salt" => salt = hex::decode_array::<16>(v),
+                "nonce" => nonce = hex::decode_array::<12>(v),
+                "sealed" => sealed = hex::decode_array::<48>(v),
+                _ => {}
+            }
+        }
+        let sealed = sealed?;
+        Some(PrivFile {
+            id: id?,
+            public: public?,
+            params: params?,
+            salt: salt?,
+            nonce: nonce?,
+            sealed: sealed[..32].try_into().ok()?,
+            tag: sealed[32..].try_into().ok()?,
+        })
+    }
+}
+
+fn parse_kdf(v: &str) -> Option<KdfParams> {
+    let mut parts = v.split_whitespace();
+    if parts.next()? != "argon2id" {
+        return None;
+    }
+    let (mut m, mut t, mut p) = (None, None, None);
+    for part in parts {
+        let (k, n) = part.split_once('=')?;
+        let n: u32 = n.parse().ok()?;
+        match k {
+            "m" => m = Some(n),
+            "t" => t = Some(n),
+            "p" => p = Some(n),
+            _ => return None,
+        }
+    }
+    KdfParams {
+        memory_kib: m?,
+        passes: t?,
+        lanes: p?,
+    }
+    .validate()
+    .ok()
+}
+
+fn priv_aad(id: &KeyId, public: &[u8; 32]) -> Vec<u8> {
+    let mut aad = PRIV_HEADER.as_bytes().to_vec();
+    aad.extend_from_slice(id.as_str().as_bytes());
+    aad.extend_from_slice(public);
+    aad
+}
+
+/// Refuse a secret file that group or others may read or write.
+fn check_private_mode(path: &Path) -> Result<()> {
+    let meta = fs::metadata(path).ctx("reading", path)?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(Error::access(format!(
+            "{} is accessible by group or others (mode {:o}); refusing to use it",
+            path.display(),
+            meta.mode() & 0o777
+        ))
+        .with_hint(format!("run `chmod 600 {}`", path.display())));
+    }
+    Ok(())
+}
+
+fn read_secret_file(path: &Path, id: &KeyId) -> Result<Zeroizing<String>> {
+    if !path.exists() {
+        return Err(Error::access(format!(
+            "no private key for {id} ({} does not exist)",
+            path.display()
+        ))
+        .with_hint(
+            "generate one with `evfs key gen`, or use --keystore to point at the right keystore",
+        ));
+    }
+    check_private_mode(path)?;
+    let bytes = fs::read(path).ctx("reading", path)?;
+    String::from_utf8(bytes)
+        .map(Zeroizing::new)
+        .map_err(|_| Error::integrity(format!("{} is damaged", path.display())))
+}
+
+/// Write a whole file through a temporary name, with `mode`, synced.
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let mut f: File = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .ctx("creating", &tmp)?;
+    // The umask may have narrowed the mode; a public key must stay readable.
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .ctx("setting the mode of", &tmp)?;
+    f.write_all(data).ctx("writing", &tmp)?;
+    f.sync_all().ctx("syncing", &tmp)?;
+    fs::rename(&tmp, path).ctx("renaming into place", path)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: KdfParams = KdfParams {
+        memory_kib: 64,
+        passes: 1,
+        lanes: 1,
+    };
+
+    fn store() -> (tempfile::TempDir, Keystore) {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = Keystore::at(&dir.path().join("ks"));
+        (dir, ks)
+    }
+
+    fn pw(s: &str) -> Passphrase {
+        Passphrase::new(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn generate_unlock_and_wrong_passphrase() {
+        let (_d, ks) = store();
+        let id = KeyId::parse("alice.k1").unwrap();
+        let public = ks.generate(&id, &pw("secret words"), SMALL).unwrap();
+        assert_eq!(ks.public(&id).unwrap(), public);
+        let key = ks.unlock(&id, &pw("secret words")).unwrap();
+        assert_eq!(key.public(), public);
+        assert_eq!(crate::error::expect_err(ks.unlock(&id, &pw("wrong"))).exit_code(), 4);
+        let mode = |p: PathBuf| fs::metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(mode(ks.priv_path(&id)), 0o600);
+        assert_eq!(mode(ks.pub_path(&id)), 0o644);
+        assert!(ks.generate(&id, &pw("x"), SMALL).is_err());
+    }
+
+    #[test]
+    fn private_file_holds_no_clear_secret_and_is_refused_when_group_readable() {
+        let (_d, ks) = store();
+        let id = KeyId::parse("bob").unwrap();
+        ks.generate(&id, &pw("hunter2-passphrase"), SMALL).unwrap();
+        let text = fs::read_to_string(ks.priv_path(&id)).unwrap();
+        assert!(!text.contains("hunter2"));
+        let secret = ks.unlock(&id, &pw("hunter2-passphrase")).unwrap();
+        assert!(!text.contains(&hex::encode(secret.secret().as_bytes())));
+        fs::set_permissions(ks.priv_path(&id), fs::Permissions::from_mode(0o640)).unwrap();
+        let e = crate::error::expect_err(ks.unlock(&id, &pw("hunter2-passphrase")));
+        assert_eq!(e.exit_code(), 4);
+        assert!(e.hint().unwrap().contains("chmod 600"));
+    }
+
+    #[test]
+    fn stored_passphrase_round_trip_and_forget() {
+        let (_d, ks) = store();
+        let id = KeyId::parse("carol.k").unwrap();
+        ks.generate(&id, &pw("pp"), SMALL).unwrap();
+        assert!(ks.stored_passphrase(&id).unwrap().is_none());
+        ks.store_passphrase(&id, &pw("pp")).unwrap();
+        let text = fs::read_to_string(ks.pass_path(&id)).unwrap();
+        assert!(!text.contains("pp\n") && !text.contains(&hex::encode(b"pp")));
+        let back = ks.stored_passphrase(&id).unwrap().unwrap();
+        assert_eq!(back.expose(), b"pp");
+        assert!(ks.forget_passphrase(&id).unwrap());
+        assert!(!ks.forget_passphrase(&id).unwrap());
+        assert!(ks.stored_passphrase(&id).unwrap().is_none());
+    }
+
+    #[test]
+    fn import_list_and_public_line() {
+        let (_d, ks) = store();
+        let id = KeyId::parse("dave.k").unwrap();
+        let public = [5u8; 32];
+        ks.import(&id, &public).unwrap();
+        let line = public_line(&id, &public);
+        assert_eq!(parse_public_line(&line), Some(public));
+        let list = ks.list().unwrap();
+        assert_eq!(list.len(), 1);
+        assert!(!list[0].has_private);
+        assert!(ks.import(&id, &[6u8; 32]).is_err());
+    }
+
+    #[test]
+    fn damaged_private_file_is_an_integrity_error_not_a_panic() {
+        let (_d, ks) = store();
+        let id = KeyId::parse("erin").unwrap();
+        ks.generate(&id, &pw("pp"), SMALL).unwrap();
+        fs::write(
+            ks.priv_path(&id),
+            "evfs private key v1\nkdf: argon2id m=4294967295 t=1 p=1\n",
+        )
+        .unwrap();
+        fs::set_permissions(ks.priv_path(&id), fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(crate::error::expect_err(ks.unlock(&id, &pw("pp"))).exit_code(), 5);
+    }
+}

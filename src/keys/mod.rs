@@ -1,0 +1,9 @@
+//! Key pairs, key IDs, the keystore on disk and where passphrases come from.
+
+pub mod id;
+pub mod keystore;
+pub mod passphrase;
+
+pub use id::KeyId;
+pub use keystore::{Keystore, PrivateKey};
+pub use passphrase::PassphraseSource;

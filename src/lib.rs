@@ -1,0 +1,19 @@
+//! evfs: EVFS-style encrypted volumes on Linux, and the tools to back them up.
+//!
+//! The binary's commands live in [`commands`]; everything they build on is a
+//! module of its own: the sector cipher and key wrapping ([`crypto`]), the
+//! metadata format ([`emd`]), key pairs and the keystore ([`keys`]), devices
+//! and volumes ([`volume`]), and the data pipeline ([`pipeline`]).
+
+pub mod cli;
+pub mod commands;
+pub mod crypto;
+pub mod emd;
+pub mod error;
+pub mod hex;
+pub mod keys;
+pub mod pipeline;
+pub mod size;
+pub mod volume;
+
+pub use error::{Error, Result};

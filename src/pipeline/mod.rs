@@ -1,0 +1,340 @@
+//! The data pipeline: a reader, a pool of workers and an ordered collector,
+//! joined by bounded channels with reused buffers.
+//!
+//! ```text
+//!   reader ──work──▶ worker × N ──done──▶ collector (this thread) ──▶ sink
+//!   (maps or reads)  (decrypt, hash,      (reorders, merges the BLAKE3
+//!                     encrypt)             tree, writes in order)
+//! ```
+//!
+//! Memory is bounded by the number of buffers in flight (about 2 × threads
+//! chunks plus a mapped window), whatever the volume size. The reader takes
+//! each chunk's output buffer before dispatching it, in order, so a chunk
+//! that the collector waits for always holds a buffer and can never be
+//! starved by later chunks.
+
+pub mod digest;
+pub mod pool;
+pub mod progress;
+pub mod sink;
+pub mod source;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::crypto::Xts;
+use crate::error::{Error, Result};
+use pool::{Pool, PooledBuf};
+use progress::Meter;
+pub use sink::Sink;
+pub use source::{Input, Source};
+
+/// Bytes per chunk: a power of two (the BLAKE3 tree merge needs it) and a
+/// multiple of every sector size.
+pub const CHUNK: usize = 1 << 20;
+/// Bytes a worker processes per step, so that what it decrypts, hashes and
+/// encrypts stays in the core's cache between the steps.
+const PIECE: usize = 64 << 10;
+
+/// An XTS key and the sector size it runs at.
+pub struct SectorKey {
+    pub xts: Xts,
+    pub sector_size: usize,
+}
+
+/// What the workers do to each chunk.
+pub struct Plan {
+    pub threads: usize,
+    /// Decrypt the input with this key (an EVFS source).
+    pub decrypt: Option<SectorKey>,
+    /// Encrypt the plaintext with this key (an EVFS target).
+    pub encrypt: Option<SectorKey>,
+    /// Compute the BLAKE3 of the plaintext.
+    pub hash: bool,
+    /// Flag all-zero plaintext chunks (for sparse streams).
+    pub detect_zero: bool,
+    /// Data offset of the first chunk (non-zero when resuming); a multiple of [`CHUNK`].
+    pub start: u64,
+}
+
+impl Plan {
+    /// Default worker count: every core.
+    pub fn default_threads() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    fn transforms(&self) -> bool {
+        self.decrypt.is_some() || self.encrypt.is_some()
+    }
+}
+
+/// One chunk as the sink sees it, in order.
+pub struct ChunkOut<'a> {
+    pub index: u64,
+    /// Offset in the data (plaintext) stream.
+    pub offset: u64,
+    /// What to write: ciphertext for an encrypting plan, else the input bytes.
+    pub data: &'a [u8],
+    /// Bytes of real input; `data` may be longer when the last sector was padded.
+    pub plain_len: usize,
+    /// The plaintext was all zeros (only when the plan detects zeros).
+    pub zero: bool,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Plaintext (input) bytes processed, not counting a resumed prefix.
+    pub bytes: u64,
+    pub chunks: u64,
+    pub digest: Option<blake3::Hash>,
+    pub seconds: f64,
+}
+
+struct Work {
+    index: u64,
+    offset: u64,
+    input: Input,
+    out: Option<PooledBuf>,
+}
+
+struct Done {
+    index: u64,
+    offset: u64,
+    input: Input,
+    out: Option<PooledBuf>,
+    out_len: usize,
+    hash: Option<digest::ChunkHash>,
+    zero: bool,
+}
+
+/// Run `plan` from `source` into `sink`, reporting bytes to `meter`.
+pub fn run(
+    plan: &Plan,
+    source: &mut dyn Source,
+    sink: &mut dyn Sink,
+    meter: &Meter,
+) -> Result<Outcome> {
+    if !plan.start.is_multiple_of(CHUNK as u64) {
+        return Err(Error::runtime(
+            "a resumed pipeline must start on a chunk boundary",
+        ));
+    }
+    let started = Instant::now();
+    let threads = plan.threads.max(1);
+    let depth = threads * 2;
+    let out_pool = plan
+        .transforms()
+        .then(|| Pool::new(depth + threads + 2, CHUNK));
+    let (work_tx, work_rx) = crossbeam_channel::bounded::<Work>(depth);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<Result<Done>>(depth + threads);
+    let abort = AtomicBool::new(false);
+
+    std::thread::scope(|s| {
+        let reader_done = done_tx.clone();
+        let (abort_ref, out_pool) = (&abort, out_pool.as_ref());
+        s.spawn(move || {
+            let mut index = plan.start / CHUNK as u64;
+            let mut offset = plan.start;
+            while !abort_ref.load(Ordering::Relaxed) {
+                let next = source
+                    .next(CHUNK)
+                    .and_then(|input| match (input, out_pool) {
+                        (Some(input), Some(pool)) => Ok(Some((input, Some(pool.take()?)))),
+                        (Some(input), None) => Ok(Some((input, None))),
+                        (None, _) => Ok(None),
+                    });
+                match next {
+                    Ok(Some((input, out))) => {
+                        let len = input.len() as u64;
+                        let work = Work {
+                            index,
+                            offset,
+                            input,
+                            out,
+                        };
+                        if work_tx.send(work).is_err() {
+                            break;
+                        }
+                        index += 1;
+                        offset += len;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = reader_done.send(Err(e));
+                        break;
+                    }
+                }
+            }
+        });
+        for _ in 0..threads {
+            let (rx, tx, abort_ref) = (work_rx.clone(), done_tx.clone(), &abort);
+            s.spawn(move || {
+                for work in rx {
+                    if abort_ref.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    if tx.send(Ok(process(plan, work))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop((work_rx, done_tx));
+
+        let result = collect(plan, &done_rx, sink, meter);
+        if result.is_err() {
+            abort.store(true, Ordering::Relaxed);
+        }
+        // Let the other threads finish: buffers held here go home, the rest is drained.
+        for _ in done_rx.iter() {}
+        result.map(|(bytes, chunks, digest)| Outcome {
+            bytes,
+            chunks,
+            digest,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    })
+}
+
+/// The ordered end of the pipeline: reorder, merge hashes, write.
+fn collect(
+    plan: &Plan,
+    done_rx: &crossbeam_channel::Receiver<Result<Done>>,
+    sink: &mut dyn Sink,
+    meter: &Meter,
+) -> Result<(u64, u64, Option<blake3::Hash>)> {
+    let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
+    let mut next = plan.start / CHUNK as u64;
+    let first = next;
+    let mut merger = digest::TreeMerger::new();
+    let mut bytes = 0u64;
+    for result in done_rx.iter() {
+        let done = result?;
+        pending.insert(done.index, done);
+        while let Some(done) = pending.remove(&next) {
+            let data = match &done.out {
+                Some(out) => &out[..done.out_len],
+                None => done.input.bytes(),
+            };
+            sink.put(&ChunkOut {
+                index: done.index,
+                offset: done.offset,
+                data,
+                plain_len: done.input.len(),
+                zero: done.zero,
+            })?;
+            if let Some(h) = done.hash {
+                merger.push(h);
+            }
+            bytes += done.input.len() as u64;
+            meter.add(done.input.len() as u64);
+            next += 1;
+        }
+    }
+    if !pending.is_empty() {
+        return Err(Error::runtime(format!(
+            "the pipeline lost chunk {next}; {} later chunks were left unwritten",
+            pending.len()
+        )));
+    }
+    let digest = (plan.hash && plan.start == 0).then(|| merger.finish());
+    Ok((bytes, next - first, digest))
+}
+
+/// The work of one chunk, on a worker thread.
+fn process(plan: &Plan, work: Work) -> Done {
+    let Work {
+        index,
+        offset,
+        input,
+        mut out,
+    } = work;
+    let src = input.bytes();
+    let len = src.len();
+    let mut hasher = plan.hash.then(|| digest::chunk_hasher(offset));
+    let mut zero = plan.detect_zero;
+    let mut look = |plain: &[u8]| {
+        if let Some(h) = hasher.as_mut() {
+            h.update(plain);
+        }
+        if zero {
+            zero = is_zero(plain);
+        }
+    };
+    let mut out_len = len;
+    match out.as_deref_mut() {
+        None => look(src),
+        Some(dst) => {
+            // A plain input's last sector is padded with zeros to be encrypted.
+            if let (None, Some(enc)) = (&plan.decrypt, &plan.encrypt) {
+                out_len = len.div_ceil(enc.sector_size) * enc.sector_size;
+            }
+            let mut at = 0;
+            while at < out_len {
+                let end = (at + PIECE).min(out_len);
+                let real = end.min(len);
+                let piece = &mut dst[at..end];
+                match (&plan.decrypt, &plan.encrypt) {
+                    (Some(dec), _) => dec.xts.decrypt_sectors_to(
+                        &src[at..end],
+                        piece,
+                        dec.sector_size,
+                        sector_of(offset + at as u64, dec.sector_size),
+                    ),
+                    (None, Some(enc)) if real == end => {
+                        look(&src[at..end]);
+                        enc.xts.encrypt_sectors_to(
+                            &src[at..end],
+                            piece,
+                            enc.sector_size,
+                            sector_of(offset + at as u64, enc.sector_size),
+                        );
+                        at = end;
+                        continue;
+                    }
+                    _ => {
+                        piece[..real - at].copy_from_slice(&src[at..real]);
+                        piece[real - at..].fill(0);
+                    }
+                }
+                look(&piece[..real - at]);
+                if let Some(enc) = &plan.encrypt {
+                    enc.xts.encrypt_sectors(
+                        piece,
+                        enc.sector_size,
+                        sector_of(offset + at as u64, enc.sector_size),
+                    );
+                }
+                at = end;
+            }
+        }
+    }
+    let hash = hasher.map(|h| digest::finish_chunk(offset, &h));
+    Done {
+        index,
+        offset,
+        input,
+        out,
+        out_len,
+        hash,
+        zero,
+    }
+}
+
+fn sector_of(offset: u64, sector_size: usize) -> u64 {
+    offset / sector_size as u64
+}
+
+/// Whether every byte is zero (vectorizes well, unlike a byte-wise `all`).
+pub fn is_zero(data: &[u8]) -> bool {
+    let mut chunks = data.chunks_exact(64);
+    let body = chunks
+        .by_ref()
+        .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0);
+    body && chunks.remainder().iter().all(|&b| b == 0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+//! Volumes: a device with a valid EMD, unlocked with a key pair, checked by role.
+
+pub mod device;
+pub mod layout;
+
+use std::path::Path;
+
+use crate::crypto::{VolumeKey, wrap};
+use crate::emd::{self, Copies, Emd, Role, State};
+use crate::error::{Error, Result};
+use crate::keys::PrivateKey;
+
+pub use device::{Device, Identity};
+
+/// An open EVFS volume: its device and the EMD copy in force.
+pub struct Volume {
+    pub dev: Device,
+    pub emd: Emd,
+    pub copies: Copies,
+}
+
+impl Volume {
+    /// Open `path` (read-only unless `write`) and read its EMD; exit 5 when
+    /// there is no valid copy.
+    pub fn open(path: &Path, write: bool) -> Result<Volume> {
+        let dev = if write {
+            Device::open_write(path)?
+        } else {
+            Device::open_read(path)?
+        };
+        Volume::from_device(dev)
+    }
+
+    pub fn from_device(dev: Device) -> Result<Volume> {
+        let copies = Copies::read(&dev)?;
+        let emd = copies
+            .current()
+            .cloned()
+            .ok_or_else(|| emd::no_valid_emd(&dev, &copies))?;
+        Ok(Volume { dev, emd, copies })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dev.path()
+    }
+
+    /// Write the EMD to both copies with the next generation.
+    pub fn commit(&mut self) -> Result<()> {
+        self.emd.generation += 1;
+        emd::write_both(&self.dev, &self.emd)?;
+        self.copies = Copies {
+            primary: emd::CopyState::Ok(Box::new(self.emd.clone())),
+            backup: emd::CopyState::Ok(Box::new(self.emd.clone())),
+        };
+        Ok(())
+    }
+
+    /// Unlock with `key`, allowing only the `allowed` roles to `action`.
+    pub fn unlock(&self, key: &PrivateKey, allowed: &[Role], action: &str) -> Result<Unlocked> {
+        unlock_emd(&self.emd, self.path(), key, allowed, action)
+    }
+
+    /// Refuse to work on the plaintext of a disabled volume.
+    pub fn require_enabled(&self, action: &str) -> Result<()> {
+        if self.emd.state == State::Disabled {
+            return Err(Error::refused(format!(
+                "{} is disabled: its data is raw ciphertext and cannot be {action}",
+                self.path().display()
+            ))
+            .with_hint(format!(
+                "enable it with `evfs enable {} -k ID`",
+                self.path().display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The byte range of the data area on the device.
+    pub fn data_range(&self) -> (u64, u64) {
+        (self.emd.data_offset, self.emd.data_size)
+    }
+}
+
+/// A volume key and the role through which it was obtained.
+pub struct Unlocked {
+    pub key: VolumeKey,
+    pub role: Role,
+}
+
+/// Find `key`'s slot in `emd`, unwrap the volume key, and check the MAC.
+/// Exit 4 for a key in no slot or a role not allowed; exit 5 when the EMD
+/// was tampered with.
+pub fn unlock_emd(
+    emd: &Emd,
+    path: &Path,
+    key: &PrivateKey,
+    allowed: &[Role],
+    action: &str,
+) -> Result<Unlocked> {
+    let path_text = path.display();
+    let slot = emd.slot(key.id()).ok_or_else(|| {
+        Error::access(format!("key {} has no slot on {path_text}", key.id())).with_hint(format!(
+            "the owner can add it with `evfs user add {path_text} {} -k OWNER`",
+            key.id()
+        ))
+    })?;
+    if slot.public != key.public() {
+        return Err(Error::access(format!(
+            "the slot of {} on {path_text} holds another public key than this keystore's {}",
+            key.id(),
+            key.id()
+        ))
+        .with_hint("use the keystore that holds the key this volume was given"));
+    }
+    if !allowed.contains(&slot.role) {
+        let names: Vec<_> = allowed.iter().map(|r| r.name()).collect();
+        return Err(Error::access(format!(
+            "key {} is {} of {path_text}; only {} may {action}",
+            key.id(),
+            role_article(slot.role),
+            names.join(" or "),
+        )));
+    }
+    let volume_key = wrap::unwrap(&slot.wrapped, key.secret(), emd.cipher, key.id().as_str())
+        .ok_or_else(|| tampered(path))?;
+    if !emd.mac_ok(&volume_key) {
+        return Err(tampered(path));
+    }
+    Ok(Unlocked {
+        key: volume_key,
+        role: slot.role,
+    })
+}
+
+fn tampered(path: &Path) -> Error {
+    Error::integrity(format!(
+        "the EMD of {} fails its MAC check: it was altered outside evfs",
+        path.display()
+    ))
+    .with_hint("do not trust this metadata; restore a saved copy with `evfs emd restore`")
+}
+
+fn role_article(role: Role) -> &'static str {
+    match role {
+        Role::Owner => "the owner",
+        Role::User => "an authorized user",
+        Role::Recovery => "a recovery key",
+    }
+}
+
+/// Build the EMD of a new volume with a fresh key, owned by `owner`.
+pub struct NewVolume<'a> {
+    pub cipher: crate::crypto::Cipher,
+    pub sector_size: u32,
+    pub data_size: u64,
+    pub label: &'a str,
+    pub owner: (&'a crate::keys::KeyId, [u8; 32]),
+    pub recovery: Vec<(crate::keys::KeyId, [u8; 32])>,
+}
+
+impl NewVolume<'_> {
+    /// The sealed EMD and the volume key it wraps.
+    pub fn build(&self) -> Result<(Emd, VolumeKey)> {
+        let key = VolumeKey::generate(self.cipher)?;
+        let mut slots = vec![emd::Slot {
+            role: Role::Owner,
+            id: self.owner.0.clone(),
+            public: self.owner.1,
+            wrapped: wrap::wrap(&key, &self.owner.1, self.owner.0.as_str())?,
+        }];
+        for (id, public) in &self.recovery {
+            slots.push(emd::Slot {
+                role: Role::Recovery,
+                id: id.clone(),
+                public: *public,
+                wrapped: wrap::wrap(&key, public, id.as_str())?,
+            });
+        }
+        emd::format::validate_slots(&slots)
+            .map_err(|e| Error::usage(format!("these keys do not make a valid slot table: {e}")))?;
+        let mut emd = Emd {
+            generation: 0,
+            dirty: false,
+            checkpoint: None,
+            uuid: emd::format::new_uuid()?,
+            created: emd::Timestamp::now().secs,
+            cipher: self.cipher,
+            state: State::Enabled,
+            sector_size: self.sector_size,
+            data_offset: layout::DATA_OFFSET,
+            data_size: self.data_size,
+            label: self.label.to_string(),
+            provenance: None,
+            slots,
+            mac: [0; 32],
+        };
+        emd.seal(&key);
+        Ok((emd, key))
+    }
+}
