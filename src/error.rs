@@ -222,4 +222,3 @@ mod tests {
         assert_eq!(e.to_string(), "refused: no");
     }
 }
-

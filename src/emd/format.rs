@@ -330,7 +330,10 @@ impl Emd {
         if data_offset < EMD_SIZE as u64 || !data_offset.is_multiple_of(ss) {
             return Err(EmdError::Field("data_offset"));
         }
-        if data_size == 0 || !data_size.is_multiple_of(ss) || data_offset.checked_add(data_size).is_none() {
+        if data_size == 0
+            || !data_size.is_multiple_of(ss)
+            || data_offset.checked_add(data_size).is_none()
+        {
             return Err(EmdError::Field("data_size"));
         }
         let label_field = &b[176..176 + LABEL_MAX];

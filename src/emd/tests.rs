@@ -1,1 +1,358 @@
+//! Tests of the EMD format: round trips, hostile bytes, the MAC, and the
+//! worked example of `formats/EMD.md`.
 
+use proptest::prelude::*;
+
+use super::format::*;
+use crate::crypto::wrap::WRAPPED_LEN;
+use crate::crypto::{Cipher, VolumeKey};
+use crate::keys::KeyId;
+
+/// The volume key of the worked example: bytes 0x00..0x3f.
+fn example_key() -> VolumeKey {
+    let bytes: Vec<u8> = (0u8..64).collect();
+    VolumeKey::from_bytes(Cipher::Aes256Xts, &bytes).unwrap()
+}
+
+/// The EMD of `formats/EMD.md`'s worked example: fixed values everywhere, so
+/// that its bytes never change.
+fn example() -> Emd {
+    let mut e = Emd {
+        generation: 3,
+        dirty: false,
+        checkpoint: None,
+        uuid: [
+            0x6b, 0x1f, 0x2c, 0x3d, 0x4e, 0x5f, 0x40, 0x71, 0x82, 0x93, 0xa4, 0xb5, 0xc6, 0xd7,
+            0xe8, 0xf9,
+        ],
+        created: 1_795_000_000,
+        cipher: Cipher::Aes256Xts,
+        state: State::Enabled,
+        sector_size: 4096,
+        data_offset: 1 << 20,
+        data_size: 62 << 20,
+        label: "payroll".to_string(),
+        provenance: Some(Provenance {
+            source_uuid: [0x11; 16],
+            started: Timestamp {
+                secs: 1_795_000_100,
+                nanos: 250_000_000,
+            },
+            finished: Timestamp {
+                secs: 1_795_000_160,
+                nanos: 0,
+            },
+            bytes: 62 << 20,
+            plaintext_blake3: Some([0xab; 32]),
+        }),
+        slots: vec![
+            Slot {
+                role: Role::Owner,
+                id: KeyId::parse("alice.k1").unwrap(),
+                public: [0xa1; 32],
+                wrapped: [0xa2; WRAPPED_LEN],
+            },
+            Slot {
+                role: Role::User,
+                id: KeyId::parse("bob.bob").unwrap(),
+                public: [0xb1; 32],
+                wrapped: [0xb2; WRAPPED_LEN],
+            },
+        ],
+        mac: [0; 32],
+    };
+    e.seal(&example_key());
+    e
+}
+
+/// `hexdump -C` style: offset, 16 bytes, ASCII; repeated lines become `*`.
+pub fn hexdump(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    let mut previous: Option<&[u8]> = None;
+    let mut starred = false;
+    for (i, line) in bytes.chunks(16).enumerate() {
+        if previous == Some(line) {
+            if !starred {
+                out.push_str("*\n");
+                starred = true;
+            }
+            continue;
+        }
+        starred = false;
+        previous = Some(line);
+        let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
+        let ascii: String = line
+            .iter()
+            .map(|&b| {
+                if (0x20..0x7f).contains(&b) {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        out.push_str(&format!(
+            "{:08x}  {}  {}  |{}|\n",
+            i * 16,
+            hex[..8].join(" "),
+            hex[8..].join(" "),
+            ascii
+        ));
+    }
+    out.push_str(&format!("{:08x}\n", bytes.len()));
+    out
+}
+
+/// Read a `hexdump -C` listing back into bytes.
+fn unhexdump(text: &str) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::new();
+    let mut last: Vec<u8> = Vec::new();
+    let mut star = false;
+    for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+        if line == "*" {
+            star = true;
+            continue;
+        }
+        let offset = usize::from_str_radix(&line[..8], 16).expect("offset");
+        if star {
+            while out.len() < offset {
+                out.extend_from_slice(&last);
+            }
+            star = false;
+        }
+        assert_eq!(out.len(), offset, "listing out of order at {line}");
+        let hex_part = line[8..].split('|').next().unwrap_or("");
+        let bytes: Vec<u8> = hex_part
+            .split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).expect("hex byte"))
+            .collect();
+        if !bytes.is_empty() {
+            last = bytes.clone();
+        }
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+fn worked_example_from_doc() -> String {
+    let doc = include_str!("../../formats/EMD.md");
+    let start = doc
+        .find("```hexdump\n")
+        .expect("formats/EMD.md has a ```hexdump block")
+        + "```hexdump\n".len();
+    let end = start + doc[start..].find("```").expect("closing fence");
+    doc[start..end].to_string()
+}
+
+#[test]
+fn the_worked_example_in_formats_emd_md_parses_to_the_documented_fields() {
+    let listing = worked_example_from_doc();
+    let bytes = unhexdump(&listing);
+    assert_eq!(bytes.len(), EMD_SIZE);
+    let e = Emd::parse(&bytes).expect("the documented example parses");
+    assert_eq!(e, example());
+    assert_eq!(e.uuid_string(), "6b1f2c3d-4e5f-4071-8293-a4b5c6d7e8f9");
+    assert_eq!(e.label, "payroll");
+    assert_eq!(e.owner().id.as_str(), "alice.k1");
+    assert_eq!(e.slots[1].role, Role::User);
+    assert!(e.mac_ok(&example_key()), "the documented MAC checks out");
+    assert_eq!(
+        listing,
+        hexdump(&example().encode()[..]),
+        "formats/EMD.md is stale: regenerate the listing with \
+         `EVFS_PRINT_EMD_EXAMPLE=1 cargo test print_worked_example -- --nocapture`"
+    );
+}
+
+#[test]
+fn print_worked_example() {
+    if std::env::var_os("EVFS_PRINT_EMD_EXAMPLE").is_some() {
+        print!("{}", hexdump(&example().encode()[..]));
+    }
+}
+
+#[test]
+fn encode_then_parse_round_trips() {
+    let mut e = example();
+    e.dirty = true;
+    e.checkpoint = Some(Checkpoint {
+        run_id: [3; 16],
+        source_uuid: [4; 16],
+        bytes_done: 10,
+        total: 20,
+    });
+    e.provenance.as_mut().unwrap().plaintext_blake3 = None;
+    let back = Emd::parse(&e.encode()[..]).unwrap();
+    assert_eq!(back, e);
+    let mut bare = example();
+    bare.provenance = None;
+    bare.label.clear();
+    assert_eq!(Emd::parse(&bare.encode()[..]).unwrap(), bare);
+}
+
+#[test]
+fn every_single_flipped_byte_is_detected() {
+    let bytes = example().encode();
+    for i in 0..EMD_SIZE {
+        let mut bad = bytes.clone();
+        bad[i] ^= 0x01;
+        assert!(
+            Emd::parse(&bad[..]).is_err(),
+            "flip at byte {i} went unnoticed"
+        );
+    }
+}
+
+/// Change a body field, fix the checksum up as an attacker would, and check
+/// that the parser accepts it but the MAC does not.
+fn tamper(mutate: impl Fn(&mut Emd)) {
+    let key = example_key();
+    let mut e = example();
+    mutate(&mut e);
+    let bytes = e.encode(); // same stored MAC, fresh checksum
+    let parsed = Emd::parse(&bytes[..]).expect("checksum was fixed up");
+    assert!(!parsed.mac_ok(&key), "tampering went unnoticed by the MAC");
+}
+
+#[test]
+fn tampering_with_state_slots_or_geometry_fails_the_mac() {
+    tamper(|e| e.state = State::Disabled);
+    tamper(|e| {
+        e.slots[0].role = Role::User;
+        e.slots[1].role = Role::Owner;
+    });
+    tamper(|e| e.slots.truncate(1));
+    tamper(|e| e.slots[1].public[0] ^= 1);
+    tamper(|e| e.data_size -= 4096);
+    tamper(|e| e.data_offset += 4096);
+    tamper(|e| e.sector_size = 512);
+    tamper(|e| e.uuid[0] ^= 1);
+    tamper(|e| e.label = "other".into());
+    tamper(|e| e.provenance.as_mut().unwrap().plaintext_blake3 = Some([0; 32]));
+    tamper(|e| e.provenance = None);
+}
+
+#[test]
+fn the_mutable_header_is_outside_the_mac() {
+    let key = example_key();
+    let mut e = example();
+    e.dirty = true;
+    e.generation += 7;
+    e.checkpoint = Some(Checkpoint {
+        run_id: [1; 16],
+        source_uuid: [2; 16],
+        bytes_done: 0,
+        total: 1,
+    });
+    assert!(Emd::parse(&e.encode()[..]).unwrap().mac_ok(&key));
+}
+
+#[test]
+fn invalid_tables_are_refused() {
+    let mut two_owners = example();
+    two_owners.slots[1].role = Role::Owner;
+    assert_eq!(
+        Emd::parse(&two_owners.encode()[..]),
+        Err(EmdError::Field("owner"))
+    );
+    let mut bad_recovery = example();
+    bad_recovery.slots[1].role = Role::Recovery;
+    assert_eq!(
+        Emd::parse(&bad_recovery.encode()[..]),
+        Err(EmdError::Field("recovery"))
+    );
+    let mut dup = example();
+    dup.slots[1].id = dup.slots[0].id.clone();
+    dup.slots[1].role = Role::User;
+    assert_eq!(Emd::parse(&dup.encode()[..]), Err(EmdError::Field("slots")));
+}
+
+#[test]
+fn short_or_foreign_input_is_not_an_emd() {
+    assert_eq!(Emd::parse(b""), Err(EmdError::NoMagic));
+    assert_eq!(Emd::parse(&[0u8; EMD_SIZE]), Err(EmdError::NoMagic));
+    let mut v2 = example().encode();
+    v2[8] = 2;
+    assert_eq!(Emd::parse(&v2[..]), Err(EmdError::Version(2)));
+}
+
+fn arb_emd() -> impl Strategy<Value = Emd> {
+    (
+        any::<u64>(),
+        any::<bool>(),
+        any::<[u8; 16]>(),
+        prop_oneof![Just(Cipher::Aes256Xts), Just(Cipher::Aes128Xts)],
+        any::<bool>(),
+        prop_oneof![Just(512u32), Just(4096u32)],
+        1u64..1 << 30,
+        "[a-z0-9 ]{0,64}",
+        1usize..MAX_SLOTS,
+        proptest::option::of((
+            any::<[u8; 16]>(),
+            any::<u64>(),
+            proptest::option::of(any::<[u8; 32]>()),
+        )),
+    )
+        .prop_map(
+            |(generation, dirty, uuid, cipher, enabled, sector_size, sectors, label, n, prov)| {
+                let slots = (0..n)
+                    .map(|i| Slot {
+                        role: if i == 0 { Role::Owner } else { Role::User },
+                        id: KeyId::parse(&format!("user{i}.key")).unwrap(),
+                        public: [i as u8; 32],
+                        wrapped: [i as u8 ^ 0x5a; WRAPPED_LEN],
+                    })
+                    .collect();
+                Emd {
+                    generation,
+                    dirty,
+                    checkpoint: None,
+                    uuid,
+                    created: 1_700_000_000,
+                    cipher,
+                    state: if enabled {
+                        State::Enabled
+                    } else {
+                        State::Disabled
+                    },
+                    sector_size,
+                    data_offset: 1 << 20,
+                    data_size: sectors * u64::from(sector_size),
+                    label,
+                    provenance: prov.map(|(source_uuid, bytes, plaintext_blake3)| Provenance {
+                        source_uuid,
+                        started: Timestamp { secs: 1, nanos: 2 },
+                        finished: Timestamp { secs: 3, nanos: 4 },
+                        bytes,
+                        plaintext_blake3,
+                    }),
+                    slots,
+                    mac: [7; 32],
+                }
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn random_emds_round_trip(e in arb_emd()) {
+        prop_assert_eq!(Emd::parse(&e.encode()[..]).unwrap(), e);
+    }
+
+    #[test]
+    fn random_bytes_never_panic_the_parser(bytes in proptest::collection::vec(any::<u8>(), 0..EMD_SIZE + 64)) {
+        let _ = Emd::parse(&bytes);
+    }
+
+    #[test]
+    fn random_bytes_with_magic_and_a_valid_checksum_never_panic(
+        body in proptest::collection::vec(any::<u8>(), EMD_SIZE - 32..=EMD_SIZE - 32)
+    ) {
+        let mut bytes = body;
+        bytes[..8].copy_from_slice(MAGIC);
+        bytes[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        let sum = blake3::hash(&bytes);
+        bytes.extend_from_slice(sum.as_bytes());
+        let _ = Emd::parse(&bytes);
+    }
+}

@@ -554,7 +554,10 @@ mod tests {
         assert_eq!(ks.public(&id).unwrap(), public);
         let key = ks.unlock(&id, &pw("secret words")).unwrap();
         assert_eq!(key.public(), public);
-        assert_eq!(crate::error::expect_err(ks.unlock(&id, &pw("wrong"))).exit_code(), 4);
+        assert_eq!(
+            crate::error::expect_err(ks.unlock(&id, &pw("wrong"))).exit_code(),
+            4
+        );
         let mode = |p: PathBuf| fs::metadata(p).unwrap().mode() & 0o777;
         assert_eq!(mode(ks.priv_path(&id)), 0o600);
         assert_eq!(mode(ks.pub_path(&id)), 0o644);
@@ -617,6 +620,9 @@ mod tests {
         )
         .unwrap();
         fs::set_permissions(ks.priv_path(&id), fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(crate::error::expect_err(ks.unlock(&id, &pw("pp"))).exit_code(), 5);
+        assert_eq!(
+            crate::error::expect_err(ks.unlock(&id, &pw("pp"))).exit_code(),
+            5
+        );
     }
 }

@@ -192,7 +192,10 @@ mod tests {
         std::fs::write(&p, "crlf\r\n").unwrap();
         assert_eq!(read_passphrase_file(&p).unwrap().expose(), b"crlf");
         std::fs::write(&p, "\n").unwrap();
-        assert_eq!(crate::error::expect_err(read_passphrase_file(&p)).exit_code(), 2);
+        assert_eq!(
+            crate::error::expect_err(read_passphrase_file(&p)).exit_code(),
+            2
+        );
         assert!(read_passphrase_file(&dir.path().join("missing")).is_err());
     }
 }

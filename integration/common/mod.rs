@@ -1,0 +1,155 @@
+//! Shared helpers for the CLI tests: a scratch directory with a keystore, and
+//! the real `evfs` binary run inside it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+
+/// A scratch directory with its own keystore.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn keystore(&self) -> PathBuf {
+        self.path("keystore")
+    }
+
+    /// `evfs --keystore <ks> ARGS` in the scratch directory, stdin empty.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::cargo_bin("evfs").expect("the evfs binary");
+        c.current_dir(self.dir.path())
+            .arg("--keystore")
+            .arg(self.keystore())
+            .args(args)
+            .env_remove("EVFS_KEYSTORE")
+            .write_stdin(Vec::<u8>::new());
+        c
+    }
+
+    /// Run and return the output, whatever the exit code.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run evfs")
+    }
+
+    /// Run, require exit `code`, return (stdout, stderr).
+    pub fn expect(&self, code: i32, args: &[&str]) -> (String, String) {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "evfs {args:?}\nstdout: {stdout}\nstderr: {stderr}"
+        );
+        (stdout, stderr)
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.expect(0, args).0
+    }
+
+    /// Write a passphrase file for `id` and return its path (as text).
+    pub fn pass_file(&self, id: &str) -> String {
+        let p = self.path(&format!("{id}.pw"));
+        std::fs::write(&p, format!("pass phrase of {id}\n")).unwrap();
+        p.display().to_string()
+    }
+
+    /// `key gen ID` with a passphrase file and a small KDF.
+    pub fn gen_key(&self, id: &str) -> String {
+        let pw = self.pass_file(id);
+        self.ok(&[
+            "key",
+            "gen",
+            id,
+            "--passphrase-file",
+            &pw,
+            "--kdf-memory",
+            "256K",
+            "--kdf-passes",
+            "1",
+        ]);
+        pw
+    }
+
+    /// A new volume of `size` owned by `owner`.
+    pub fn create(&self, vol: &str, owner: &str, size: &str) {
+        self.ok(&["create", vol, "--owner", owner, "--size", size]);
+    }
+
+    /// `info --json` as a JSON value.
+    pub fn info(&self, vol: &str) -> serde_json::Value {
+        let out = self.ok(&["info", vol, "--json"]);
+        serde_json::from_str(&out).expect("info --json is JSON")
+    }
+
+    /// `hash VOL -k ID` (with the key's passphrase file), the hex digest.
+    pub fn hash(&self, vol: &str, key: &str) -> String {
+        let pw = self.path(&format!("{key}.pw")).display().to_string();
+        let out = self.ok(&["hash", vol, "-k", key, "--passphrase-file", &pw]);
+        out.split_whitespace().next().unwrap().to_string()
+    }
+}
+
+/// A deterministic mix of text, zeros and pseudo-random bytes.
+pub fn mixed_data(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let text = b"The quick brown fox jumps over the lazy dog. EVFS backup test data. ";
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    while out.len() < len {
+        let block = (out.len() / (1 << 20)) % 3;
+        let n = (len - out.len()).min(1 << 20);
+        match block {
+            0 => out.extend(text.iter().cycle().take(n)),
+            1 => out.extend(std::iter::repeat_n(0u8, n)),
+            _ => {
+                for _ in 0..n {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    out.push(state as u8);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// BLAKE3 of bytes, as hex (what `b3sum` prints).
+pub fn b3(data: &[u8]) -> String {
+    blake3::hash(data).to_hex().to_string()
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
