@@ -269,8 +269,8 @@ fn wiped_first_mib_is_reported_and_repaired_and_emd_backup_restores_a_destroyed_
     let (env, pa, _) = setup();
     let before = env.hash("vol", "alice.k1");
     let vol = env.path("vol");
-    let mut f = std::fs::OpenOptions::new().write(true).open(&vol).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&mut f, &vec![0u8; 1 << 20], 0).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&vol).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &vec![0u8; 1 << 20], 0).unwrap();
     drop(f);
     let info = env.info("vol");
     assert_eq!(info["emd"]["primary"], "bad");
