@@ -155,6 +155,26 @@ pub enum Command {
         threads: Option<usize>,
     },
 
+    /// Back up SRC to DST: re-encrypt, encrypt, raw clone, or export cleartext
+    #[command(after_help = BACKUP_HELP)]
+    Backup(BackupArgs),
+
+    /// Write a backup stream (file or -) back onto a volume, EMD included
+    #[command(
+        after_help = "Needs no key unless the stream is compressed or sparse. Any truncation, reordering \
+or altered byte exits 5 and leaves the target dirty.\n\nExamples:\n  evfs restore vol.evfs restored.img\n  \
+ssh host 'cat vol.evfs' | evfs restore - restored.img\n  evfs restore vol-compressed.evfs /dev/sdb1 -k alice.k1"
+    )]
+    Restore(RestoreArgs),
+
+    /// Verify a backup: a volume against its provenance, a stream frame by frame, or --against its source
+    #[command(
+        after_help = "Exit status: 0 when everything checked out, 5 on any mismatch (naming where).\n\n\
+Examples:\n  evfs verify copy.img -k alice.k1\n  evfs verify copy.img -k alice.k1 --against vol.img\n  \
+evfs verify vol.evfs\n  evfs verify vol.evfs -k alice.k1 --json"
+    )]
+    Verify(VerifyArgs),
+
     /// Write the decrypted data area to standard output
     #[command(after_help = "Example:\n  evfs cat vol.img -k alice.k1 | b3sum")]
     Cat {
@@ -165,6 +185,135 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         threads: Option<usize>,
     },
+}
+
+const BACKUP_HELP: &str = "\
+Configurations:
+  enabled volume -k ID  -> new file, block device or same-lineage volume: re-encrypt with a fresh key
+  plain file --owner ID -> new volume: encrypt
+  --raw volume          -> new file, stream or disabled volume: ciphertext and EMD cloned, no key
+  enabled volume --cleartext -> plain file, device or -: plaintext export
+  refused (exit 3): a disabled or --raw source into an encrypting target (double encryption),
+  cleartext onto encrypted media, the target is the source, too small, or foreign without --force.
+
+Examples:
+  evfs backup vol.img vol-copy.img -k alice.k1
+  evfs backup disk.raw vol.img --owner alice.k1
+  evfs backup vol.img - -k alice.k1 | ssh host 'cat > vol.evfs'
+  evfs backup vol.img vol-mirror.img --raw
+  evfs backup vol.img plain.raw --cleartext -k alice.k1
+  evfs backup vol.img /dev/sdb1 -k backup.cron --progress --progress-interval 1m --json";
+
+#[derive(Args, Debug, Clone)]
+pub struct BackupArgs {
+    /// Source: an EVFS volume, a plain file or block device, or - for standard input
+    pub src: PathBuf,
+
+    /// Target: an EVFS volume, a new or blank file, a block device, or - for a backup stream on standard output
+    #[arg(required_unless_present = "stream")]
+    pub dst: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub key: OptKeyArgs,
+
+    /// Worker threads (default: all cores)
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Copy the ciphertext as it lies and clone the EMD with the same key (no key needed)
+    #[arg(long)]
+    pub raw: bool,
+
+    /// Keep the source's volume key in the clone instead of a fresh one
+    #[arg(long)]
+    pub same_key: bool,
+
+    /// Export the plaintext to a plain file, device or standard output
+    #[arg(long)]
+    pub cleartext: bool,
+
+    /// Owner of the new volume when the source is plain data (only the public key is needed)
+    #[arg(long, value_name = "ID")]
+    pub owner: Option<String>,
+
+    /// Key of an existing target volume: re-encrypt into it with its own key, keeping its EMD
+    #[arg(long, value_name = "ID")]
+    pub target_key: Option<String>,
+
+    /// Read the passphrase of --target-key from FILE (- for standard input)
+    #[arg(long, value_name = "FILE")]
+    pub target_passphrase_file: Option<PathBuf>,
+
+    /// Write a backup stream to FILE (instead of DST)
+    #[arg(long, value_name = "FILE", conflicts_with = "dst")]
+    pub stream: Option<PathBuf>,
+
+    /// Stream only: zstd-compress the plaintext (LEVEL 1-19, default 3), sealed with an AEAD
+    #[arg(long, value_name = "LEVEL", num_args = 0..=1, require_equals = true, default_missing_value = "3", value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub compress: Option<i32>,
+
+    /// Stream only: send all-zero chunks as markers
+    #[arg(long)]
+    pub sparse: bool,
+
+    /// Continue an interrupted backup into the same target from its checkpoint
+    #[arg(long)]
+    pub resume: bool,
+
+    /// Print plain progress lines to stderr (for cron logs)
+    #[arg(long)]
+    pub progress: bool,
+
+    /// Time between --progress lines (e.g. 5s, 1m, 100ms)
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub progress_interval: std::time::Duration,
+
+    /// Print one JSON object with the result
+    #[arg(long)]
+    pub json: bool,
+
+    /// Overwrite a target that holds foreign data or another volume
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RestoreArgs {
+    /// The backup stream: a file, or - for standard input
+    pub stream: PathBuf,
+    /// Target file or block device
+    pub dst: PathBuf,
+    #[command(flatten)]
+    pub key: OptKeyArgs,
+    /// Overwrite a target that holds foreign data or another volume
+    #[arg(long)]
+    pub force: bool,
+    /// Print plain progress lines to stderr
+    #[arg(long)]
+    pub progress: bool,
+    /// Time between --progress lines
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub progress_interval: std::time::Duration,
+    /// Print one JSON object with the result
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// A volume, a plain file, or a backup stream (- for standard input)
+    pub target: PathBuf,
+    #[command(flatten)]
+    pub key: OptKeyArgs,
+    /// Also check that TARGET's plaintext equals SRC's (a volume, plain file or stream)
+    #[arg(long, value_name = "SRC")]
+    pub against: Option<PathBuf>,
+    /// Worker threads (default: all cores)
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Print one JSON object with the result
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

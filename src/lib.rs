@@ -5,6 +5,7 @@
 //! metadata format ([`emd`]), key pairs and the keystore ([`keys`]), devices
 //! and volumes ([`volume`]), and the data pipeline ([`pipeline`]).
 
+pub mod backup;
 pub mod cli;
 pub mod commands;
 pub mod crypto;
@@ -14,6 +15,7 @@ pub mod hex;
 pub mod keys;
 pub mod pipeline;
 pub mod size;
+pub mod stream;
 pub mod volume;
 
 pub use error::{Error, Result};

@@ -66,7 +66,7 @@ fn write_new(
             ))
             .with_hint("use --force to overwrite it (its data becomes unrecoverable)"));
         }
-        if !looks_blank(dev)? {
+        if !crate::backup::target::is_blank(dev)? {
             return Err(Error::refused(format!(
                 "{} holds non-zero data",
                 dev.path().display()
@@ -130,31 +130,4 @@ fn open_or_make(path: &Path, size: Option<u64>) -> Result<Device> {
         }
     }
     Ok(dev)
-}
-
-/// Whether the device reads as zeros where an EMD or data would be: the
-/// first and last 16 MiB and 64 samples in between (a whole scan of a large
-/// device would take minutes).
-fn looks_blank(dev: &Device) -> Result<bool> {
-    const PIECE: u64 = 1 << 20;
-    let size = dev.size();
-    let mut offsets: Vec<u64> = Vec::new();
-    let edge = 16 * PIECE;
-    if size <= 2 * edge + 64 * PIECE {
-        offsets.extend((0..size.div_ceil(PIECE)).map(|i| i * PIECE));
-    } else {
-        offsets.extend((0..16).map(|i| i * PIECE));
-        offsets.extend((0..16).map(|i| size - edge + i * PIECE));
-        let step = (size - 2 * edge) / 64;
-        offsets.extend((0..64).map(|i| (edge + i * step) & !4095));
-    }
-    let mut buf = vec![0u8; PIECE as usize];
-    for off in offsets {
-        let len = PIECE.min(size - off) as usize;
-        dev.read_at(&mut buf[..len], off)?;
-        if buf[..len].iter().any(|&b| b != 0) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }

@@ -45,11 +45,48 @@ pub fn sector_key(v: &Volume, key: &crate::crypto::VolumeKey) -> SectorKey {
     }
 }
 
+/// BLAKE3 of the first `len` bytes of plaintext of a volume (decrypted with
+/// `key`) or of a plain file (`key` = `None`, `data_offset` = 0).
+pub fn plaintext_digest(
+    dev: &Device,
+    range: (u64, u64),
+    decrypt: Option<SectorKey>,
+    threads: usize,
+) -> Result<blake3::Hash> {
+    let (offset, bytes) = range;
+    // Decryption works on whole sectors; only `bytes` of plaintext count.
+    let mapped = match &decrypt {
+        Some(k) => bytes.div_ceil(k.sector_size as u64) * k.sector_size as u64,
+        None => bytes,
+    };
+    let plan = Plan {
+        threads,
+        decrypt,
+        encrypt: None,
+        hash: true,
+        detect_zero: false,
+        plain_len: Some(bytes),
+        start: 0,
+        framer: None,
+    };
+    let file = dev
+        .file()
+        .try_clone()
+        .map_err(|e| Error::io("reopening", dev.path(), e))?;
+    let mut source = MappedSource::new(file, dev.path().to_path_buf(), offset, mapped);
+    let outcome = with_progress(&ProgressMode::silent(), "hash", None, |meter| {
+        pipeline::run(&plan, &mut source, &mut NullSink, meter)
+    })?;
+    outcome
+        .digest
+        .ok_or_else(|| Error::runtime("the pipeline did not produce a digest"))
+}
+
 pub fn hash(ctx: &Ctx, vol: &Path, key: &OptKeyArgs, threads_flag: Option<usize>) -> Result<()> {
     let threads = threads(threads_flag)?;
     let dev = Device::open_read(vol)?;
     let copies = Copies::read(&dev)?;
-    let (plan, mut source) = if copies.current().is_some() {
+    let digest = if copies.current().is_some() {
         let v = Volume::from_device(dev)?;
         let Some(id) = &key.key else {
             return Err(Error::access(format!(
@@ -64,15 +101,12 @@ pub fn hash(ctx: &Ctx, vol: &Path, key: &OptKeyArgs, threads_flag: Option<usize>
         })?;
         let unlocked = v.unlock(&pk, DATA_ROLES, "read its data")?;
         v.require_enabled("decrypted")?;
-        let plan = Plan {
+        plaintext_digest(
+            &v.dev,
+            v.data_range(),
+            Some(sector_key(&v, &unlocked.key)),
             threads,
-            decrypt: Some(sector_key(&v, &unlocked.key)),
-            encrypt: None,
-            hash: true,
-            detect_zero: false,
-            start: 0,
-        };
-        (plan, data_source(&v)?)
+        )?
     } else if copies.any_magic() {
         return Err(crate::emd::no_valid_emd(&dev, &copies));
     } else {
@@ -82,29 +116,8 @@ pub fn hash(ctx: &Ctx, vol: &Path, key: &OptKeyArgs, threads_flag: Option<usize>
                 vol.display()
             ));
         }
-        let file = dev
-            .file()
-            .try_clone()
-            .map_err(|e| Error::io("reopening", vol, e))?;
-        let plan = Plan {
-            threads,
-            decrypt: None,
-            encrypt: None,
-            hash: true,
-            detect_zero: false,
-            start: 0,
-        };
-        (
-            plan,
-            MappedSource::new(file, vol.to_path_buf(), 0, dev.size()),
-        )
+        plaintext_digest(&dev, (0, dev.size()), None, threads)?
     };
-    let outcome = with_progress(&ProgressMode::silent(), "hash", None, |meter| {
-        pipeline::run(&plan, &mut source, &mut NullSink, meter)
-    })?;
-    let digest = outcome
-        .digest
-        .ok_or_else(|| Error::runtime("the pipeline did not produce a digest"))?;
     out(format!("{}  {}\n", digest.to_hex(), vol.display()))
 }
 
@@ -120,7 +133,9 @@ pub fn cat(ctx: &Ctx, vol: &Path, key: &KeyArgs, threads_flag: Option<usize>) ->
         encrypt: None,
         hash: false,
         detect_zero: false,
+        plain_len: None,
         start: 0,
+        framer: None,
     };
     let mut source = data_source(&v)?;
     let mut sink = WriteSink {

@@ -2,12 +2,16 @@
 //! a `Result`, and never exits the process itself.
 
 mod admin;
+mod backup;
 mod check;
 mod create;
 mod data;
 mod emd_file;
 mod info;
 mod key;
+mod restore;
+mod stream_out;
+mod verify;
 
 use std::io::Write;
 use std::path::Path;
@@ -94,6 +98,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Destroy { vol, key } => admin::destroy(&ctx, &vol, &key),
         Command::Hash { vol, key, threads } => data::hash(&ctx, &vol, &key, threads),
         Command::Cat { vol, key, threads } => data::cat(&ctx, &vol, &key, threads),
+        Command::Backup(args) => backup::run(&ctx, args),
+        Command::Restore(args) => restore::run(&ctx, args),
+        Command::Verify(args) => verify::run(&ctx, args),
     }
 }
 

@@ -43,8 +43,44 @@ pub struct SectorKey {
     pub sector_size: usize,
 }
 
+/// Turns a finished chunk into a unit of a backup stream, on a worker thread
+/// (so that hashing and compressing frames runs in parallel too).
+pub trait Framer: Sync {
+    /// Bytes of scratch space each frame needs (compressed payloads), if any.
+    fn scratch(&self) -> Option<usize>;
+    /// Make the frame of one chunk.
+    fn frame(&self, input: FrameInput, scratch: Option<PooledBuf>) -> Result<Frame>;
+}
+
+/// What a [`Framer`] sees of a chunk.
+pub struct FrameInput<'a> {
+    pub index: u64,
+    pub offset: u64,
+    /// The chunk's final bytes: ciphertext, or plaintext when nothing encrypts.
+    pub data: &'a [u8],
+    /// The plaintext was all zeros (when the plan detects zeros).
+    pub zero: bool,
+}
+
+/// A frame: a fixed header, a payload, and the BLAKE3 of both.
+pub struct Frame {
+    pub header: [u8; 32],
+    pub payload: FramePayload,
+    pub hash: [u8; 32],
+}
+
+/// Where a frame's payload is.
+pub enum FramePayload {
+    /// The chunk's data itself.
+    Data,
+    /// No payload.
+    Empty,
+    /// The first bytes of a scratch buffer.
+    Scratch(PooledBuf, usize),
+}
+
 /// What the workers do to each chunk.
-pub struct Plan {
+pub struct Plan<'a> {
     pub threads: usize,
     /// Decrypt the input with this key (an EVFS source).
     pub decrypt: Option<SectorKey>,
@@ -54,11 +90,16 @@ pub struct Plan {
     pub hash: bool,
     /// Flag all-zero plaintext chunks (for sparse streams).
     pub detect_zero: bool,
+    /// Plaintext bytes that count (for the digest and the zero check), when
+    /// the input ends in sector padding that is not part of the data.
+    pub plain_len: Option<u64>,
     /// Data offset of the first chunk (non-zero when resuming); a multiple of [`CHUNK`].
     pub start: u64,
+    /// Make stream frames of the chunks.
+    pub framer: Option<&'a dyn Framer>,
 }
 
-impl Plan {
+impl Plan<'_> {
     /// Default worker count: every core.
     pub fn default_threads() -> usize {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -80,6 +121,8 @@ pub struct ChunkOut<'a> {
     pub plain_len: usize,
     /// The plaintext was all zeros (only when the plan detects zeros).
     pub zero: bool,
+    /// The chunk's stream frame, when the plan makes frames.
+    pub frame: Option<&'a Frame>,
 }
 
 /// What a finished run reports.
@@ -97,6 +140,7 @@ struct Work {
     offset: u64,
     input: Input,
     out: Option<PooledBuf>,
+    scratch: Option<PooledBuf>,
 }
 
 struct Done {
@@ -107,6 +151,9 @@ struct Done {
     out_len: usize,
     hash: Option<digest::ChunkHash>,
     zero: bool,
+    frame: Option<Frame>,
+    /// Bytes of this chunk that count as data (see [`Plan::plain_len`]).
+    counted: usize,
 }
 
 /// Run `plan` from `source` into `sink`, reporting bytes to `meter`.
@@ -124,35 +171,39 @@ pub fn run(
     let started = Instant::now();
     let threads = plan.threads.max(1);
     let depth = threads * 2;
-    let out_pool = plan
-        .transforms()
-        .then(|| Pool::new(depth + threads + 2, CHUNK));
+    let buffers = depth + threads + 2;
+    let out_pool = plan.transforms().then(|| Pool::new(buffers, CHUNK));
+    let scratch_pool = plan
+        .framer
+        .and_then(|f| f.scratch())
+        .map(|size| Pool::new(buffers, size));
     let (work_tx, work_rx) = crossbeam_channel::bounded::<Work>(depth);
     let (done_tx, done_rx) = crossbeam_channel::bounded::<Result<Done>>(depth + threads);
     let abort = AtomicBool::new(false);
 
     std::thread::scope(|s| {
         let reader_done = done_tx.clone();
-        let (abort_ref, out_pool) = (&abort, out_pool.as_ref());
+        let (abort_ref, out_pool, scratch_pool) =
+            (&abort, out_pool.as_ref(), scratch_pool.as_ref());
+        let take = |pool: Option<&Pool>| pool.map(Pool::take).transpose();
         s.spawn(move || {
             let mut index = plan.start / CHUNK as u64;
             let mut offset = plan.start;
             while !abort_ref.load(Ordering::Relaxed) {
-                let next = source
-                    .next(CHUNK)
-                    .and_then(|input| match (input, out_pool) {
-                        (Some(input), Some(pool)) => Ok(Some((input, Some(pool.take()?)))),
-                        (Some(input), None) => Ok(Some((input, None))),
-                        (None, _) => Ok(None),
-                    });
+                // Buffers are taken here, in chunk order: see the module doc.
+                let next = source.next(CHUNK).and_then(|input| match input {
+                    Some(input) => Ok(Some((input, take(out_pool)?, take(scratch_pool)?))),
+                    None => Ok(None),
+                });
                 match next {
-                    Ok(Some((input, out))) => {
+                    Ok(Some((input, out, scratch))) => {
                         let len = input.len() as u64;
                         let work = Work {
                             index,
                             offset,
                             input,
                             out,
+                            scratch,
                         };
                         if work_tx.send(work).is_err() {
                             break;
@@ -175,7 +226,7 @@ pub fn run(
                     if abort_ref.load(Ordering::Relaxed) {
                         continue;
                     }
-                    if tx.send(Ok(process(plan, work))).is_err() {
+                    if tx.send(process(plan, work)).is_err() {
                         break;
                     }
                 }
@@ -224,12 +275,13 @@ fn collect(
                 data,
                 plain_len: done.input.len(),
                 zero: done.zero,
+                frame: done.frame.as_ref(),
             })?;
             if let Some(h) = done.hash {
                 merger.push(h);
             }
-            bytes += done.input.len() as u64;
-            meter.add(done.input.len() as u64);
+            bytes += done.counted as u64;
+            meter.add(done.counted as u64);
             next += 1;
         }
     }
@@ -244,18 +296,29 @@ fn collect(
 }
 
 /// The work of one chunk, on a worker thread.
-fn process(plan: &Plan, work: Work) -> Done {
+fn process(plan: &Plan, work: Work) -> Result<Done> {
     let Work {
         index,
         offset,
         input,
         mut out,
+        scratch,
     } = work;
     let src = input.bytes();
     let len = src.len();
     let mut hasher = plan.hash.then(|| digest::chunk_hasher(offset));
     let mut zero = plan.detect_zero;
+    // Only bytes before `plain_len` count; whole sectors are still processed.
+    let counted = plan
+        .plain_len
+        .map_or(len, |n| n.saturating_sub(offset).min(len as u64) as usize);
+    let mut seen = 0usize;
     let mut look = |plain: &[u8]| {
+        let plain = &plain[..plain.len().min(counted - seen.min(counted))];
+        seen += plain.len();
+        if plain.is_empty() {
+            return;
+        }
         if let Some(h) = hasher.as_mut() {
             h.update(plain);
         }
@@ -311,8 +374,28 @@ fn process(plan: &Plan, work: Work) -> Done {
             }
         }
     }
-    let hash = hasher.map(|h| digest::finish_chunk(offset, &h));
-    Done {
+    let hash = hasher
+        .filter(|_| counted > 0)
+        .map(|h| digest::finish_chunk(offset, &h));
+    let frame = match plan.framer {
+        Some(framer) => {
+            let data = match &out {
+                Some(out) => &out[..out_len],
+                None => input.bytes(),
+            };
+            Some(framer.frame(
+                FrameInput {
+                    index,
+                    offset,
+                    data,
+                    zero,
+                },
+                scratch,
+            )?)
+        }
+        None => None,
+    };
+    Ok(Done {
         index,
         offset,
         input,
@@ -320,7 +403,9 @@ fn process(plan: &Plan, work: Work) -> Done {
         out_len,
         hash,
         zero,
-    }
+        frame,
+        counted,
+    })
 }
 
 fn sector_of(offset: u64, sector_size: usize) -> u64 {

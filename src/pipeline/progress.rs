@@ -63,11 +63,17 @@ pub fn with_progress<T>(
     let start = Instant::now();
     let result = std::thread::scope(|s| {
         let reporter = s.spawn(|| report(mode, what, total, &meter, &usr1, &stop, start));
-        let result = f(&meter);
-        stop.store(true, Ordering::Relaxed);
-        reporter.thread().unpark();
-        let _ = reporter.join();
-        result
+        // Stop the reporter however `f` ends, a panic included, or the scope
+        // would wait for it forever.
+        struct StopOnDrop<'a>(&'a AtomicBool, std::thread::Thread);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+                self.1.unpark();
+            }
+        }
+        let _stop = StopOnDrop(&stop, reporter.thread().clone());
+        f(&meter)
     });
     if let Some(id) = registered {
         signal_hook::low_level::unregister(id);

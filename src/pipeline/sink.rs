@@ -22,14 +22,25 @@ impl Sink for NullSink {
     }
 }
 
-/// Writes each chunk at `base + offset` of a device.
+/// Writes each chunk at `base + offset` of a device, never past `base + limit`
+/// (so that a source longer than expected cannot overwrite what follows the
+/// data area, such as the backup EMD copy).
 pub struct DeviceSink<'a> {
     pub dev: &'a Device,
     pub base: u64,
+    pub limit: u64,
 }
 
 impl Sink for DeviceSink<'_> {
     fn put(&mut self, chunk: &ChunkOut) -> Result<()> {
+        let end = chunk.offset + chunk.data.len() as u64;
+        if end > self.limit {
+            return Err(Error::refused(format!(
+                "the target is too small: the source has more than the {} bytes that fit into {}",
+                self.limit,
+                self.dev.path().display()
+            )));
+        }
         self.dev.write_at(chunk.data, self.base + chunk.offset)
     }
 }

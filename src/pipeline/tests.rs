@@ -43,14 +43,16 @@ fn key(byte: u8) -> SectorKey {
     }
 }
 
-fn plan(threads: usize, decrypt: Option<u8>, encrypt: Option<u8>) -> Plan {
+fn plan(threads: usize, decrypt: Option<u8>, encrypt: Option<u8>) -> Plan<'static> {
     Plan {
         threads,
         decrypt: decrypt.map(key),
         encrypt: encrypt.map(key),
         hash: true,
         detect_zero: true,
+        plain_len: None,
         start: 0,
+        framer: None,
     }
 }
 

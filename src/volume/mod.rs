@@ -2,6 +2,8 @@
 
 pub mod device;
 pub mod layout;
+pub mod lock;
+pub mod sniff;
 
 use std::path::Path;
 

@@ -1,0 +1,182 @@
+//! Opening a backup source: a volume, a plain file or device, or stdin, told
+//! apart by their first bytes.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::emd::{self, Copies, EMD_SIZE, Emd};
+use crate::error::{Error, IoContext, Result};
+use crate::pipeline::source::{MappedSource, ReaderSource};
+use crate::pipeline::{CHUNK, Source};
+use crate::volume::device::{Device, Identity};
+use crate::volume::lock;
+use crate::volume::sniff::{self, Kind};
+
+/// Where the source's bytes come from.
+pub enum Data {
+    /// A file or block device, opened read-only.
+    Device(Device),
+    /// Standard input; `head` holds what was read while sniffing (plain
+    /// sources), and for a volume the stream is positioned at its data area.
+    Stdin { head: Vec<u8> },
+}
+
+/// An opened, sniffed source.
+pub struct OpenSource {
+    pub name: String,
+    pub data: Data,
+    /// The EMD in force, for an EVFS volume.
+    pub emd: Option<Emd>,
+}
+
+impl OpenSource {
+    /// Open `path` (`-` for stdin) read-only and find out what it is. Stream
+    /// input is refused with a hint; a volume whose EMD copies are both
+    /// damaged fails with exit 5 rather than being read as plain data.
+    pub fn open(path: &Path) -> Result<OpenSource> {
+        if path == Path::new("-") {
+            return Self::open_stdin();
+        }
+        let dev = Device::open_read(path)?;
+        lock::lock(dev.file(), path, false, "read it as a backup source")?;
+        let copies = Copies::read(&dev)?;
+        if let Some(current) = copies.current() {
+            return Ok(OpenSource {
+                name: path.display().to_string(),
+                emd: Some(current.clone()),
+                data: Data::Device(dev),
+            });
+        }
+        if copies.any_magic() {
+            return Err(emd::no_valid_emd(&dev, &copies));
+        }
+        let mut head = [0u8; sniff::SNIFF_LEN];
+        let n = head.len().min(dev.size() as usize);
+        dev.read_at(&mut head[..n], 0)?;
+        if sniff::sniff(&head[..n]) == Kind::Stream {
+            return Err(stream_source(path));
+        }
+        Ok(OpenSource {
+            name: path.display().to_string(),
+            emd: None,
+            data: Data::Device(dev),
+        })
+    }
+
+    fn open_stdin() -> Result<OpenSource> {
+        let mut stdin = std::io::stdin().lock();
+        let mut head = Vec::with_capacity(EMD_SIZE);
+        (&mut stdin)
+            .take(EMD_SIZE as u64)
+            .read_to_end(&mut head)
+            .ctx("reading", "standard input")?;
+        match sniff::sniff(&head) {
+            Kind::Stream => Err(stream_source(Path::new("-"))),
+            Kind::Plain => Ok(OpenSource {
+                name: "standard input".to_string(),
+                emd: None,
+                data: Data::Stdin { head },
+            }),
+            Kind::Volume => {
+                let emd = Emd::parse(&head).map_err(|e| {
+                    Error::integrity(format!(
+                        "standard input starts with EMD magic but its EMD is invalid ({e})"
+                    ))
+                })?;
+                // Skip the rest of the metadata area up to the data.
+                let skip = emd.data_offset - EMD_SIZE as u64;
+                let skipped = std::io::copy(&mut (&mut stdin).take(skip), &mut std::io::sink())
+                    .ctx("reading", "standard input")?;
+                if skipped != skip {
+                    return Err(Error::integrity(
+                        "standard input ended inside the volume's metadata area",
+                    ));
+                }
+                Ok(OpenSource {
+                    name: "standard input".to_string(),
+                    emd: Some(emd),
+                    data: Data::Stdin { head: Vec::new() },
+                })
+            }
+        }
+    }
+
+    pub fn identity(&self) -> Option<Identity> {
+        match &self.data {
+            Data::Device(d) => Some(d.identity()),
+            Data::Stdin { .. } => None,
+        }
+    }
+
+    pub fn is_stdin(&self) -> bool {
+        matches!(self.data, Data::Stdin { .. })
+    }
+
+    /// Bytes of data the backup reads: a volume's data area, a plain file's
+    /// size, or unknown for plain stdin.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> Option<u64> {
+        match (&self.emd, &self.data) {
+            (Some(e), _) => Some(e.data_size),
+            (None, Data::Device(d)) => Some(d.size()),
+            (None, Data::Stdin { .. }) => None,
+        }
+    }
+
+    /// The pipeline source over the data, from `start` (a multiple of the chunk size).
+    pub fn pipeline_source(self, start: u64, buffers: usize) -> Result<Box<dyn Source>> {
+        let len = self.len();
+        match self.data {
+            Data::Device(dev) => {
+                let (offset, size) = match &self.emd {
+                    Some(e) => (e.data_offset, e.data_size),
+                    None => (0, dev.size()),
+                };
+                let path: PathBuf = dev.path().to_path_buf();
+                let file = dev
+                    .file()
+                    .try_clone()
+                    .map_err(|e| Error::io("reopening", &path, e))?;
+                let mut s = MappedSource::new(file, path, offset, size);
+                s.skip(start);
+                Ok(Box::new(s))
+            }
+            Data::Stdin { head } => {
+                let reader = std::io::Cursor::new(head).chain(std::io::stdin());
+                let mut reader: Box<dyn Read + Send> = match len {
+                    Some(n) => Box::new(reader.take(n)),
+                    None => Box::new(reader),
+                };
+                if start > 0 {
+                    let skipped =
+                        std::io::copy(&mut (&mut reader).take(start), &mut std::io::sink())
+                            .ctx("reading", "standard input")?;
+                    if skipped != start {
+                        return Err(Error::runtime(
+                            "standard input ended before the resume point",
+                        ));
+                    }
+                }
+                Ok(Box::new(ReaderSource::new(
+                    reader,
+                    "standard input",
+                    len.map(|n| n - start),
+                    buffers,
+                    CHUNK,
+                )))
+            }
+        }
+    }
+}
+
+fn stream_source(path: &Path) -> Error {
+    Error::refused(format!(
+        "{} is a backup stream, not a volume or plain data",
+        if path == Path::new("-") {
+            "standard input".to_string()
+        } else {
+            path.display().to_string()
+        }
+    ))
+    .with_hint("restore it with `evfs restore STREAM DST`; check it with `evfs verify STREAM`")
+}

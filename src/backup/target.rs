@@ -1,0 +1,143 @@
+//! Classifying a backup target for the configuration table.
+
+use std::path::{Path, PathBuf};
+
+use super::decide::{Dst, Room};
+use crate::emd::{Copies, Emd};
+use crate::error::{Error, Result};
+use crate::volume::device::{Device, Identity, identity_of};
+
+/// Where the backup goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    Stdout,
+    StreamFile(PathBuf),
+    Path(PathBuf),
+}
+
+/// A target as the table sees it, with the EMD of an existing volume.
+pub struct Classified {
+    pub dst: Dst,
+    pub room: Room,
+    pub emd: Option<Emd>,
+}
+
+/// Classify `place`. `source` identifies the source's storage; `source_uuid`
+/// is the source volume's UUID (none for plain sources).
+pub fn classify(
+    place: &Place,
+    source: Option<Identity>,
+    source_uuid: Option<[u8; 16]>,
+) -> Result<Classified> {
+    let path = match place {
+        Place::Stdout => {
+            return Ok(Classified {
+                dst: Dst::Stdout,
+                room: Room::Grows,
+                emd: None,
+            });
+        }
+        Place::StreamFile(p) => {
+            if source.is_some() && identity_of(p)? == source {
+                return Ok(same());
+            }
+            return Ok(Classified {
+                dst: Dst::StreamFile,
+                room: Room::Grows,
+                emd: None,
+            });
+        }
+        Place::Path(p) => p,
+    };
+    let Some(id) = identity_of(path)? else {
+        return Ok(Classified {
+            dst: Dst::Blank,
+            room: Room::Grows,
+            emd: None,
+        });
+    };
+    if Some(id) == source {
+        return Ok(same());
+    }
+    if matches!(id, Identity::Other { .. }) {
+        return Err(Error::usage(format!(
+            "{} is neither a regular file nor a block device",
+            path.display()
+        )));
+    }
+    let dev = Device::open_read(path)?;
+    let room = if dev.is_block() {
+        Room::Bytes(dev.size())
+    } else {
+        Room::Grows
+    };
+    let copies = Copies::read(&dev)?;
+    if let Some(e) = copies.current() {
+        let lineage = source_uuid.is_some_and(|u| {
+            e.uuid == u || e.provenance.as_ref().is_some_and(|p| p.source_uuid == u)
+        });
+        let (state, data_size) = (e.state, e.data_size);
+        let dst = if lineage {
+            Dst::Lineage { state, data_size }
+        } else {
+            Dst::Other { state, data_size }
+        };
+        return Ok(Classified {
+            dst,
+            room,
+            emd: Some(e.clone()),
+        });
+    }
+    let dst = if !copies.any_magic() && is_blank(&dev)? {
+        Dst::Blank
+    } else {
+        Dst::Foreign
+    };
+    Ok(Classified {
+        dst,
+        room,
+        emd: None,
+    })
+}
+
+fn same() -> Classified {
+    Classified {
+        dst: Dst::Source,
+        room: Room::Grows,
+        emd: None,
+    }
+}
+
+/// Whether a file or device reads as zeros where data would be: all of it up
+/// to 96 MiB; beyond that the first and last 16 MiB and 64 samples between.
+pub fn is_blank(dev: &Device) -> Result<bool> {
+    const PIECE: u64 = 1 << 20;
+    let size = dev.size();
+    let edge = 16 * PIECE;
+    let mut offsets: Vec<u64> = Vec::new();
+    if size <= 2 * edge + 64 * PIECE {
+        offsets.extend((0..size.div_ceil(PIECE)).map(|i| i * PIECE));
+    } else {
+        offsets.extend((0..16).map(|i| i * PIECE));
+        offsets.extend((0..16).map(|i| size - edge + i * PIECE));
+        let step = (size - 2 * edge) / 64;
+        offsets.extend((0..64).map(|i| (edge + i * step) & !4095));
+    }
+    let mut buf = vec![0u8; PIECE as usize];
+    for off in offsets {
+        let len = PIECE.min(size - off) as usize;
+        dev.read_at(&mut buf[..len], off)?;
+        if !crate::pipeline::is_zero(&buf[..len]) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The path of a place, if it has one.
+pub fn place_path(place: &Place) -> Option<&Path> {
+    match place {
+        Place::Stdout => None,
+        Place::StreamFile(p) | Place::Path(p) => Some(p),
+    }
+}

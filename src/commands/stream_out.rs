@@ -1,0 +1,197 @@
+//! `evfs backup SRC -` and `--stream FILE`: the same pipeline as a volume
+//! target, with the workers making stream frames and the collector writing
+//! them in order.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::backup::{Job, Report, sector_key};
+use crate::backup::clone;
+use crate::backup::decide::Mode;
+use crate::backup::source::OpenSource;
+use crate::backup::target::Place;
+use crate::crypto::VolumeKey;
+use crate::error::{Error, IoContext, Result};
+use crate::pipeline::sink::stdout_file;
+use crate::pipeline::{CHUNK, Plan};
+use crate::stream::format::Header;
+use crate::stream::writer::{StreamFramer, StreamWriter};
+
+/// Writes through large buffers: frame headers and hashes are small writes.
+const OUT_BUFFER: usize = 4 << 20;
+
+pub(super) fn write(
+    job: &Job,
+    src: OpenSource,
+    place: &Place,
+    src_key: Option<VolumeKey>,
+) -> Result<Report> {
+    let mode = job.decision.mode;
+    let args = job.args;
+    let (mut emd, tkey) = job.target_emd(&src, src_key.as_ref())?;
+    let src_emd = src.emd.clone();
+    let src_uuid = src_emd.as_ref().map_or([0; 16], |e| e.uuid);
+    emd.dirty = false;
+    emd.checkpoint = None;
+    let stream_id = crate::crypto::random_array::<16>()?;
+    let header = Header {
+        mode,
+        raw: mode == Mode::Raw,
+        compressed: args.compress.is_some(),
+        sparse: args.sparse,
+        chunk_size: CHUNK as u32,
+        stream_id,
+        expected: src.len(),
+        source_uuid: src_uuid,
+        emd: emd.clone(),
+    };
+    let framer = StreamFramer {
+        compress: match (args.compress, &tkey) {
+            (Some(level), Some(k)) => Some((
+                level,
+                StreamFramer::aead_key(&k.stream_aead_key(), &stream_id),
+            )),
+            (Some(_), None) => {
+                return Err(Error::usage("a stream without a key cannot be compressed"));
+            }
+            (None, _) => None,
+        },
+        sparse: args.sparse,
+        chunk_size: CHUNK,
+    };
+    let plan = Plan {
+        threads: job.threads,
+        decrypt: src_key
+            .as_ref()
+            .zip(src_emd.as_ref())
+            .map(|(k, e)| sector_key(k, e.sector_size)),
+        // Compressed frames carry plaintext (sealed); the others the target's ciphertext.
+        encrypt: match (&tkey, args.compress) {
+            (Some(k), None) => Some(sector_key(k, emd.sector_size)),
+            _ => None,
+        },
+        hash: mode != Mode::Raw,
+        detect_zero: args.sparse,
+        plain_len: None,
+        start: 0,
+        framer: Some(&framer),
+    };
+    let mac_key = tkey.as_ref().map(VolumeKey::stream_mac_key);
+
+    let (out, target, tmp) = open_output(place, args.force)?;
+    let result = (|| {
+        let mut writer = StreamWriter::start(
+            BufWriter::with_capacity(OUT_BUFFER, out),
+            &target,
+            &header,
+            mac_key.as_ref(),
+        )?;
+        let (outcome, _, src_name) = job.run_pipeline(&plan, src, &mut writer)?;
+        let mut final_emd = emd.clone();
+        if let Some(k) = &tkey {
+            if header.expected.is_none() {
+                final_emd.data_size = outcome.bytes.div_ceil(4096).max(1) * 4096;
+            }
+            final_emd.provenance = Some(clone::provenance(
+                src_uuid,
+                job.started,
+                outcome.bytes,
+                outcome.digest,
+            ));
+            final_emd.seal(k);
+        }
+        let (buffered, stream_bytes) = writer.finish(outcome.bytes, outcome.digest, &final_emd)?;
+        let file = buffered
+            .into_inner()
+            .map_err(|e| Error::io("writing", &target, e.into_error()))?;
+        if let Some((tmp, path)) = &tmp {
+            file.sync_all().ctx("syncing", tmp)?;
+            std::fs::rename(tmp, path).ctx("renaming into place", path)?;
+            sync_dir(path);
+        }
+        Ok(Report {
+            mode,
+            bytes: outcome.bytes,
+            seconds: job.clock.elapsed().as_secs_f64(),
+            digest: outcome.digest,
+            threads: job.threads,
+            source: src_name,
+            target: target.clone(),
+            source_uuid: src_emd.as_ref().map(|e| e.uuid),
+            target_uuid: Some(emd.uuid),
+            stream_bytes: Some(stream_bytes),
+        })
+    })();
+    if result.is_err()
+        && let Some((tmp, _)) = &tmp
+    {
+        let _ = std::fs::remove_file(tmp);
+    }
+    result
+}
+
+/// Standard output, or a temporary file beside `--stream FILE` that is
+/// renamed into place once the stream is complete (so an old stream is kept
+/// until a new one has replaced it whole).
+/// An output file, its name for messages, and for `--stream FILE` the
+/// temporary path and the final one.
+type Output = (File, String, Option<(PathBuf, PathBuf)>);
+
+fn open_output(place: &Place, force: bool) -> Result<Output> {
+    match place {
+        Place::Stdout => Ok((stdout_file()?, "standard output".to_string(), None)),
+        Place::StreamFile(path) => {
+            if path.exists() && !force && !is_stream(path)? {
+                return Err(Error::refused(format!(
+                    "{} exists and is not a backup stream; refusing to replace it",
+                    path.display()
+                ))
+                .with_hint("use --force to replace it, or choose a new file"));
+            }
+            let tmp = tmp_name(path);
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .ctx("creating", &tmp)?;
+            Ok((file, path.display().to_string(), Some((tmp, path.clone()))))
+        }
+        Place::Path(_) => Err(Error::runtime("internal: a stream into a volume path")),
+    }
+}
+
+fn is_stream(path: &Path) -> Result<bool> {
+    if !path.is_file() {
+        return Ok(false);
+    }
+    let mut head = [0u8; 8];
+    let n = File::open(path)
+        .ctx("opening", path)?
+        .read(&mut head)
+        .ctx("reading", path)?;
+    Ok(&head[..n] == crate::stream::MAGIC)
+}
+
+fn tmp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "stream".to_string());
+    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! `evfs verify TARGET [-k ID] [--against SRC]`: restore verification.
+//!
+//! A volume: both EMD copies valid and clean; with `-k`, the MAC and the
+//! plaintext BLAKE3 against the provenance. A stream: every frame, the
+//! trailer, and with `-k` the MAC and the plaintext digest. `--against SRC`:
+//! the plaintext BLAKE3 of TARGET equals SRC's. Exit 0 only when every check
+//! passed; exit 5 on any mismatch, naming where.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::data::{plaintext_digest, sector_key, threads};
+use super::restore::{open_stream, stream_key};
+use super::{Ctx, DATA_ROLES, out};
+use crate::cli::{KeyArgs, OptKeyArgs, VerifyArgs};
+use crate::emd::{Copies, State};
+use crate::error::{Error, Result};
+use crate::pipeline::digest::{TreeMerger, hash_chunk};
+use crate::stream::decode::FrameDecoder;
+use crate::stream::reader::{Item, StreamReader};
+use crate::volume::sniff::{self, Kind};
+use crate::volume::{Device, Volume};
+
+/// One line of the report.
+struct Check {
+    ok: bool,
+    what: String,
+}
+
+/// The findings so far; the first failure is what the exit message names.
+#[derive(Default)]
+struct Findings {
+    checks: Vec<Check>,
+}
+
+impl Findings {
+    fn pass(&mut self, what: impl Into<String>) {
+        self.checks.push(Check {
+            ok: true,
+            what: what.into(),
+        });
+    }
+
+    fn fail(&mut self, what: impl Into<String>) {
+        self.checks.push(Check {
+            ok: false,
+            what: what.into(),
+        });
+    }
+
+    fn check(&mut self, ok: bool, what: impl Into<String>) {
+        if ok { self.pass(what) } else { self.fail(what) }
+    }
+
+    fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+
+    fn first_failure(&self) -> Option<&str> {
+        self.checks.iter().find(|c| !c.ok).map(|c| c.what.as_str())
+    }
+}
+
+/// A plaintext digest and how many bytes it covers.
+#[derive(Clone, Copy)]
+struct Digest {
+    hash: blake3::Hash,
+    bytes: u64,
+}
+
+pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
+    let threads = threads(args.threads)?;
+    let mut f = Findings::default();
+    let kind = kind_of(&args.target)?;
+    let target_digest = match kind {
+        Kind::Stream => verify_stream(ctx, &args.target, &args.key, &mut f)?,
+        Kind::Volume => verify_volume(ctx, &args.target, &args.key, threads, &mut f)?,
+        Kind::Plain => {
+            if args.against.is_none() {
+                return Err(Error::integrity(format!(
+                    "{} is neither an EVFS volume nor a backup stream: there is nothing in it to verify",
+                    args.target.display()
+                ))
+                .with_hint("compare it with its source: evfs verify TARGET --against SRC"));
+            }
+            None
+        }
+    };
+    let mut reported = target_digest;
+    if let Some(src) = &args.against {
+        let src_digest = digest_of(ctx, src, &args.key, threads, None)?;
+        // The target is hashed over the source's length: a volume made from
+        // a plain file carries padding after it.
+        let target = match (kind, target_digest) {
+            (Kind::Stream, Some(d)) => Some(d),
+            (Kind::Volume, Some(d)) if d.bytes == src_digest.bytes => Some(d),
+            _ => match digest_of(
+                ctx,
+                &args.target,
+                &args.key,
+                threads,
+                Some(src_digest.bytes),
+            ) {
+                Ok(d) => Some(d),
+                Err(e) if e.exit_code() == 5 => {
+                    f.fail(
+                        e.to_string()
+                            .trim_start_matches("integrity failure: ")
+                            .to_string(),
+                    );
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        match target {
+            Some(t) => {
+                f.check(
+                    t.hash == src_digest.hash && t.bytes == src_digest.bytes,
+                    format!(
+                        "plaintext BLAKE3 of {} ({} bytes) {} that of {} ({} bytes)",
+                        args.target.display(),
+                        t.bytes,
+                        if t.hash == src_digest.hash {
+                            "equals"
+                        } else {
+                            "differs from"
+                        },
+                        src.display(),
+                        src_digest.bytes
+                    ),
+                );
+                reported = Some(t);
+            }
+            None if f.ok() => f.fail(format!(
+                "the plaintext of {} could not be read to compare it with {} (give -k ID)",
+                args.target.display(),
+                src.display()
+            )),
+            None => {}
+        }
+    }
+    if args.json {
+        let checks: Vec<_> = f
+            .checks
+            .iter()
+            .map(|c| json!({"ok": c.ok, "check": c.what}))
+            .collect();
+        out(format!(
+            "{}\n",
+            json!({
+                "ok": f.ok(),
+                "target": args.target.display().to_string(),
+                "kind": match kind { Kind::Stream => "stream", Kind::Volume => "volume", Kind::Plain => "plain" },
+                "plaintext_blake3": reported.map(|d| d.hash.to_hex().to_string()),
+                "bytes": reported.map(|d| d.bytes),
+                "against": args.against.as_ref().map(|p| p.display().to_string()),
+                "checks": checks,
+            })
+        ))?;
+    } else {
+        let mut text = String::new();
+        for c in &f.checks {
+            text.push_str(&format!(
+                "{}  {}\n",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.what
+            ));
+        }
+        if f.ok() {
+            text.push_str(&format!("{}: verified\n", args.target.display()));
+        }
+        out(text)?;
+    }
+    match f.first_failure() {
+        None => Ok(()),
+        Some(what) => Err(Error::integrity(format!(
+            "{}: {what}",
+            args.target.display()
+        ))),
+    }
+}
+
+fn kind_of(path: &Path) -> Result<Kind> {
+    if path == Path::new("-") {
+        return Ok(Kind::Stream);
+    }
+    let dev = Device::open_read(path)?;
+    let mut head = [0u8; sniff::SNIFF_LEN];
+    let n = head.len().min(dev.size() as usize);
+    dev.read_at(&mut head[..n], 0)?;
+    Ok(match sniff::sniff(&head[..n]) {
+        Kind::Plain if Copies::read(&dev)?.any_magic() => Kind::Volume,
+        k => k,
+    })
+}
+
+fn key_args(key: &OptKeyArgs) -> Option<KeyArgs> {
+    key.key.as_ref().map(|id| KeyArgs {
+        key: id.clone(),
+        passphrase_file: key.passphrase_file.clone(),
+    })
+}
+
+/// Check a volume's metadata, and with a key its MAC and data against the
+/// provenance. Returns the plaintext digest when it was computed.
+fn verify_volume(
+    ctx: &Ctx,
+    path: &Path,
+    key: &OptKeyArgs,
+    threads: usize,
+    f: &mut Findings,
+) -> Result<Option<Digest>> {
+    let v = Volume::from_device(Device::open_read(path)?)?;
+    let current = Some(v.emd.generation);
+    let (primary, backup) = v.copies.health();
+    f.check(
+        primary,
+        format!(
+            "EMD primary copy {}",
+            Copies::describe(&v.copies.primary, current)
+        ),
+    );
+    f.check(
+        backup,
+        format!(
+            "EMD backup copy {}",
+            Copies::describe(&v.copies.backup, current)
+        ),
+    );
+    f.check(
+        !v.emd.dirty,
+        if v.emd.dirty {
+            "the volume is dirty: a writer did not finish, its data is not trustworthy".to_string()
+        } else {
+            "the volume is clean".to_string()
+        },
+    );
+    let Some(args) = key_args(key) else {
+        f.pass("data not checked (give -k ID to check the plaintext against the provenance)");
+        return Ok(None);
+    };
+    let pk = ctx.private_key(&args)?;
+    let unlocked = v.unlock(&pk, DATA_ROLES, "read its data")?;
+    f.pass(format!("EMD MAC verified with {}", pk.id()));
+    if v.emd.state == State::Disabled {
+        f.fail(
+            "the volume is disabled: its plaintext cannot be read (enable it to verify the data)",
+        );
+        return Ok(None);
+    }
+    let provenance = v.emd.provenance.clone();
+    let bytes = provenance.as_ref().map_or(v.emd.data_size, |p| p.bytes);
+    if bytes > v.emd.data_size {
+        f.fail(format!(
+            "the data area holds {} bytes, fewer than the {bytes} to check",
+            v.emd.data_size
+        ));
+        return Ok(None);
+    }
+    let hash = plaintext_digest(
+        &v.dev,
+        (v.emd.data_offset, bytes),
+        Some(sector_key(&v, &unlocked.key)),
+        threads,
+    )?;
+    {
+        match provenance.as_ref().and_then(|p| p.plaintext_blake3) {
+            Some(expected) => f.check(
+                blake3::Hash::from(expected) == hash,
+                format!(
+                    "plaintext BLAKE3 of {bytes} bytes {} the provenance: {}",
+                    if blake3::Hash::from(expected) == hash {
+                        "matches"
+                    } else {
+                        "does NOT match"
+                    },
+                    hash.to_hex()
+                ),
+            ),
+            None => f.fail(
+                "the volume has no provenance digest to check its data against (use --against SRC)",
+            ),
+        }
+    }
+    Ok(Some(Digest { hash, bytes }))
+}
+
+/// Read a whole stream, checking everything; with a key, also the MAC and
+/// the plaintext digest.
+fn verify_stream(
+    ctx: &Ctx,
+    path: &Path,
+    key: &OptKeyArgs,
+    f: &mut Findings,
+) -> Result<Option<Digest>> {
+    let (input, name) = open_stream(path)?;
+    let mut reader = StreamReader::open(input, &name)?;
+    f.pass("stream header checksum");
+    let header = reader.header.clone();
+    let vkey = stream_key(ctx, key, &header, &name, false)?;
+    if let Some(k) = &vkey
+        && !header.raw
+    {
+        reader.set_mac_key(&k.stream_mac_key());
+    }
+    let mut decoder = vkey.as_ref().map(|k| FrameDecoder::new(&header, Some(k)));
+    let mut merger = TreeMerger::new();
+    // The last frame may end in padding that the digest does not cover, so
+    // each frame is hashed when the next item shows how much of it counts.
+    let mut held: Option<(u64, Vec<u8>)> = None;
+    let mut frames = 0u64;
+    let trailer = loop {
+        match reader.next_item() {
+            Ok(Item::Frame(fh, payload, raw)) => {
+                frames += 1;
+                if let Some(d) = decoder.as_mut() {
+                    let plain = d.plaintext(&fh, payload, &raw)?;
+                    if let Some((off, data)) = held.take() {
+                        merger.push(hash_chunk(off, &data));
+                    }
+                    held = Some((fh.offset, plain[..fh.plain_len as usize].to_vec()));
+                }
+            }
+            Ok(Item::End(t)) => break t,
+            Err(e) if e.exit_code() == 5 => {
+                let text = e.to_string();
+                let text = text.trim_start_matches("integrity failure: ");
+                f.fail(
+                    text.strip_prefix(&format!("{name}: "))
+                        .unwrap_or(text)
+                        .to_string(),
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    f.pass(format!(
+        "{frames} frames, each with a valid BLAKE3, in order"
+    ));
+    f.pass(format!(
+        "trailer: {} bytes, checksum over the whole stream",
+        trailer.bytes
+    ));
+    let Some(_) = vkey else {
+        f.pass("MAC and plaintext not checked (give -k ID)");
+        return Ok(trailer.plaintext_blake3.map(|h| Digest {
+            hash: blake3::Hash::from(h),
+            bytes: trailer.bytes,
+        }));
+    };
+    if header.raw {
+        f.pass("raw stream: made without a key, it carries no MAC");
+    } else {
+        f.pass("stream MAC verified with the volume key");
+    }
+    if let Some((off, mut data)) = held.take() {
+        data.truncate((trailer.bytes - off) as usize);
+        if !data.is_empty() {
+            merger.push(hash_chunk(off, &data));
+        }
+    }
+    let hash = merger.finish();
+    let expected = trailer.plaintext_blake3.or_else(|| {
+        trailer
+            .emd
+            .provenance
+            .as_ref()
+            .filter(|p| p.bytes == trailer.bytes)
+            .and_then(|p| p.plaintext_blake3)
+    });
+    match expected {
+        Some(e) => f.check(
+            blake3::Hash::from(e) == hash,
+            format!(
+                "plaintext BLAKE3 {} the recorded digest: {}",
+                if blake3::Hash::from(e) == hash {
+                    "matches"
+                } else {
+                    "does NOT match"
+                },
+                hash.to_hex()
+            ),
+        ),
+        None => f.pass(format!(
+            "plaintext BLAKE3 {} (no digest recorded to compare)",
+            hash.to_hex()
+        )),
+    }
+    Ok(Some(Digest {
+        hash,
+        bytes: trailer.bytes,
+    }))
+}
+
+/// The plaintext digest of a volume, plain file or stream, over `len` bytes
+/// (default: all of it).
+fn digest_of(
+    ctx: &Ctx,
+    path: &Path,
+    key: &OptKeyArgs,
+    threads: usize,
+    len: Option<u64>,
+) -> Result<Digest> {
+    match kind_of(path)? {
+        Kind::Stream => {
+            let mut scratch = Findings::default();
+            let d = verify_stream(ctx, path, key, &mut scratch)?;
+            match (d, scratch.first_failure()) {
+                (_, Some(what)) => Err(Error::integrity(format!("{}: {what}", path.display()))),
+                (Some(d), None) if len.is_none_or(|n| n == d.bytes) => Ok(d),
+                (Some(d), None) => Err(Error::integrity(format!(
+                    "{} holds {} bytes of plaintext, not {}",
+                    path.display(),
+                    d.bytes,
+                    len.unwrap_or(0)
+                ))),
+                (None, None) => Err(Error::access(format!(
+                    "the plaintext digest of {} needs its key",
+                    path.display()
+                ))
+                .with_hint("give -k ID")),
+            }
+        }
+        Kind::Volume => {
+            let v = Volume::from_device(Device::open_read(path)?)?;
+            let Some(args) = key_args(key) else {
+                return Err(Error::access(format!(
+                    "{} is an EVFS volume: reading its plaintext needs a key",
+                    path.display()
+                ))
+                .with_hint("give -k ID"));
+            };
+            let pk = ctx.private_key(&args)?;
+            let unlocked = v.unlock(&pk, DATA_ROLES, "read its data")?;
+            v.require_enabled("decrypted")?;
+            let bytes = len.unwrap_or(v.emd.data_size);
+            if bytes > v.emd.data_size {
+                return Err(Error::integrity(format!(
+                    "{} has a data area of {} bytes, fewer than {bytes}",
+                    path.display(),
+                    v.emd.data_size
+                )));
+            }
+            let hash = plaintext_digest(
+                &v.dev,
+                (v.emd.data_offset, bytes),
+                Some(sector_key(&v, &unlocked.key)),
+                threads,
+            )?;
+            Ok(Digest { hash, bytes })
+        }
+        Kind::Plain => {
+            let dev = Device::open_read(path)?;
+            let bytes = dev.size();
+            if len.is_some_and(|n| n != bytes) {
+                return Err(Error::integrity(format!(
+                    "{} has {bytes} bytes, not {}",
+                    path.display(),
+                    len.unwrap_or(0)
+                )));
+            }
+            Ok(Digest {
+                hash: plaintext_digest(&dev, (0, bytes), None, threads)?,
+                bytes,
+            })
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The byte layout of a backup stream (`formats/STREAM.md`): header, frames,
+//! trailer, each with its parser and writer side by side.
+//!
+//! Integrity without a key: the header and every frame carry a BLAKE3; the
+//! trailer carries a BLAKE3 of the stream's *manifest* (the header, every
+//! frame's BLAKE3 in order, and the trailer itself), so a changed, missing,
+//! duplicated or reordered byte anywhere is found. With the key: a MAC over
+//! the same manifest, keyed from the target volume key.
+
+use crate::backup::decide::Mode;
+use crate::emd::{EMD_SIZE, Emd, EmdError};
+
+use super::MAGIC;
+
+/// The format version this code writes and reads.
+pub const VERSION: u16 = 1;
+/// Bytes of the header.
+pub const HEADER_LEN: usize = 64 + EMD_SIZE + 32;
+/// Bytes of a frame header.
+pub const FRAME_HEADER_LEN: usize = 32;
+/// Bytes of a frame's trailing BLAKE3.
+pub const FRAME_HASH_LEN: usize = 32;
+/// First bytes of a frame.
+pub const FRAME_MAGIC: &[u8; 4] = b"EVFR";
+/// First bytes of the trailer.
+pub const TRAILER_MAGIC: &[u8; 8] = b"EVFS-END";
+/// Bytes of the trailer.
+pub const TRAILER_LEN: usize = 64 + EMD_SIZE + 32 + 32;
+/// Largest chunk size a reader accepts (and so the largest frame it allocates for).
+pub const MAX_CHUNK: u32 = 16 << 20;
+/// Smallest chunk size a reader accepts.
+pub const MIN_CHUNK: u32 = 64 << 10;
+/// The AEAD tag at the end of a compressed frame's payload.
+pub const TAG_LEN: usize = 16;
+
+const FLAG_RAW: u16 = 1;
+const FLAG_COMPRESSED: u16 = 2;
+const FLAG_SPARSE: u16 = 4;
+
+/// Why bytes are not a valid stream part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamError {
+    NoMagic,
+    Version(u16),
+    Checksum,
+    Field(&'static str),
+    Emd(EmdError),
+}
+
+impl std::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamError::NoMagic => write!(f, "no magic"),
+            StreamError::Version(v) => write!(f, "stream format version {v} is not supported"),
+            StreamError::Checksum => write!(f, "checksum mismatch"),
+            StreamError::Field(name) => write!(f, "invalid field {name}"),
+            StreamError::Emd(e) => write!(f, "its EMD is invalid ({e})"),
+        }
+    }
+}
+
+/// The stream header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// How the backup made its data: re-encrypted, encrypted, or raw.
+    pub mode: Mode,
+    pub raw: bool,
+    pub compressed: bool,
+    pub sparse: bool,
+    pub chunk_size: u32,
+    pub stream_id: [u8; 16],
+    /// Data bytes the writer expected, `None` when it did not know (stdin).
+    pub expected: Option<u64>,
+    /// UUID of the backup's source volume (zero for a plain source).
+    pub source_uuid: [u8; 16],
+    /// The EMD clone the target gets before its data (the final one is in the trailer).
+    pub emd: Emd,
+}
+
+impl Header {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; HEADER_LEN];
+        b[0..8].copy_from_slice(MAGIC);
+        b[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        let flags = (u16::from(self.raw) * FLAG_RAW)
+            | (u16::from(self.compressed) * FLAG_COMPRESSED)
+            | (u16::from(self.sparse) * FLAG_SPARSE);
+        b[10..12].copy_from_slice(&flags.to_le_bytes());
+        b[12..16].copy_from_slice(&self.chunk_size.to_le_bytes());
+        b[16..32].copy_from_slice(&self.stream_id);
+        b[32..40].copy_from_slice(&self.expected.unwrap_or(u64::MAX).to_le_bytes());
+        b[40] = match self.mode {
+            Mode::Reencrypt => 1,
+            Mode::Encrypt => 2,
+            Mode::Raw => 3,
+            Mode::Cleartext => 0,
+        };
+        b[48..64].copy_from_slice(&self.source_uuid);
+        b[64..64 + EMD_SIZE].copy_from_slice(&self.emd.encode()[..]);
+        let sum = blake3::hash(&b[..HEADER_LEN - 32]);
+        b[HEADER_LEN - 32..].copy_from_slice(sum.as_bytes());
+        b
+    }
+
+    pub fn parse(b: &[u8]) -> Result<Header, StreamError> {
+        if b.len() < 8 || &b[0..8] != MAGIC {
+            return Err(StreamError::NoMagic);
+        }
+        if b.len() < HEADER_LEN {
+            return Err(StreamError::Field("header length"));
+        }
+        let b = &b[..HEADER_LEN];
+        let version = u16::from_le_bytes([b[8], b[9]]);
+        if version != VERSION {
+            return Err(StreamError::Version(version));
+        }
+        if blake3::hash(&b[..HEADER_LEN - 32]) != blake3::Hash::from(arr32(b, HEADER_LEN - 32)) {
+            return Err(StreamError::Checksum);
+        }
+        let flags = u16::from_le_bytes([b[10], b[11]]);
+        if flags & !(FLAG_RAW | FLAG_COMPRESSED | FLAG_SPARSE) != 0 {
+            return Err(StreamError::Field("flags"));
+        }
+        let raw = flags & FLAG_RAW != 0;
+        let compressed = flags & FLAG_COMPRESSED != 0;
+        let sparse = flags & FLAG_SPARSE != 0;
+        if raw && (compressed || sparse) {
+            return Err(StreamError::Field("flags"));
+        }
+        let chunk_size = u32::from_le_bytes(b[12..16].try_into().expect("4 bytes"));
+        if !chunk_size.is_power_of_two() || !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk_size) {
+            return Err(StreamError::Field("chunk size"));
+        }
+        if b[41..48].iter().any(|&c| c != 0) {
+            return Err(StreamError::Field("reserved"));
+        }
+        let mode = match b[40] {
+            1 => Mode::Reencrypt,
+            2 => Mode::Encrypt,
+            3 => Mode::Raw,
+            _ => return Err(StreamError::Field("mode")),
+        };
+        if raw != (mode == Mode::Raw) {
+            return Err(StreamError::Field("mode"));
+        }
+        let expected = match u64::from_le_bytes(b[32..40].try_into().expect("8 bytes")) {
+            u64::MAX => None,
+            n => Some(n),
+        };
+        let emd = Emd::parse(&b[64..64 + EMD_SIZE]).map_err(StreamError::Emd)?;
+        if chunk_size % emd.sector_size != 0 {
+            return Err(StreamError::Field("chunk size"));
+        }
+        if expected.is_some_and(|n| n > emd.data_size) {
+            return Err(StreamError::Field("expected bytes"));
+        }
+        Ok(Header {
+            mode,
+            raw,
+            compressed,
+            sparse,
+            chunk_size,
+            stream_id: b[16..32].try_into().expect("16 bytes"),
+            expected,
+            source_uuid: b[48..64].try_into().expect("16 bytes"),
+            emd,
+        })
+    }
+
+    /// The largest payload a frame of this stream may carry.
+    pub fn max_payload(&self) -> usize {
+        max_payload(self.chunk_size as usize, self.compressed)
+    }
+}
+
+/// The largest payload of a frame for chunks of `chunk` bytes.
+pub fn max_payload(chunk: usize, compressed: bool) -> usize {
+    if compressed {
+        zstd::zstd_safe::compress_bound(chunk) + TAG_LEN
+    } else {
+        chunk
+    }
+}
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// The target's XTS ciphertext of the chunk (or the raw ciphertext).
+    Data,
+    /// An all-zero plaintext chunk, sent as a marker without payload.
+    Zero,
+    /// zstd-compressed plaintext sealed with ChaCha20-Poly1305.
+    Compressed,
+}
+
+impl FrameKind {
+    fn code(self) -> u8 {
+        match self {
+            FrameKind::Data => 1,
+            FrameKind::Zero => 2,
+            FrameKind::Compressed => 3,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<FrameKind> {
+        match c {
+            1 => Some(FrameKind::Data),
+            2 => Some(FrameKind::Zero),
+            3 => Some(FrameKind::Compressed),
+            _ => None,
+        }
+    }
+}
+
+/// The fixed part of a frame, before its payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub kind: FrameKind,
+    pub index: u64,
+    /// Offset of the chunk in the data area.
+    pub offset: u64,
+    /// Bytes of data the chunk covers.
+    pub plain_len: u32,
+    /// Bytes of payload that follow.
+    pub payload_len: u32,
+}
+
+impl FrameHeader {
+    pub fn encode(&self) -> [u8; FRAME_HEADER_LEN] {
+        let mut b = [0u8; FRAME_HEADER_LEN];
+        b[0..4].copy_from_slice(FRAME_MAGIC);
+        b[4] = self.kind.code();
+        b[8..16].copy_from_slice(&self.index.to_le_bytes());
+        b[16..24].copy_from_slice(&self.offset.to_le_bytes());
+        b[24..28].copy_from_slice(&self.plain_len.to_le_bytes());
+        b[28..32].copy_from_slice(&self.payload_len.to_le_bytes());
+        b
+    }
+
+    /// Parse and check against the stream's limits; a hostile length is
+    /// refused here, before anything is allocated for it.
+    pub fn parse(b: &[u8; FRAME_HEADER_LEN], header: &Header) -> Result<FrameHeader, StreamError> {
+        if &b[0..4] != FRAME_MAGIC {
+            return Err(StreamError::NoMagic);
+        }
+        let kind = FrameKind::from_code(b[4]).ok_or(StreamError::Field("frame kind"))?;
+        if b[5..8].iter().any(|&c| c != 0) {
+            return Err(StreamError::Field("reserved"));
+        }
+        let f = FrameHeader {
+            kind,
+            index: u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")),
+            offset: u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")),
+            plain_len: u32::from_le_bytes(b[24..28].try_into().expect("4 bytes")),
+            payload_len: u32::from_le_bytes(b[28..32].try_into().expect("4 bytes")),
+        };
+        let payload = f.payload_len as usize;
+        let ok = match kind {
+            FrameKind::Data => !header.compressed && payload == f.plain_len as usize,
+            FrameKind::Zero => !header.raw && header.sparse && payload == 0,
+            FrameKind::Compressed => {
+                header.compressed && payload >= TAG_LEN && payload <= header.max_payload()
+            }
+        };
+        if !ok || f.plain_len == 0 || f.plain_len > header.chunk_size {
+            return Err(StreamError::Field("frame length"));
+        }
+        Ok(f)
+    }
+}
+
+/// BLAKE3 of a frame: its header then its payload.
+pub fn frame_hash(header: &[u8; FRAME_HEADER_LEN], payload: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(header);
+    h.update(payload);
+    *h.finalize().as_bytes()
+}
+
+/// The stream trailer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trailer {
+    pub frames: u64,
+    pub bytes: u64,
+    pub plaintext_blake3: Option<[u8; 32]>,
+    /// The target's final EMD: clean, with provenance, sealed with its key.
+    pub emd: Emd,
+    pub mac: Option<[u8; 32]>,
+    pub checksum: [u8; 32],
+}
+
+/// Bytes of the trailer that the MAC covers (everything before it).
+pub const TRAILER_MAC_AT: usize = 64 + EMD_SIZE;
+
+impl Trailer {
+    /// Encode the part before the MAC.
+    pub fn encode_body(
+        frames: u64,
+        bytes: u64,
+        digest: Option<[u8; 32]>,
+        emd: &Emd,
+        has_mac: bool,
+    ) -> Vec<u8> {
+        let mut b = vec![0u8; TRAILER_MAC_AT];
+        b[0..8].copy_from_slice(TRAILER_MAGIC);
+        b[8..16].copy_from_slice(&frames.to_le_bytes());
+        b[16..24].copy_from_slice(&bytes.to_le_bytes());
+        b[24] = u8::from(digest.is_some()) | (u8::from(has_mac) << 1);
+        if let Some(d) = digest {
+            b[32..64].copy_from_slice(&d);
+        }
+        b[64..64 + EMD_SIZE].copy_from_slice(&emd.encode()[..]);
+        b
+    }
+
+    /// Parse a whole trailer. The checksum and MAC need the manifest and are
+    /// checked by the reader.
+    pub fn parse(b: &[u8]) -> Result<Trailer, StreamError> {
+        if b.len() < TRAILER_LEN || &b[0..8] != TRAILER_MAGIC {
+            return Err(StreamError::NoMagic);
+        }
+        let flags = b[24];
+        if flags & !3 != 0 || b[25..32].iter().any(|&c| c != 0) {
+            return Err(StreamError::Field("trailer flags"));
+        }
+        let digest = arr32(b, 32);
+        let plaintext_blake3 = if flags & 1 != 0 {
+            Some(digest)
+        } else if digest.iter().any(|&c| c != 0) {
+            return Err(StreamError::Field("trailer digest"));
+        } else {
+            None
+        };
+        let mac = arr32(b, TRAILER_MAC_AT);
+        let mac = if flags & 2 != 0 {
+            Some(mac)
+        } else if mac.iter().any(|&c| c != 0) {
+            return Err(StreamError::Field("trailer MAC"));
+        } else {
+            None
+        };
+        Ok(Trailer {
+            frames: u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")),
+            bytes: u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")),
+            plaintext_blake3,
+            emd: Emd::parse(&b[64..64 + EMD_SIZE]).map_err(StreamError::Emd)?,
+            mac,
+            checksum: arr32(b, TRAILER_MAC_AT + 32),
+        })
+    }
+}
+
+fn arr32(b: &[u8], at: usize) -> [u8; 32] {
+    b[at..at + 32].try_into().expect("32 bytes")
+}
+
+/// The nonce of a compressed frame: its index, little endian.
+pub fn frame_nonce(index: u64) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[..8].copy_from_slice(&index.to_le_bytes());
+    n
+}

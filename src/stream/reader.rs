@@ -1,0 +1,274 @@
+//! Reading a backup stream, checking as it goes: the header's checksum,
+//! every frame's BLAKE3, index and offset, the trailer's counts and the
+//! manifest checksum, and, when the volume key is known, the MAC.
+//!
+//! No length read from the stream is trusted: a frame's payload length is
+//! checked against the limits the header allows before anything is read, and
+//! the one payload buffer is allocated once, at its maximum size.
+
+use std::io::Read;
+
+use super::format::{
+    FRAME_HASH_LEN, FRAME_HEADER_LEN, FrameHeader, HEADER_LEN, Header, StreamError, TRAILER_LEN,
+    TRAILER_MAC_AT, TRAILER_MAGIC, Trailer, frame_hash,
+};
+use crate::crypto::secret::MacKey;
+use crate::error::{Error, Result};
+
+/// One item of a stream, in order.
+pub enum Item<'a> {
+    Frame(FrameHeader, &'a [u8], [u8; FRAME_HEADER_LEN]),
+    End(Box<Trailer>),
+}
+
+pub struct StreamReader<R: Read> {
+    input: R,
+    name: String,
+    pub header: Header,
+    header_bytes: Vec<u8>,
+    manifest: blake3::Hasher,
+    mac: Option<blake3::Hasher>,
+    next_index: u64,
+    next_offset: u64,
+    /// A short frame was seen: only the trailer may follow.
+    short_seen: bool,
+    position: u64,
+    payload: Vec<u8>,
+    ended: bool,
+}
+
+impl<R: Read> StreamReader<R> {
+    /// Read and check the header.
+    pub fn open(mut input: R, name: &str) -> Result<Self> {
+        let mut head = vec![0u8; HEADER_LEN];
+        let n = read_full(&mut input, &mut head).map_err(|e| Error::io("reading", name, e))?;
+        if n < 8 || &head[..8] != super::MAGIC {
+            return Err(Error::integrity(format!("{name} is not an evfs backup stream")).with_hint(
+                "a stream starts with the bytes EVFS-STR; volumes are restored with `evfs emd restore` or copied with `evfs backup`",
+            ));
+        }
+        if n < HEADER_LEN {
+            return Err(Error::integrity(format!(
+                "{name}: the stream is truncated inside its header (at byte {n})"
+            )));
+        }
+        let header = Header::parse(&head)
+            .map_err(|e| Error::integrity(format!("{name}: the stream header is invalid: {e}")))?;
+        let mut manifest = blake3::Hasher::new();
+        manifest.update(&head);
+        let payload = vec![0u8; header.max_payload()];
+        Ok(StreamReader {
+            input,
+            name: name.to_string(),
+            header,
+            header_bytes: head,
+            manifest,
+            mac: None,
+            next_index: 0,
+            next_offset: 0,
+            short_seen: false,
+            position: HEADER_LEN as u64,
+            payload,
+            ended: false,
+        })
+    }
+
+    /// Check the MAC too, with the target volume key's stream MAC key.
+    /// Must be called before the first frame is read.
+    pub fn set_mac_key(&mut self, key: &MacKey) {
+        debug_assert_eq!(
+            self.next_index, 0,
+            "the MAC key must be set before any frame"
+        );
+        let mut h = key.hasher();
+        h.update(&self.header_bytes);
+        self.mac = Some(h);
+    }
+
+    /// Bytes of the stream read so far.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn fail(&self, what: String) -> Error {
+        Error::integrity(format!("{}: {what}", self.name))
+    }
+
+    fn read_payload(&mut self, buf_len: usize, what: &str) -> Result<()> {
+        let start = self.position;
+        let n = read_full(&mut self.input, &mut self.payload[..buf_len])
+            .map_err(|e| Error::io("reading", &self.name, e))?;
+        self.position += n as u64;
+        if n < buf_len {
+            return Err(self.fail(format!(
+                "the stream is truncated at byte {} (inside {what} starting at byte {start})",
+                self.position
+            )));
+        }
+        Ok(())
+    }
+
+    fn read_array<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
+        let start = self.position;
+        let mut b = [0u8; N];
+        let n =
+            read_full(&mut self.input, &mut b).map_err(|e| Error::io("reading", &self.name, e))?;
+        self.position += n as u64;
+        if n < N {
+            return Err(self.fail(format!(
+                "the stream is truncated at byte {} (inside {what} starting at byte {start})",
+                self.position
+            )));
+        }
+        Ok(b)
+    }
+
+    /// The next frame or the trailer. After the trailer, nothing may follow.
+    pub fn next_item(&mut self) -> Result<Item<'_>> {
+        if self.ended {
+            return Err(Error::runtime("internal: read past the stream's trailer"));
+        }
+        let frame_at = self.position;
+        let head: [u8; FRAME_HEADER_LEN] =
+            self.read_array(&format!("frame {} or the trailer", self.next_index))?;
+        if head.starts_with(TRAILER_MAGIC) {
+            return self.trailer(head, frame_at).map(|t| Item::End(Box::new(t)));
+        }
+        let index = self.next_index;
+        let f = FrameHeader::parse(&head, &self.header).map_err(|e| {
+            self.fail(format!(
+                "frame {index} at byte {frame_at} is invalid: {}",
+                match e {
+                    StreamError::NoMagic =>
+                        "no frame magic (the stream is damaged or frames are missing)".to_string(),
+                    other => other.to_string(),
+                }
+            ))
+        })?;
+        if f.index != index || f.offset != self.next_offset {
+            return Err(self.fail(format!(
+                "frame at byte {frame_at} is frame {} for data offset {}, expected frame {index} at data offset {}: frames are missing, repeated or out of order",
+                f.index, f.offset, self.next_offset
+            )));
+        }
+        if self.short_seen {
+            return Err(self.fail(format!(
+                "frame {index} at byte {frame_at} follows a short frame: only the last frame may be short"
+            )));
+        }
+        if let Some(expected) = self.header.expected
+            && f.offset + u64::from(f.plain_len)
+                > expected.next_multiple_of(u64::from(self.header.emd.sector_size))
+        {
+            return Err(self.fail(format!(
+                "frame {index} at byte {frame_at} runs past the {expected} bytes the header announced"
+            )));
+        }
+        let len = f.payload_len as usize;
+        self.read_payload(len, &format!("frame {index}"))?;
+        let hash: [u8; FRAME_HASH_LEN] =
+            self.read_array(&format!("the checksum of frame {index}"))?;
+        let expect = frame_hash(&head, &self.payload[..len]);
+        if blake3::Hash::from(hash) != blake3::Hash::from(expect) {
+            return Err(self.fail(format!(
+                "frame {index} at byte {frame_at} (data offset {}) fails its BLAKE3 check: it was altered or damaged",
+                f.offset
+            )));
+        }
+        self.manifest.update(&hash);
+        if let Some(m) = self.mac.as_mut() {
+            m.update(&hash);
+        }
+        if f.plain_len < self.header.chunk_size {
+            self.short_seen = true;
+        }
+        self.next_index += 1;
+        self.next_offset += u64::from(f.plain_len);
+        Ok(Item::Frame(f, &self.payload[..len], head))
+    }
+
+    fn trailer(&mut self, head: [u8; FRAME_HEADER_LEN], at: u64) -> Result<Trailer> {
+        let mut b = vec![0u8; TRAILER_LEN];
+        b[..FRAME_HEADER_LEN].copy_from_slice(&head);
+        let n = read_full(&mut self.input, &mut b[FRAME_HEADER_LEN..])
+            .map_err(|e| Error::io("reading", &self.name, e))?;
+        self.position += n as u64;
+        if n < TRAILER_LEN - FRAME_HEADER_LEN {
+            return Err(self.fail(format!(
+                "the stream is truncated at byte {} (inside the trailer starting at byte {at})",
+                self.position
+            )));
+        }
+        let t = Trailer::parse(&b)
+            .map_err(|e| self.fail(format!("the trailer at byte {at} is invalid: {e}")))?;
+        self.manifest.update(&b[..TRAILER_MAC_AT]);
+        self.manifest
+            .update(&b[TRAILER_MAC_AT..TRAILER_MAC_AT + 32]);
+        if self.manifest.finalize() != blake3::Hash::from(t.checksum) {
+            return Err(self.fail(format!(
+                "the trailer at byte {at} fails its checksum: the header, a frame or the trailer was altered"
+            )));
+        }
+        if t.frames != self.next_index {
+            return Err(self.fail(format!(
+                "the trailer counts {} frames, the stream has {}",
+                t.frames, self.next_index
+            )));
+        }
+        let sector = u64::from(self.header.emd.sector_size);
+        // Only the last sector may be padding (a plain source's tail).
+        if t.bytes > self.next_offset || self.next_offset - t.bytes >= sector {
+            return Err(self.fail(format!(
+                "the trailer counts {} bytes, the frames cover {}",
+                t.bytes, self.next_offset
+            )));
+        }
+        if self.header.expected.is_some_and(|e| e != t.bytes) {
+            return Err(self.fail(format!(
+                "the stream holds {} bytes, its header announced {}",
+                t.bytes,
+                self.header.expected.unwrap_or(0)
+            )));
+        }
+        if t.emd.data_size < self.next_offset {
+            return Err(self.fail("the final EMD's data area is smaller than the data".to_string()));
+        }
+        if let Some(m) = self.mac.as_mut() {
+            m.update(&b[..TRAILER_MAC_AT]);
+            let ok = t
+                .mac
+                .is_some_and(|mac| m.finalize() == blake3::Hash::from(mac));
+            if !ok {
+                return Err(self.fail(
+                    "the stream's MAC does not verify with the volume key: it was tampered with"
+                        .to_string(),
+                ));
+            }
+        }
+        let mut extra = [0u8; 1];
+        let more = read_full(&mut self.input, &mut extra)
+            .map_err(|e| Error::io("reading", &self.name, e))?;
+        if more != 0 {
+            return Err(self.fail(format!(
+                "bytes follow the trailer at byte {}",
+                self.position
+            )));
+        }
+        self.ended = true;
+        Ok(t)
+    }
+}
+
+/// Read until `buf` is full or the input ends; the count read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
