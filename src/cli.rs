@@ -175,6 +175,23 @@ evfs verify vol.evfs\n  evfs verify vol.evfs -k alice.k1 --json"
     )]
     Verify(VerifyArgs),
 
+    /// Run the main job end to end on sample data: keys, volumes, backup, stream, restore, verify
+    #[command(
+        after_help = "Needs no terminal and no input; exits 0 only when every verification passed.\n\n\
+Examples:\n  evfs demo\n  evfs demo --dir /tmp/evfs-demo --size 1G"
+    )]
+    Demo {
+        /// Work in DIR (kept) instead of a temporary directory (removed after success)
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Size of the sample data (K, M, G suffixes)
+        #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = clap_size)]
+        size: u64,
+        /// Worker threads (default: all cores)
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
+    },
+
     /// Write the decrypted data area to standard output
     #[command(after_help = "Example:\n  evfs cat vol.img -k alice.k1 | b3sum")]
     Cat {

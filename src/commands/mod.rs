@@ -6,6 +6,7 @@ mod backup;
 mod check;
 mod create;
 mod data;
+mod demo;
 mod emd_file;
 mod info;
 mod key;
@@ -99,6 +100,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Hash { vol, key, threads } => data::hash(&ctx, &vol, &key, threads),
         Command::Cat { vol, key, threads } => data::cat(&ctx, &vol, &key, threads),
         Command::Backup(args) => backup::run(&ctx, args),
+        Command::Demo { dir, size, threads } => demo::run(&ctx, dir, size, threads),
         Command::Restore(args) => restore::run(&ctx, args),
         Command::Verify(args) => verify::run(&ctx, args),
     }

@@ -69,7 +69,71 @@ struct Digest {
     bytes: u64,
 }
 
+/// What `verify` found: every check, and the plaintext digest it computed or read.
+pub struct Verdict {
+    findings: Findings,
+    kind: Kind,
+    digest: Option<Digest>,
+}
+
+impl Verdict {
+    pub fn ok(&self) -> bool {
+        self.findings.ok()
+    }
+
+    pub fn digest(&self) -> Option<blake3::Hash> {
+        self.digest.map(|d| d.hash)
+    }
+
+    /// The report's lines, `ok` or `FAIL` first.
+    pub fn lines(&self) -> Vec<String> {
+        self.findings
+            .checks
+            .iter()
+            .map(|c| format!("{}  {}", if c.ok { "ok  " } else { "FAIL" }, c.what))
+            .collect()
+    }
+}
+
 pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
+    let v = check(ctx, &args)?;
+    let (f, kind, reported) = (&v.findings, v.kind, v.digest);
+    if args.json {
+        let checks: Vec<_> = f
+            .checks
+            .iter()
+            .map(|c| json!({"ok": c.ok, "check": c.what}))
+            .collect();
+        out(format!(
+            "{}\n",
+            json!({
+                "ok": f.ok(),
+                "target": args.target.display().to_string(),
+                "kind": match kind { Kind::Stream => "stream", Kind::Volume => "volume", Kind::Plain => "plain" },
+                "plaintext_blake3": reported.map(|d| d.hash.to_hex().to_string()),
+                "bytes": reported.map(|d| d.bytes),
+                "against": args.against.as_ref().map(|p| p.display().to_string()),
+                "checks": checks,
+            })
+        ))?;
+    } else {
+        let mut text: String = v.lines().iter().map(|l| format!("{l}\n")).collect();
+        if f.ok() {
+            text.push_str(&format!("{}: verified\n", args.target.display()));
+        }
+        out(text)?;
+    }
+    match f.first_failure() {
+        None => Ok(()),
+        Some(what) => Err(Error::integrity(format!(
+            "{}: {what}",
+            args.target.display()
+        ))),
+    }
+}
+
+/// Run every check `args` asks for; failures are findings, not errors.
+pub fn check(ctx: &Ctx, args: &VerifyArgs) -> Result<Verdict> {
     let threads = threads(args.threads)?;
     let mut f = Findings::default();
     let kind = kind_of(&args.target)?;
@@ -141,45 +205,11 @@ pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
             None => {}
         }
     }
-    if args.json {
-        let checks: Vec<_> = f
-            .checks
-            .iter()
-            .map(|c| json!({"ok": c.ok, "check": c.what}))
-            .collect();
-        out(format!(
-            "{}\n",
-            json!({
-                "ok": f.ok(),
-                "target": args.target.display().to_string(),
-                "kind": match kind { Kind::Stream => "stream", Kind::Volume => "volume", Kind::Plain => "plain" },
-                "plaintext_blake3": reported.map(|d| d.hash.to_hex().to_string()),
-                "bytes": reported.map(|d| d.bytes),
-                "against": args.against.as_ref().map(|p| p.display().to_string()),
-                "checks": checks,
-            })
-        ))?;
-    } else {
-        let mut text = String::new();
-        for c in &f.checks {
-            text.push_str(&format!(
-                "{}  {}\n",
-                if c.ok { "ok  " } else { "FAIL" },
-                c.what
-            ));
-        }
-        if f.ok() {
-            text.push_str(&format!("{}: verified\n", args.target.display()));
-        }
-        out(text)?;
-    }
-    match f.first_failure() {
-        None => Ok(()),
-        Some(what) => Err(Error::integrity(format!(
-            "{}: {what}",
-            args.target.display()
-        ))),
-    }
+    Ok(Verdict {
+        findings: f,
+        kind,
+        digest: reported,
+    })
 }
 
 fn kind_of(path: &Path) -> Result<Kind> {

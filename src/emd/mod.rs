@@ -4,7 +4,7 @@
 pub mod format;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::error::{Error, Result};
 use crate::volume::device::Device;

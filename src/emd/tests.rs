@@ -9,14 +9,14 @@ use crate::crypto::{Cipher, VolumeKey};
 use crate::keys::KeyId;
 
 /// The volume key of the worked example: bytes 0x00..0x3f.
-fn example_key() -> VolumeKey {
+pub(crate) fn example_key() -> VolumeKey {
     let bytes: Vec<u8> = (0u8..64).collect();
     VolumeKey::from_bytes(Cipher::Aes256Xts, &bytes).unwrap()
 }
 
 /// The EMD of `formats/EMD.md`'s worked example: fixed values everywhere, so
 /// that its bytes never change.
-fn example() -> Emd {
+pub(crate) fn example() -> Emd {
     let mut e = Emd {
         generation: 3,
         dirty: false,
@@ -104,7 +104,7 @@ pub fn hexdump(bytes: &[u8]) -> String {
 }
 
 /// Read a `hexdump -C` listing back into bytes.
-fn unhexdump(text: &str) -> Vec<u8> {
+pub(crate) fn unhexdump(text: &str) -> Vec<u8> {
     let mut out: Vec<u8> = Vec::new();
     let mut last: Vec<u8> = Vec::new();
     let mut star = false;

@@ -8,5 +8,8 @@ pub mod format;
 pub mod reader;
 pub mod writer;
 
+#[cfg(test)]
+mod tests;
+
 /// First bytes of every backup stream.
 pub const MAGIC: &[u8; 8] = b"EVFS-STR";

@@ -1,0 +1,295 @@
+//! Stream format tests: writer and reader in a round trip, the worked example
+//! of `formats/STREAM.md`, and damaged or hostile streams.
+
+use proptest::prelude::*;
+
+use super::format::*;
+use super::reader::{Item, StreamReader};
+use super::writer::{StreamFramer, StreamWriter};
+use crate::backup::decide::Mode;
+use crate::emd::tests::{example, example_key, hexdump, unhexdump};
+use crate::pipeline::pool::Pool;
+use crate::pipeline::{ChunkOut, FrameInput, Framer, Sink};
+
+const CHUNK: usize = 64 << 10;
+
+fn header(sparse: bool, compressed: bool, expected: u64) -> Header {
+    Header {
+        mode: Mode::Reencrypt,
+        raw: false,
+        compressed,
+        sparse,
+        chunk_size: CHUNK as u32,
+        stream_id: [0x5e; 16],
+        expected: Some(expected),
+        source_uuid: [0x11; 16],
+        emd: example(),
+    }
+}
+
+/// A stream of `chunks` (data of each chunk), made the way a backup makes
+/// one: frames by the framer, written in order, MAC keyed from the volume key.
+fn make(h: &Header, chunks: &[Vec<u8>]) -> Vec<u8> {
+    let key = example_key();
+    let framer = StreamFramer {
+        compress: h.compressed.then(|| {
+            (
+                3,
+                StreamFramer::aead_key(&key.stream_aead_key(), &h.stream_id),
+            )
+        }),
+        sparse: h.sparse,
+        chunk_size: CHUNK,
+    };
+    let pool = Pool::new(2, framer.scratch().unwrap_or(1));
+    let mut w = StreamWriter::start(Vec::new(), "test", h, Some(&key.stream_mac_key())).unwrap();
+    let mut offset = 0u64;
+    for (i, data) in chunks.iter().enumerate() {
+        let zero = data.iter().all(|&b| b == 0);
+        let frame = framer
+            .frame(
+                FrameInput {
+                    index: i as u64,
+                    offset,
+                    data,
+                    zero,
+                },
+                h.compressed.then(|| pool.take().unwrap()),
+            )
+            .unwrap();
+        w.put(&ChunkOut {
+            index: i as u64,
+            offset,
+            data,
+            plain_len: data.len(),
+            zero,
+            frame: Some(&frame),
+        })
+        .unwrap();
+        offset += data.len() as u64;
+    }
+    let mut fin = h.emd.clone();
+    fin.seal(&key);
+    let (out, len) = w.finish(offset, Some([0x42; 32].into()), &fin).unwrap();
+    assert_eq!(out.len() as u64, len);
+    out
+}
+
+/// Read a whole stream; the number of frames or the first error.
+fn read_all(bytes: &[u8], with_key: bool) -> crate::error::Result<u64> {
+    let mut r = StreamReader::open(bytes, "s")?;
+    if with_key {
+        r.set_mac_key(&example_key().stream_mac_key());
+    }
+    let mut n = 0;
+    loop {
+        match r.next_item()? {
+            Item::Frame(..) => n += 1,
+            Item::End(t) => {
+                assert_eq!(t.frames, n);
+                return Ok(n);
+            }
+        }
+    }
+}
+
+fn sample(chunks: usize) -> Vec<Vec<u8>> {
+    (0..chunks)
+        .map(|i| {
+            if i % 2 == 1 {
+                vec![0u8; CHUNK]
+            } else {
+                (0..CHUNK).map(|j| (j * 7 + i) as u8).collect()
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn round_trip_plain_sparse_and_compressed() {
+    for (sparse, compressed) in [(false, false), (true, false), (false, true), (true, true)] {
+        let chunks = sample(4);
+        let s = make(&header(sparse, compressed, (4 * CHUNK) as u64), &chunks);
+        assert_eq!(read_all(&s, true).unwrap(), 4);
+        assert_eq!(read_all(&s, false).unwrap(), 4);
+        if sparse {
+            assert!(
+                s.len() < 3 * CHUNK + 40_000,
+                "zero chunks travel as markers"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_truncation_is_detected() {
+    let s = make(&header(true, false, (3 * CHUNK) as u64), &sample(3));
+    let cuts = [
+        0,
+        7,
+        100,
+        4096,
+        HEADER_LEN - 1,
+        HEADER_LEN,
+        HEADER_LEN + 31,
+        s.len() / 2,
+        s.len() - 33,
+        s.len() - 1,
+    ];
+    for cut in cuts {
+        let e = read_all(&s[..cut], false).unwrap_err();
+        assert_eq!(e.exit_code(), 5, "cut at {cut}: {e}");
+    }
+    let mut longer = s.clone();
+    longer.push(0);
+    assert_eq!(read_all(&longer, false).unwrap_err().exit_code(), 5);
+}
+
+#[test]
+fn every_changed_byte_is_detected_without_the_key() {
+    let s = make(&header(true, true, (3 * CHUNK) as u64), &sample(3));
+    // Every byte of a stream this small, one at a time.
+    for i in (0..s.len()).step_by(7).chain([s.len() - 1]) {
+        let mut bad = s.clone();
+        bad[i] ^= 0x10;
+        assert!(read_all(&bad, false).is_err(), "byte {i} changed unnoticed");
+    }
+}
+
+#[test]
+fn reordered_or_dropped_frames_are_detected() {
+    let chunks = sample(3);
+    let s = make(&header(false, false, (3 * CHUNK) as u64), &chunks);
+    let frame_len = FRAME_HEADER_LEN + CHUNK + FRAME_HASH_LEN;
+    let f = |i: usize| HEADER_LEN + i * frame_len..HEADER_LEN + (i + 1) * frame_len;
+    let mut swapped = s[..HEADER_LEN].to_vec();
+    swapped.extend_from_slice(&s[f(1)]);
+    swapped.extend_from_slice(&s[f(0)]);
+    swapped.extend_from_slice(&s[f(2).start..]);
+    let e = read_all(&swapped, false).unwrap_err();
+    assert!(e.to_string().contains("out of order"), "{e}");
+    let mut dropped = s[..HEADER_LEN].to_vec();
+    dropped.extend_from_slice(&s[f(1).start..]);
+    assert_eq!(read_all(&dropped, false).unwrap_err().exit_code(), 5);
+}
+
+#[test]
+fn a_forged_stream_with_fixed_checksums_fails_the_mac() {
+    // Rebuild the stream with other data but the same header: every keyless
+    // check passes, the MAC (keyed from another key) does not.
+    let h = header(false, false, CHUNK as u64);
+    let s = make(&h, &sample(1));
+    let other =
+        crate::crypto::VolumeKey::from_bytes(crate::crypto::Cipher::Aes256Xts, &[9; 64]).unwrap();
+    let mut w =
+        StreamWriter::start(Vec::new(), "forged", &h, Some(&other.stream_mac_key())).unwrap();
+    let data = vec![0xee; CHUNK];
+    let framer = StreamFramer {
+        compress: None,
+        sparse: false,
+        chunk_size: CHUNK,
+    };
+    let frame = framer
+        .frame(
+            FrameInput {
+                index: 0,
+                offset: 0,
+                data: &data,
+                zero: false,
+            },
+            None,
+        )
+        .unwrap();
+    w.put(&ChunkOut {
+        index: 0,
+        offset: 0,
+        data: &data,
+        plain_len: CHUNK,
+        zero: false,
+        frame: Some(&frame),
+    })
+    .unwrap();
+    let (forged, _) = w
+        .finish(CHUNK as u64, Some([0x42; 32].into()), &h.emd)
+        .unwrap();
+    assert_ne!(forged, s);
+    assert!(read_all(&forged, false).is_ok(), "keyless checks pass");
+    let e = read_all(&forged, true).unwrap_err();
+    assert!(e.to_string().contains("MAC"), "{e}");
+}
+
+/// The worked example: one zero chunk of 64 KiB in a sparse stream.
+fn worked_example() -> Vec<u8> {
+    make(&header(true, false, CHUNK as u64), &[vec![0u8; CHUNK]])
+}
+
+fn listing_from_doc() -> String {
+    let doc = include_str!("../../formats/STREAM.md");
+    let start = doc.find("```hexdump\n").expect("a ```hexdump block") + "```hexdump\n".len();
+    let end = start + doc[start..].find("```").expect("closing fence");
+    doc[start..end].to_string()
+}
+
+#[test]
+fn the_worked_example_in_formats_stream_md_reads_back() {
+    let listing = listing_from_doc();
+    let bytes = unhexdump(&listing);
+    let mut r = StreamReader::open(&bytes[..], "example").unwrap();
+    r.set_mac_key(&example_key().stream_mac_key());
+    assert!(r.header.sparse && !r.header.compressed && !r.header.raw);
+    assert_eq!(r.header.chunk_size, 64 << 10);
+    match r.next_item().unwrap() {
+        Item::Frame(f, payload, _) => {
+            assert_eq!(f.kind, FrameKind::Zero);
+            assert_eq!((f.index, f.offset, f.plain_len), (0, 0, 65536));
+            assert!(payload.is_empty());
+        }
+        Item::End(_) => panic!("the example has a frame"),
+    }
+    match r.next_item().unwrap() {
+        Item::End(t) => {
+            assert_eq!((t.frames, t.bytes), (1, 65536));
+            assert_eq!(t.plaintext_blake3, Some([0x42; 32]));
+        }
+        Item::Frame(..) => panic!("one frame only"),
+    }
+    assert_eq!(
+        listing,
+        hexdump(&worked_example()),
+        "formats/STREAM.md is stale: regenerate with \
+         `EVFS_PRINT_STREAM_EXAMPLE=1 cargo test print_stream_example -- --nocapture`"
+    );
+}
+
+#[test]
+fn print_stream_example() {
+    if std::env::var_os("EVFS_PRINT_STREAM_EXAMPLE").is_some() {
+        print!("{}", hexdump(&worked_example()));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn random_bytes_never_panic_the_reader(bytes in proptest::collection::vec(any::<u8>(), 0..40_000)) {
+        let _ = read_all(&bytes, false);
+    }
+
+    #[test]
+    fn flipped_bits_anywhere_are_errors_not_panics(pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let s = make(&header(true, false, (2 * CHUNK) as u64), &sample(2));
+        let mut bad = s.clone();
+        let i = pos.index(bad.len());
+        bad[i] ^= 1 << bit;
+        prop_assert!(read_all(&bad, false).is_err());
+    }
+
+    #[test]
+    fn absurd_lengths_in_a_valid_header_are_refused(payload_len in any::<u32>(), plain_len in any::<u32>()) {
+        let h = header(false, false, CHUNK as u64);
+        let f = FrameHeader { kind: FrameKind::Data, index: 0, offset: 0, plain_len, payload_len };
+        let ok = FrameHeader::parse(&f.encode(), &h).is_ok();
+        prop_assert_eq!(ok, payload_len == plain_len && plain_len > 0 && plain_len as usize <= CHUNK);
+    }
+}
