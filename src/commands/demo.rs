@@ -20,7 +20,7 @@ use crate::size::human;
 const OWNER: &str = "demo.owner";
 
 pub fn run(ctx: &Ctx, dir: Option<PathBuf>, size: u64, threads: Option<usize>) -> Result<()> {
-    if size == 0 || size % 4096 != 0 {
+    if size == 0 || !size.is_multiple_of(4096) {
         return Err(Error::usage("--size must be a positive multiple of 4 KiB"));
     }
     let (dir, temporary) = match dir {
