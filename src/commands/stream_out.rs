@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::backup::{Job, Report, sector_key};
@@ -132,35 +132,63 @@ pub(super) fn write(
     result
 }
 
-/// Standard output, or a temporary file beside `--stream FILE` that is
-/// renamed into place once the stream is complete (so an old stream is kept
-/// until a new one has replaced it whole).
-/// An output file, its name for messages, and for `--stream FILE` the
-/// temporary path and the final one.
+/// An output file, its name for messages, and for a regular `--stream FILE`
+/// the temporary path and the final one.
 type Output = (File, String, Option<(PathBuf, PathBuf)>);
 
+/// Standard output; a character device or FIFO (`/dev/null`, a named pipe)
+/// written as it is; or for a regular file, a temporary file beside it that
+/// is renamed into place once the stream is complete, so an old stream is
+/// kept until a new one has replaced it whole.
 fn open_output(place: &Place, force: bool) -> Result<Output> {
-    match place {
-        Place::Stdout => Ok((stdout_file()?, "standard output".to_string(), None)),
-        Place::StreamFile(path) => {
-            if path.exists() && !force && !is_stream(path)? {
-                return Err(Error::refused(format!(
-                    "{} exists and is not a backup stream; refusing to replace it",
-                    path.display()
-                ))
-                .with_hint("use --force to replace it, or choose a new file"));
-            }
-            let tmp = tmp_name(path);
+    let path = match place {
+        Place::Stdout => return Ok((stdout_file()?, "standard output".to_string(), None)),
+        Place::StreamFile(path) => path,
+        Place::Path(_) => return Err(Error::runtime("internal: a stream into a volume path")),
+    };
+    let name = path.display().to_string();
+    if let Ok(meta) = std::fs::metadata(path) {
+        let kind = meta.file_type();
+        if kind.is_char_device() || kind.is_fifo() {
             let file = OpenOptions::new()
                 .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .ctx("creating", &tmp)?;
-            Ok((file, path.display().to_string(), Some((tmp, path.clone()))))
+                .open(path)
+                .ctx("opening", path)?;
+            return Ok((file, name, None));
         }
-        Place::Path(_) => Err(Error::runtime("internal: a stream into a volume path")),
+        if kind.is_block_device() {
+            if !force {
+                return Err(Error::refused(format!(
+                    "{name} is a block device; refusing to write a stream over it"
+                ))
+                .with_hint("use --force to write the stream onto the device"));
+            }
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .ctx("opening", path)?;
+            return Ok((file, name, None));
+        }
+        if !kind.is_file() {
+            return Err(Error::usage(format!(
+                "{name} is neither a regular file nor a device"
+            )));
+        }
+        if !force && !is_stream(path)? {
+            return Err(Error::refused(format!(
+                "{name} exists and is not a backup stream; refusing to replace it"
+            ))
+            .with_hint("use --force to replace it, or choose a new file"));
+        }
     }
+    let tmp = tmp_name(path);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .ctx("creating", &tmp)?;
+    Ok((file, name, Some((tmp, path.clone()))))
 }
 
 fn is_stream(path: &Path) -> Result<bool> {
