@@ -662,3 +662,57 @@ fn usage_errors_and_missing_keys_have_their_exit_codes() {
     );
     assert!(!env.path("x.vol").exists());
 }
+
+#[test]
+fn a_cut_off_cleartext_export_leaves_no_file_and_a_stream_to_dev_null_leaves_it_a_device() {
+    let (env, _, pa, _) = setup();
+    // A volume on stdin that ends early: the export fails and no file appears.
+    let vol = std::fs::read(env.path("src.vol")).unwrap();
+    let out = env
+        .cmd(&[
+            "backup",
+            "-",
+            "out.raw",
+            "--cleartext",
+            "-k",
+            "alice.k1",
+            "--passphrase-file",
+            &pa,
+        ])
+        .write_stdin(vol[..vol.len() / 2].to_vec())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("truncated"));
+    assert!(!env.path("out.raw").exists());
+    assert!(
+        std::fs::read_dir(env.dir.path()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("partial"))
+    );
+    // A stream into a character device is written to it, not over it.
+    env.ok(&[
+        "backup",
+        "src.vol",
+        "--stream",
+        "/dev/null",
+        "-k",
+        "alice.k1",
+        "--passphrase-file",
+        &pa,
+    ]);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+}

@@ -21,6 +21,7 @@ use crate::keys::{KeyId, PassphraseSource, passphrase};
 use crate::pipeline::progress::{ProgressMode, with_progress};
 use crate::pipeline::sink::{DeviceSink, Sink, WriteSink, stdout_file};
 use crate::pipeline::{self, Outcome, Plan, SectorKey};
+use crate::volume::device::{partial_path, rename_into_place};
 use crate::volume::{Device, NewVolume, Volume, layout, lock, unlock_emd};
 
 /// Sector size of volumes made from plain data.
@@ -571,28 +572,41 @@ impl Job<'_> {
                 (outcome, "standard output".to_string())
             }
             Place::Path(path) => {
-                let dev = if path.exists() {
-                    Device::open_write(path)?
-                } else {
-                    Device::create_file(path, len)?
+                // A new file is written under a temporary name and renamed
+                // when complete: a cut-off export never looks like a whole one.
+                let tmp = (!path.exists()).then(|| partial_path(path));
+                let dev = match &tmp {
+                    None => Device::open_write(path)?,
+                    Some(tmp) => Device::create_file(tmp, len)?,
                 };
                 lock::lock(dev.file(), path, true, "write a backup into it")?;
                 let limit = if dev.is_block() { dev.size() } else { len };
-                let (outcome, _, _) = {
-                    let mut sink = DeviceSink {
-                        dev: &dev,
-                        base: 0,
-                        limit,
+                let written = (|| {
+                    let outcome = {
+                        let mut sink = DeviceSink {
+                            dev: &dev,
+                            base: 0,
+                            limit,
+                        };
+                        self.run_pipeline(&plan, src, &mut sink)?.0
                     };
-                    self.run_pipeline(&plan, src, &mut sink)?
-                };
-                if !dev.is_block() {
-                    dev.file()
-                        .set_len(len)
-                        .map_err(|e| Error::io("setting the size of", path, e))?;
+                    if !dev.is_block() {
+                        dev.file()
+                            .set_len(len)
+                            .map_err(|e| Error::io("setting the size of", dev.path(), e))?;
+                    }
+                    dev.sync()?;
+                    if let Some(tmp) = &tmp {
+                        rename_into_place(tmp, path)?;
+                    }
+                    Ok(outcome)
+                })();
+                if written.is_err()
+                    && let Some(tmp) = &tmp
+                {
+                    let _ = std::fs::remove_file(tmp);
                 }
-                dev.sync()?;
-                (outcome, path.display().to_string())
+                (written?, path.display().to_string())
             }
             Place::StreamFile(_) => {
                 return Err(Error::runtime("internal: cleartext into a stream"));

@@ -18,6 +18,7 @@ use crate::pipeline::sink::stdout_file;
 use crate::pipeline::{CHUNK, Plan};
 use crate::stream::format::Header;
 use crate::stream::writer::{StreamFramer, StreamWriter};
+use crate::volume::device::{partial_path, rename_into_place};
 
 /// Writes through large buffers: frame headers and hashes are small writes.
 const OUT_BUFFER: usize = 4 << 20;
@@ -108,8 +109,7 @@ pub(super) fn write(
             .map_err(|e| Error::io("writing", &target, e.into_error()))?;
         if let Some((tmp, path)) = &tmp {
             file.sync_all().ctx("syncing", tmp)?;
-            std::fs::rename(tmp, path).ctx("renaming into place", path)?;
-            sync_dir(path);
+            rename_into_place(tmp, path)?;
         }
         Ok(Report {
             mode,
@@ -181,7 +181,7 @@ fn open_output(place: &Place, force: bool) -> Result<Output> {
             .with_hint("use --force to replace it, or choose a new file"));
         }
     }
-    let tmp = tmp_name(path);
+    let tmp = partial_path(path);
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -201,25 +201,4 @@ fn is_stream(path: &Path) -> Result<bool> {
         .read(&mut head)
         .ctx("reading", path)?;
     Ok(&head[..n] == crate::stream::MAGIC)
-}
-
-fn tmp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "stream".to_string());
-    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
-}
-
-fn sync_dir(path: &Path) {
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
 }

@@ -178,6 +178,30 @@ impl Device {
     }
 }
 
+/// A temporary name beside `path` for a file that is renamed into place only
+/// once complete, so that a half-written file never takes the real name.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "evfs".to_string());
+    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+/// Rename a finished temporary file into place and sync the directory, so
+/// the rename itself survives a crash.
+pub fn rename_into_place(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::rename(tmp, path).ctx("renaming into place", path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
