@@ -430,10 +430,7 @@ impl Job<'_> {
             emd.data_size = outcome.bytes.div_ceil(NEW_SECTOR) * NEW_SECTOR;
             if !dev.is_block() {
                 let size = layout::device_size_for(emd.data_size);
-                dev.file()
-                    .set_len(size)
-                    .map_err(|e| Error::io("setting the size of", path, e))?;
-                dev = Device::open_write(path)?;
+                dev.resize(size)?;
             }
         }
         dev.sync()?;

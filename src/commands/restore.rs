@@ -176,10 +176,7 @@ pub fn execute(ctx: &Ctx, args: &RestoreArgs) -> Result<Report> {
     if !dev.is_block() {
         let size = layout::device_size_for(fin.data_size);
         if created || dev.size() < size {
-            dev.file()
-                .set_len(size)
-                .map_err(|e| Error::io("setting the size of", dst, e))?;
-            dev = Device::open_write(dst)?;
+            dev.resize(size)?;
         }
     }
     dev.sync()?;

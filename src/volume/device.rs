@@ -159,6 +159,21 @@ impl Device {
         self.file.sync_all().ctx("syncing", &self.path)
     }
 
+    /// Set a regular file's size exactly (grow or shrink).
+    pub fn resize(&mut self, size: u64) -> Result<()> {
+        if self.block {
+            return Err(Error::runtime(format!(
+                "internal: {} is a block device and cannot be resized",
+                self.path.display()
+            )));
+        }
+        self.file
+            .set_len(size)
+            .ctx("setting the size of", &self.path)?;
+        self.size = size;
+        Ok(())
+    }
+
     /// Grow a regular file to `size` (a block device cannot grow).
     pub fn grow_to(&mut self, size: u64) -> Result<()> {
         if self.size >= size {
