@@ -57,6 +57,19 @@ impl Findings {
         self.checks.iter().all(|c| c.ok)
     }
 
+    /// Compare a computed plaintext digest with a recorded one.
+    fn digest(&mut self, hash: blake3::Hash, recorded: [u8; 32], what: &str, whose: &str) {
+        let ok = blake3::Hash::from(recorded) == hash;
+        self.check(
+            ok,
+            format!(
+                "plaintext BLAKE3 {what} {} {whose}: {}",
+                if ok { "matches" } else { "does NOT match" },
+                hash.to_hex()
+            ),
+        );
+    }
+
     fn first_failure(&self) -> Option<&str> {
         self.checks.iter().find(|c| !c.ok).map(|c| c.what.as_str())
     }
@@ -295,24 +308,16 @@ fn verify_volume(
         Some(sector_key(&v, &unlocked.key)),
         threads,
     )?;
-    {
-        match provenance.as_ref().and_then(|p| p.plaintext_blake3) {
-            Some(expected) => f.check(
-                blake3::Hash::from(expected) == hash,
-                format!(
-                    "plaintext BLAKE3 of {bytes} bytes {} the provenance: {}",
-                    if blake3::Hash::from(expected) == hash {
-                        "matches"
-                    } else {
-                        "does NOT match"
-                    },
-                    hash.to_hex()
-                ),
-            ),
-            None => f.fail(
-                "the volume has no provenance digest to check its data against (use --against SRC)",
-            ),
-        }
+    match provenance.as_ref().and_then(|p| p.plaintext_blake3) {
+        Some(expected) => f.digest(
+            hash,
+            expected,
+            &format!("of {bytes} bytes"),
+            "the provenance",
+        ),
+        None => f.fail(
+            "the volume has no provenance digest to check its data against (use --against SRC)",
+        ),
     }
     Ok(Some(Digest { hash, bytes }))
 }
@@ -402,18 +407,7 @@ fn verify_stream(
             .and_then(|p| p.plaintext_blake3)
     });
     match expected {
-        Some(e) => f.check(
-            blake3::Hash::from(e) == hash,
-            format!(
-                "plaintext BLAKE3 {} the recorded digest: {}",
-                if blake3::Hash::from(e) == hash {
-                    "matches"
-                } else {
-                    "does NOT match"
-                },
-                hash.to_hex()
-            ),
-        ),
+        Some(e) => f.digest(hash, e, "of the frames", "the recorded digest"),
         None => f.pass(format!(
             "plaintext BLAKE3 {} (no digest recorded to compare)",
             hash.to_hex()
