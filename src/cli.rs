@@ -65,7 +65,10 @@ pub struct OptKeyArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Manage key pairs and stored passphrases
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  evfs key gen alice.k1\n  evfs key list --json\n  evfs key show alice.k1 > alice.k1.pub"
+    )]
     Key(KeyCommand),
 
     /// Write a new EMD: make a file or block device an EVFS volume
@@ -115,7 +118,10 @@ pub enum Command {
     },
 
     /// Add or remove authorized users
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  evfs user add vol.img bob.k1 -k alice.k1\n  evfs user remove vol.img bob.k1 -k alice.k1"
+    )]
     User(UserCommand),
 
     /// Make another key the owner (owner or recovery key); the old owner stays an authorized user
@@ -129,7 +135,10 @@ pub enum Command {
     },
 
     /// Save or restore a volume's EMD (like cryptsetup luksHeaderBackup)
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  evfs emd backup vol.img vol.emd\n  evfs emd restore vol.img vol.emd"
+    )]
     Emd(EmdCommand),
 
     /// Wipe both EMD copies: the data becomes unrecoverable without a saved EMD (owner)
@@ -483,6 +492,9 @@ pub enum KeyCommand {
         kdf_passes: u32,
     },
     /// List key IDs, fingerprints, and whether a passphrase is stored
+    #[command(
+        after_help = "Examples:\n  evfs key list\n  evfs --keystore /etc/evfs/pkey key list --json"
+    )]
     List {
         /// Print one JSON object
         #[arg(long)]
@@ -509,6 +521,7 @@ pub enum KeyCommand {
         passphrase_file: Option<PathBuf>,
     },
     /// Remove a key's stored passphrase
+    #[command(after_help = "Example:\n  evfs key forget-passphrase backup.cron")]
     ForgetPassphrase { id: String },
 }
 
