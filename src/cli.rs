@@ -373,6 +373,10 @@ pub struct BackupArgs {
     /// Overwrite a target that holds foreign data or another volume
     #[arg(long)]
     pub force: bool,
+
+    /// Write the target file or block device with O_DIRECT, past the page cache
+    #[arg(long)]
+    pub direct: bool,
 }
 
 #[derive(Args, Debug, Clone)]
