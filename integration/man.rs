@@ -11,7 +11,6 @@
 #[path = "common/mod.rs"]
 mod common;
 #[path = "support/mod.rs"]
-#[allow(unused)]
 mod support;
 
 use std::path::{Path, PathBuf};

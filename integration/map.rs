@@ -663,3 +663,47 @@ fn dmtable_refuses_a_disabled_volume_and_a_recovery_key() {
     );
     assert!(out.is_empty(), "no key on stdout: {out}");
 }
+
+/// Regression guard: the map's final EMD write must not roll back what an
+/// administration command changed while the volume was mapped.
+#[test]
+fn admin_changes_made_while_mapped_survive_the_stop() {
+    let (env, data) = setup("4096");
+    let pa = pw(&env, "alice.k1");
+    env.gen_key("carol");
+    let mapped = map_alice(&env, &[]);
+    env.ok(&[
+        "user",
+        "add",
+        "vol",
+        "carol",
+        "-k",
+        "alice.k1",
+        "--passphrase-file",
+        &pa,
+    ]);
+    let (status, log) = mapped.stop();
+    assert!(status.success(), "{log}");
+    let info = env.info("vol");
+    assert_eq!(info["dirty"], false);
+    assert!(
+        info["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u == "carol.carol"),
+        "{info}"
+    );
+    assert!(cat(&env, "carol") == data);
+}
+
+#[test]
+fn a_volume_destroyed_while_mapped_is_not_brought_back() {
+    let (env, _) = setup("4096");
+    let pa = pw(&env, "alice.k1");
+    let mapped = map_alice(&env, &[]);
+    env.ok(&["destroy", "vol", "-k", "alice.k1", "--passphrase-file", &pa]);
+    let (status, log) = mapped.stop();
+    assert_eq!(status.code(), Some(5), "{log}");
+    env.expect(5, &["info", "vol"]);
+}

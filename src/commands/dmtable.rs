@@ -16,9 +16,9 @@ use super::{Ctx, DATA_ROLES, out};
 use crate::cli::KeyArgs;
 use crate::crypto::VolumeKey;
 use crate::emd::Emd;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hex;
-use crate::volume::Volume;
+use crate::volume::{Identity, Volume};
 
 /// Bytes per device-mapper sector: table lengths and offsets count in these.
 const DM_SECTOR: u64 = 512;
@@ -34,6 +34,7 @@ pub fn run(ctx: &Ctx, vol: &Path, key: &KeyArgs) -> Result<()> {
             vol.display()
         ));
     }
+    let device = dm_device(&v, vol)?;
     if !v.dev.is_block() {
         ctx.note(format!(
             "evfs dmtable: {} is a regular file; dm-crypt needs a block device: attach it with \
@@ -42,9 +43,7 @@ pub fn run(ctx: &Ctx, vol: &Path, key: &KeyArgs) -> Result<()> {
             vol.display()
         ));
     }
-    // The kernel resolves the path when the table is loaded, from any directory.
-    let device = std::path::absolute(vol).unwrap_or_else(|_| vol.to_path_buf());
-    let line = table_line(&v.emd, &unlocked.key, &device.display().to_string());
+    let line = table_line(&v.emd, &unlocked.key, &device);
     // A warning, not a note: it must reach whoever runs this, even with -q.
     eprintln!(
         "evfs dmtable: warning: the table line holds the volume key of {} in the clear; \
@@ -53,6 +52,30 @@ pub fn run(ctx: &Ctx, vol: &Path, key: &KeyArgs) -> Result<()> {
         vol.display()
     );
     out(line.as_str())
+}
+
+/// The device as the table names it: the absolute path (the kernel resolves
+/// it when the table is loaded, from any directory), or `major:minor` for a
+/// block device whose path a whitespace-separated table cannot hold.
+fn dm_device(v: &Volume, vol: &Path) -> Result<String> {
+    let path = std::path::absolute(vol).unwrap_or_else(|_| vol.to_path_buf());
+    if let Some(text) = path.to_str()
+        && !text.chars().any(char::is_whitespace)
+    {
+        return Ok(text.to_string());
+    }
+    match v.dev.identity() {
+        Identity::Block { rdev } => Ok(format!(
+            "{}:{}",
+            rustix::fs::major(rdev),
+            rustix::fs::minor(rdev)
+        )),
+        _ => Err(Error::usage(format!(
+            "{} cannot be named in a device-mapper table (whitespace or non-UTF-8 in the path)",
+            vol.display()
+        ))
+        .with_hint("attach it with losetup and run dmtable on the loop device")),
+    }
 }
 
 /// `0 <sectors> crypt aes-xts-plain64 <key> 0 <device> <offset> [<#opts> <opts>]`,

@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::{Ctx, DATA_ROLES, quoted};
 use crate::cli::{KeyArgs, MapArgs};
+use crate::emd::Copies;
 use crate::error::{Error, IoContext, Result};
 use crate::nbd::{self, ServeEvent};
 use crate::size::human;
@@ -126,8 +127,7 @@ pub fn run(ctx: &Ctx, args: MapArgs) -> Result<()> {
     if write {
         v.dev.sync()?;
         if !was_dirty {
-            v.emd.dirty = false;
-            v.commit()?;
+            mark_clean(&mut v)?;
         }
     }
     ctx.note(format!(
@@ -139,6 +139,23 @@ pub fn run(ctx: &Ctx, args: MapArgs) -> Result<()> {
         if v.emd.dirty { "dirty" } else { "clean" }
     ));
     Ok(())
+}
+
+/// Clear the dirty bit in the EMD as it is on the media now, not as it was
+/// when the map started: the administration commands (enable, disable, user
+/// add, owner, ...) do not take the volume's lock, and what they changed
+/// meanwhile must survive. The dirty bit lies outside the MAC, so no key is
+/// needed.
+fn mark_clean(v: &mut Volume) -> Result<()> {
+    let copies = Copies::read(&v.dev)?;
+    let Some(current) = copies.current().cloned() else {
+        return Err(crate::emd::no_valid_emd(&v.dev, &copies)
+            .with_hint("the EMD was destroyed or damaged while the volume was mapped; restore a saved one with `evfs emd restore`"));
+    };
+    v.emd = current;
+    v.copies = copies;
+    v.emd.dirty = false;
+    v.commit()
 }
 
 /// Tell where the export listens and how to reach it.
