@@ -300,6 +300,19 @@ fn a_mapped_volume_is_locked_against_a_second_map_and_backups() {
         ],
     );
     assert!(err.contains("in use"), "{err}");
+    // Nor restored into.
+    env.ok(&[
+        "backup",
+        "data.vol",
+        "--stream",
+        "data.evfs",
+        "-k",
+        "alice.k1",
+        "--passphrase-file",
+        &pa,
+    ]);
+    let (_, err) = env.expect(1, &["restore", "data.evfs", "vol", "--force"]);
+    assert!(err.contains("in use"), "{err}");
     // Nor can it be read as a backup source while a writer has it.
     let (_, err) = env.expect(
         1,
