@@ -65,7 +65,10 @@ pub struct OptKeyArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Manage key pairs and stored passphrases
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  evfs key gen alice.k1\n  evfs key list --json\n  evfs key show alice.k1 > alice.k1.pub"
+    )]
     Key(KeyCommand),
 
     /// Write a new EMD: make a file or block device an EVFS volume
@@ -115,7 +118,10 @@ pub enum Command {
     },
 
     /// Add or remove authorized users
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  evfs user add vol.img bob.k1 -k alice.k1\n  evfs user remove vol.img bob.k1 -k alice.k1"
+    )]
     User(UserCommand),
 
     /// Make another key the owner (owner or recovery key); the old owner stays an authorized user
@@ -129,7 +135,10 @@ pub enum Command {
     },
 
     /// Save or restore a volume's EMD (like cryptsetup luksHeaderBackup)
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  evfs emd backup vol.img vol.emd\n  evfs emd restore vol.img vol.emd"
+    )]
     Emd(EmdCommand),
 
     /// Wipe both EMD copies: the data becomes unrecoverable without a saved EMD (owner)
@@ -202,6 +211,78 @@ Examples:\n  evfs demo\n  evfs demo --dir /tmp/evfs-demo --size 1G"
         #[arg(long, value_name = "N")]
         threads: Option<usize>,
     },
+
+    /// Serve the decrypted (or --raw) data area over NBD on a unix socket until SIGINT or SIGTERM
+    #[command(after_help = MAP_HELP)]
+    Map(MapArgs),
+
+    /// Print the dm-crypt table line that maps the data area with the kernel (shows the volume key)
+    #[command(
+        after_help = "The line holds the volume key in hex: it is printed on standard output only, with a warning \
+on standard error. A file volume needs a loop device first; run dmtable on the loop device so that the line names it.\n\n\
+Examples:\n  evfs dmtable /dev/vg0/data -k alice.k1 | dmsetup create data-clear\n  \
+evfs dmtable \"$(losetup --find --show vol.img)\" -k alice.k1 | dmsetup create vol-clear\n  dmsetup remove vol-clear"
+    )]
+    Dmtable {
+        vol: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+
+    /// Print shell completions for bash, zsh, fish, elvish or powershell
+    #[command(
+        after_help = "Examples:\n  evfs completions bash > /etc/bash_completion.d/evfs\n  \
+evfs completions zsh > \"${fpath[1]}/_evfs\"\n  evfs completions fish > ~/.config/fish/completions/evfs.fish"
+    )]
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+const MAP_HELP: &str = "\
+The export is the data area only (its size is the volume's data size): decrypted with -k, or the \
+ciphertext as it lies with --raw (no key, any state; EVFS `evfsvol raw`). A read-write map holds the \
+volume's write lock and marks it dirty until it stops cleanly; a --read-only map shares the lock with \
+backup sources. Any export name is answered, including the empty default. The socket is made 0600.
+
+Examples:
+  evfs map vol.img --socket /run/evfs-vol.sock -k alice.k1 &
+  qemu-img convert -O raw 'nbd+unix:///?socket=/run/evfs-vol.sock' plain-copy.raw
+  nbd-client -unix /run/evfs-vol.sock /dev/nbd0 -b 4096 && mount /dev/nbd0 /mnt
+  umount /mnt && nbd-client -d /dev/nbd0 && kill %1
+  evfs map vol.img --socket vol.sock --raw --read-only";
+
+#[derive(Args, Debug, Clone)]
+pub struct MapArgs {
+    /// The volume (file or block device)
+    pub vol: PathBuf,
+
+    /// Unix socket to listen on (created 0600; a stale socket file is replaced)
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+
+    /// Key ID (user.keyname) that unlocks the volume (not needed with --raw)
+    #[arg(
+        short = 'k',
+        long = "key",
+        value_name = "ID",
+        required_unless_present = "raw"
+    )]
+    pub key: Option<String>,
+
+    /// Read the passphrase of -k from FILE (- for standard input; one trailing newline is stripped)
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+
+    /// Serve the ciphertext as it lies (no key needed, disabled volumes too)
+    #[arg(long)]
+    pub raw: bool,
+
+    /// Refuse writes; the volume is opened read-only and its dirty bit left alone
+    #[arg(long)]
+    pub read_only: bool,
 }
 
 const BACKUP_HELP: &str = "\
@@ -292,6 +373,10 @@ pub struct BackupArgs {
     /// Overwrite a target that holds foreign data or another volume
     #[arg(long)]
     pub force: bool,
+
+    /// Write the target file or block device with O_DIRECT, past the page cache
+    #[arg(long)]
+    pub direct: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -411,6 +496,9 @@ pub enum KeyCommand {
         kdf_passes: u32,
     },
     /// List key IDs, fingerprints, and whether a passphrase is stored
+    #[command(
+        after_help = "Examples:\n  evfs key list\n  evfs --keystore /etc/evfs/pkey key list --json"
+    )]
     List {
         /// Print one JSON object
         #[arg(long)]
@@ -437,6 +525,7 @@ pub enum KeyCommand {
         passphrase_file: Option<PathBuf>,
     },
     /// Remove a key's stored passphrase
+    #[command(after_help = "Example:\n  evfs key forget-passphrase backup.cron")]
     ForgetPassphrase { id: String },
 }
 

@@ -13,6 +13,7 @@ pub mod emd;
 pub mod error;
 pub mod hex;
 pub mod keys;
+pub mod nbd;
 pub mod pipeline;
 pub mod size;
 pub mod stream;

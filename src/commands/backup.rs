@@ -19,7 +19,7 @@ use crate::emd::{self, Emd, State, Timestamp};
 use crate::error::{Error, Result};
 use crate::keys::{KeyId, PassphraseSource, passphrase};
 use crate::pipeline::progress::{ProgressMode, with_progress};
-use crate::pipeline::sink::{DeviceSink, Sink, WriteSink, stdout_file};
+use crate::pipeline::sink::{DeviceSink, DirectSink, Sink, WriteSink, stdout_file};
 use crate::pipeline::{self, Outcome, Plan, SectorKey};
 use crate::volume::device::{partial_path, rename_into_place};
 use crate::volume::{Device, NewVolume, Volume, layout, lock, unlock_emd};
@@ -229,6 +229,11 @@ fn check_flag_combinations(args: &BackupArgs, place: &Place) -> Result<()> {
             "--compress and --sparse apply to backup streams (DST - or --stream FILE)",
         ));
     }
+    if args.direct && stream {
+        return Err(Error::usage(
+            "--direct writes a file or block device target, not a stream",
+        ));
+    }
     if args.target_passphrase_file.is_some() && args.target_key.is_none() {
         return Err(Error::usage(
             "--target-passphrase-file serves --target-key, which is not given",
@@ -296,6 +301,15 @@ fn check_length(outcome: &Outcome, expected: Option<u64>, name: &str) -> Result<
 }
 
 impl Job<'_> {
+    /// The sink of a file or device target: through O_DIRECT with `--direct`.
+    fn device_sink<'d>(&self, sink: DeviceSink<'d>) -> Result<Box<dyn Sink + 'd>> {
+        if self.args.direct {
+            Ok(Box::new(DirectSink::new(sink)?))
+        } else {
+            Ok(Box::new(sink))
+        }
+    }
+
     pub(super) fn run_pipeline(
         &self,
         plan: &Plan,
@@ -414,12 +428,12 @@ impl Job<'_> {
             None => u64::MAX - emd.data_offset,
         };
         let (outcome, _, src_name) = {
-            let mut sink = DeviceSink {
+            let mut sink = self.device_sink(DeviceSink {
                 dev: &dev,
                 base: emd.data_offset,
                 limit,
-            };
-            self.run_pipeline(&plan, src, &mut sink)?
+            })?;
+            self.run_pipeline(&plan, src, &mut *sink)?
         };
         if known_len.is_none() {
             if outcome.bytes == 0 {
@@ -510,12 +524,12 @@ impl Job<'_> {
             framer: None,
         };
         let (outcome, _, src_name) = {
-            let mut sink = DeviceSink {
+            let mut sink = self.device_sink(DeviceSink {
                 dev: &tv.dev,
                 base: tv.emd.data_offset,
                 limit: tv.emd.data_size,
-            };
-            self.run_pipeline(&plan, src, &mut sink)?
+            })?;
+            self.run_pipeline(&plan, src, &mut *sink)?
         };
         tv.dev.sync()?;
         tv.emd.dirty = false;
@@ -580,12 +594,12 @@ impl Job<'_> {
                 let limit = if dev.is_block() { dev.size() } else { len };
                 let written = (|| {
                     let outcome = {
-                        let mut sink = DeviceSink {
+                        let mut sink = self.device_sink(DeviceSink {
                             dev: &dev,
                             base: 0,
                             limit,
-                        };
-                        self.run_pipeline(&plan, src, &mut sink)?.0
+                        })?;
+                        self.run_pipeline(&plan, src, &mut *sink)?.0
                     };
                     if !dev.is_block() {
                         dev.file()

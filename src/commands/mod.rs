@@ -4,12 +4,15 @@
 mod admin;
 mod backup;
 mod check;
+mod completions;
 mod create;
 mod data;
 mod demo;
+mod dmtable;
 mod emd_file;
 mod info;
 mod key;
+mod map;
 mod restore;
 mod stream_out;
 mod verify;
@@ -103,6 +106,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo { dir, size, threads } => demo::run(&ctx, dir, size, threads),
         Command::Restore(args) => restore::run(&ctx, args),
         Command::Verify(args) => verify::run(&ctx, args),
+        Command::Map(args) => map::run(&ctx, args),
+        Command::Dmtable { vol, key } => dmtable::run(&ctx, &vol, &key),
+        Command::Completions { shell } => completions::run(shell),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Volumes: a device with a valid EMD, unlocked with a key pair, checked by role.
 
 pub mod device;
+pub mod export;
 pub mod layout;
 pub mod lock;
 pub mod sniff;

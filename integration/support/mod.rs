@@ -1,0 +1,206 @@
+//! Helpers for the tests that need the operating system's help: external
+//! tools (qemu-img, qemu-io, losetup), `evfs map` running in the background,
+//! and loop devices. A test that cannot run here says why on stderr and
+//! returns; it never passes silently.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::Env;
+
+/// Say on stderr (past libtest's capture) that a test is skipped, and why.
+pub fn skip(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// Whether every tool runs (`TOOL --version`); prints the skip reason if not.
+pub fn have_tools(test: &str, tools: &[&str]) -> bool {
+    for tool in tools {
+        let ok = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            skip(test, &format!("`{tool}` is not installed or not runnable"));
+            return false;
+        }
+    }
+    true
+}
+
+/// Wait for `child` at most `limit`; kill it and panic past that.
+fn wait_for(child: &mut Child, what: &str, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} timed out");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Run a tool with a deadline; (success, stdout and stderr together).
+pub fn run_tool(program: &str, args: &[&str]) -> (bool, String) {
+    let mut out = tempfile::tempfile().expect("tempfile");
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out.try_clone().expect("dup")))
+        .stderr(Stdio::from(out.try_clone().expect("dup")))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let status = wait_for(
+        &mut child,
+        &format!("{program} {args:?}"),
+        Duration::from_secs(120),
+    );
+    let mut text = String::new();
+    out.seek(SeekFrom::Start(0)).expect("seek");
+    out.read_to_string(&mut text).expect("read");
+    (status.success(), text)
+}
+
+/// `evfs map` running in the background until [`Mapped::stop`] (SIGTERM);
+/// killed on drop if a test fails first.
+pub struct Mapped {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Mapped {
+    /// `evfs --keystore <ks> map ARGS --socket <dir>/NAME`, and wait until it
+    /// says it serves (by then the socket listens and the EMD is marked).
+    pub fn start(env: &Env, socket_name: &str, args: &[&str]) -> Mapped {
+        let socket = env.path(socket_name);
+        let log = env.path(&format!("{socket_name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_evfs"))
+            .current_dir(env.dir.path())
+            .arg("--keystore")
+            .arg(env.keystore())
+            .arg("map")
+            .args(args)
+            .arg("--socket")
+            .arg(&socket)
+            .env_remove("EVFS_KEYSTORE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(File::create(&log).expect("log file")))
+            .spawn()
+            .expect("spawn evfs map");
+        let mut mapped = Mapped {
+            child: Some(child),
+            socket,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !mapped.log().contains("evfs map: serving") {
+            let child = mapped.child.as_mut().expect("running");
+            if let Some(status) = child.try_wait().expect("wait") {
+                panic!("evfs map exited early ({status}): {}", mapped.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "evfs map did not listen: {}",
+                mapped.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        mapped
+    }
+
+    /// The URI qemu tools take.
+    pub fn uri(&self) -> String {
+        format!("nbd+unix:///?socket={}", self.socket.display())
+    }
+
+    /// What `evfs map` wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Send SIGTERM and wait; (exit status, stderr).
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::TERM,
+        )
+        .expect("SIGTERM");
+        let status = wait_for(
+            &mut child,
+            "evfs map after SIGTERM",
+            Duration::from_secs(30),
+        );
+        (status, self.log())
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A loop device over a file, detached on drop.
+pub struct Loop {
+    pub dev: PathBuf,
+}
+
+impl Loop {
+    /// `losetup --find --show FILE`; `None` (with the reason printed) where
+    /// loop devices cannot be set up.
+    pub fn attach(test: &str, file: &Path) -> Option<Loop> {
+        let out = match Command::new("losetup")
+            .arg("--find")
+            .arg("--show")
+            .arg(file)
+            .output()
+        {
+            Ok(out) => out,
+            Err(e) => {
+                skip(test, &format!("losetup cannot run: {e}"));
+                return None;
+            }
+        };
+        if !out.status.success() {
+            skip(
+                test,
+                &format!(
+                    "losetup is not permitted here: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            );
+            return None;
+        }
+        let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        Some(Loop { dev })
+    }
+
+    pub fn path(&self) -> &str {
+        self.dev.to_str().expect("loop device path")
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup")
+            .arg("--detach")
+            .arg(&self.dev)
+            .status();
+    }
+}
