@@ -8,7 +8,7 @@ use std::path::Path;
 use super::Ctx;
 use crate::emd::{self, Copies, EMD_SIZE, Emd};
 use crate::error::{Error, IoContext, Result};
-use crate::volume::{Device, Volume, layout};
+use crate::volume::{Device, Volume, layout, lock};
 
 pub fn backup(ctx: &Ctx, vol: &Path, file: &Path) -> Result<()> {
     let v = Volume::open(vol, false)?;
@@ -56,6 +56,7 @@ pub fn restore(ctx: &Ctx, vol: &Path, file: &Path, force: bool) -> Result<()> {
         Error::integrity(format!("{} is not a valid saved EMD: {e}", file.display()))
     })?;
     let dev = Device::open_write(vol)?;
+    lock::lock(dev.file(), vol, true, "restore its EMD")?;
     let end = saved.data_offset + saved.data_size;
     if layout::backup_emd_offset(dev.size()).is_none_or(|b| end > b) {
         return Err(Error::refused(format!(

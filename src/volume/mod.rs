@@ -24,10 +24,14 @@ pub struct Volume {
 
 impl Volume {
     /// Open `path` (read-only unless `write`) and read its EMD; exit 5 when
-    /// there is no valid copy.
+    /// there is no valid copy. Opened for writing, the volume is locked
+    /// exclusively first, so that no backup, restore or map runs while its
+    /// metadata changes (and the EMD read is the one in force).
     pub fn open(path: &Path, write: bool) -> Result<Volume> {
         let dev = if write {
-            Device::open_write(path)?
+            let dev = Device::open_write(path)?;
+            lock::lock(dev.file(), path, true, "change its metadata")?;
+            dev
         } else {
             Device::open_read(path)?
         };
