@@ -180,6 +180,7 @@ fn encode_then_parse_round_trips() {
         source_uuid: [4; 16],
         bytes_done: 10,
         total: 20,
+        source_generation: 9,
     });
     e.provenance.as_mut().unwrap().plaintext_blake3 = None;
     let back = Emd::parse(&e.encode()[..]).unwrap();
@@ -243,6 +244,7 @@ fn the_mutable_header_is_outside_the_mac() {
         source_uuid: [2; 16],
         bytes_done: 0,
         total: 1,
+        source_generation: 5,
     });
     assert!(Emd::parse(&e.encode()[..]).unwrap().mac_ok(&key));
 }
@@ -292,9 +294,28 @@ fn arb_emd() -> impl Strategy<Value = Emd> {
             any::<u64>(),
             proptest::option::of(any::<[u8; 32]>()),
         )),
+        proptest::option::of((
+            any::<[u8; 16]>(),
+            any::<[u8; 16]>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+        )),
     )
         .prop_map(
-            |(generation, dirty, uuid, cipher, enabled, sector_size, sectors, label, n, prov)| {
+            |(
+                generation,
+                dirty,
+                uuid,
+                cipher,
+                enabled,
+                sector_size,
+                sectors,
+                label,
+                n,
+                prov,
+                checkpoint,
+            )| {
                 let slots = (0..n)
                     .map(|i| Slot {
                         role: if i == 0 { Role::Owner } else { Role::User },
@@ -306,7 +327,15 @@ fn arb_emd() -> impl Strategy<Value = Emd> {
                 Emd {
                     generation,
                     dirty,
-                    checkpoint: None,
+                    checkpoint: checkpoint.map(|(run_id, source_uuid, a, b, source_generation)| {
+                        Checkpoint {
+                            run_id,
+                            source_uuid,
+                            bytes_done: a.min(b),
+                            total: a.max(b),
+                            source_generation,
+                        }
+                    }),
                     uuid,
                     created: 1_700_000_000,
                     cipher,

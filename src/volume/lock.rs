@@ -37,6 +37,19 @@ pub fn lock(file: &File, path: &Path, exclusive: bool, purpose: &str) -> Result<
     }
 }
 
+/// Refuse early when another process holds a lock on `path` (if it exists),
+/// with the same message as [`lock`]: a look before reading what the
+/// target holds, so that a busy target is reported as busy. The real lock
+/// is taken later on the descriptor that writes; this one is released.
+pub fn probe(path: &Path, purpose: &str) -> Result<()> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("opening", path, e)),
+    };
+    lock(&file, path, true, purpose)
+}
+
 /// The process holding an flock on the same file, from `/proc/locks`.
 fn holder(file: &File) -> Option<String> {
     let meta = file.metadata().ok()?;
