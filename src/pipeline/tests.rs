@@ -276,7 +276,9 @@ fn faulty(limit: usize, fail: i32) -> sink::WriteSink<FaultyWriter> {
 
 fn run_reader(p: &Plan, reader: ShortReader, sink: &mut dyn Sink) -> Result<Outcome> {
     let mut src = ReaderSource::new(reader, "short reads", None, 4, CHUNK);
-    with_progress(&ProgressMode::silent(), "t", None, |m| run(p, &mut src, sink, m))
+    with_progress(&ProgressMode::silent(), "t", None, |m| {
+        run(p, &mut src, sink, m)
+    })
 }
 
 #[test]
@@ -368,7 +370,10 @@ fn a_read_error_names_the_source_and_nothing_after_it_is_written() {
             text.contains("/dev/bad-disk") && text.contains("Input/output error"),
             "{text}"
         );
-        assert!(sink.data.len() <= 5 * CHUNK, "data after the failure was written");
+        assert!(
+            sink.data.len() <= 5 * CHUNK,
+            "data after the failure was written"
+        );
         assert_eq!(sink.data, encrypt_all(4, &data[..sink.data.len()]));
     }
 }

@@ -36,17 +36,7 @@ impl FrameDecoder {
     }
 
     fn need_key(&self, f: &FrameHeader) -> Result<&Xts> {
-        self.xts.as_ref().ok_or_else(|| {
-            Error::access(format!(
-                "frame {} is {}: restoring or checking it needs the volume key",
-                f.index,
-                match f.kind {
-                    FrameKind::Zero => "a sparse zero marker",
-                    _ => "compressed",
-                }
-            ))
-            .with_hint("give -k ID with a key of the backed-up volume")
-        })
+        self.xts.as_ref().ok_or_else(|| missing_key(f))
     }
 
     /// The frame's plaintext, padded to whole sectors (`f.plain_len` bytes
@@ -129,10 +119,21 @@ impl FrameDecoder {
             sector_size,
             ..
         } = self;
-        let xts = xts
-            .as_ref()
-            .expect("plaintext() succeeded, so the key is known");
+        // A zero marker's plaintext needs no key, but its ciphertext does.
+        let xts = xts.as_ref().ok_or_else(|| missing_key(f))?;
         xts.encrypt_sectors(&mut buf[..padded], *sector_size, sector);
         Ok(&self.buf[..padded])
     }
+}
+
+fn missing_key(f: &FrameHeader) -> Error {
+    Error::access(format!(
+        "frame {} is {}: restoring or checking it needs the volume key",
+        f.index,
+        match f.kind {
+            FrameKind::Zero => "a sparse zero marker",
+            _ => "compressed",
+        }
+    ))
+    .with_hint("give -k ID with a key of the backed-up volume")
 }
