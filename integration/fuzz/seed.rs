@@ -14,6 +14,12 @@ pub fn key() -> VolumeKey {
     VolumeKey::from_bytes(Cipher::Aes256Xts, &bytes).expect("64 bytes")
 }
 
+/// The bytes of [`emd`] (made once per process).
+pub fn emd_bytes() -> Vec<u8> {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| emd().encode().to_vec()).clone()
+}
+
 /// A valid, sealed EMD with every optional part present.
 pub fn emd() -> Emd {
     let mut e = Emd {
@@ -82,8 +88,13 @@ pub fn fix_emd_checksum(b: &mut [u8]) {
 }
 
 /// A valid stream (sparse, with a MAC) of two full 64 KiB frames, a zero
-/// marker and a short last frame.
+/// marker and a short last frame (made once per process).
 pub fn stream() -> Vec<u8> {
+    static STREAM: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    STREAM.get_or_init(make_stream).clone()
+}
+
+fn make_stream() -> Vec<u8> {
     use evfs::backup::decide::Mode;
     use evfs::pipeline::{ChunkOut, FrameInput, Framer, Sink};
     use evfs::stream::format::Header;

@@ -218,7 +218,7 @@ struct ShortReader {
 impl std::io::Read for ShortReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.calls += 1;
-        if self.calls % 7 == 0 {
+        if self.calls.is_multiple_of(7) {
             return Err(std::io::ErrorKind::Interrupted.into());
         }
         let n = buf
@@ -245,7 +245,7 @@ struct FaultyWriter {
 impl std::io::Write for FaultyWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.calls += 1;
-        if self.calls % 5 == 0 {
+        if self.calls.is_multiple_of(5) {
             return Err(std::io::ErrorKind::Interrupted.into());
         }
         if self.out.len() >= self.limit {
