@@ -734,6 +734,13 @@ fn no_key_or_passphrase_appears_in_any_output_even_verbose() {
     assert_eq!(wrong.status.code(), Some(4));
     all.push((vec!["disable (wrong passphrase)"], wrong));
     let secrets = secrets_of(&env, pass, &["src", "copy", "restored", "copy2"]);
+    // The passphrase, then 4 forms of the private key and of 3 keys per volume.
+    assert_eq!(secrets.len(), 1 + 4 + 4 * 3 * 4);
+    // The search finds a key where one is printed.
+    assert!(contains(
+        format!("key {}", text(&secrets[5])).as_bytes(),
+        &secrets[5]
+    ));
     for (args, out) in &all {
         for s in &secrets {
             assert!(
