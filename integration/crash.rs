@@ -417,3 +417,50 @@ fn resume_into_a_volume_with_its_own_key() {
     f.env
         .ok(&["verify", "vol", "-k", "bob", "--passphrase-file", &pb]);
 }
+
+#[test]
+fn repeated_kills_and_resumes_end_in_the_copy_of_a_full_run() {
+    let f = Fixture::new(DATA_MIB);
+    let digest = f.backup_json(&["src", "full"])["plaintext_blake3"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(f.env.path("full")).unwrap();
+    let k = f.key_args();
+    let args = ["backup", "src", "t", "--resume", k[0], k[1], k[2], k[3]];
+    let reference = f.timed(&["backup", "src", "full", k[0], k[1], k[2], k[3]]);
+    // Each run is killed a little later than the one before; every run
+    // continues from where the killed one before it had synced.
+    let mut progress = Vec::new();
+    let mut finished = false;
+    for i in 1..=40u32 {
+        let mut child = f.spawn(&args);
+        std::thread::sleep(reference.mul_f64(f64::from(i) / 8.0));
+        let _ = child.kill();
+        if child.wait().unwrap().success() {
+            finished = true;
+            break;
+        }
+        f.env.expect(6, &["check", "t"]);
+        progress.push(checkpoint(&f.env.path("t")).map_or(0, |(done, _)| done));
+    }
+    eprintln!("checkpoints after each kill: {progress:?}");
+    assert!(
+        progress.iter().any(|&done| done > 0),
+        "no kill came after a checkpoint: nothing was resumed"
+    );
+    assert!(
+        progress.windows(2).all(|w| w[0] <= w[1]),
+        "a resumed run went backwards: {progress:?}"
+    );
+    if !finished {
+        f.env.ok(&args);
+    }
+    assert_eq!(
+        f.env.info("t")["provenance"]["plaintext_blake3"],
+        digest.as_str()
+    );
+    let mut verify = vec!["verify", "t", "--against", "src"];
+    verify.extend_from_slice(&k);
+    f.env.ok(&verify);
+}
