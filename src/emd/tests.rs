@@ -278,6 +278,27 @@ fn short_or_foreign_input_is_not_an_emd() {
     assert_eq!(Emd::parse(&v2[..]), Err(EmdError::Version(2)));
 }
 
+/// Offset + size near 2^64 passed the parser, and `device_size_for` (size
+/// plus 2 MiB) could then overflow in a restore of a hostile stream.
+#[test]
+fn an_absurd_data_area_is_refused_so_layout_sums_cannot_overflow() {
+    let mut e = example();
+    e.data_size = u64::MAX - (u64::MAX % 4096) - (1 << 20);
+    assert_eq!(
+        Emd::parse(&e.encode()[..]),
+        Err(EmdError::Field("data_size"))
+    );
+    e.data_size = MAX_DATA_END - e.data_offset + 4096;
+    assert_eq!(
+        Emd::parse(&e.encode()[..]),
+        Err(EmdError::Field("data_size"))
+    );
+    e.data_size = MAX_DATA_END - e.data_offset;
+    let parsed = Emd::parse(&e.encode()[..]).unwrap();
+    let device = crate::volume::layout::device_size_for(parsed.data_size);
+    assert!(device > parsed.data_size && device < i64::MAX as u64);
+}
+
 fn arb_emd() -> impl Strategy<Value = Emd> {
     (
         any::<u64>(),

@@ -108,4 +108,19 @@ mod tests {
         drop((a, b));
         lock(&c, &p, true, "write it").unwrap();
     }
+
+    #[test]
+    fn a_probe_sees_a_held_lock_and_leaves_none_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v");
+        probe(&p, "write it").unwrap();
+        std::fs::write(&p, b"x").unwrap();
+        probe(&p, "write it").unwrap();
+        // The probe released its lock: a writer can take it.
+        let w = File::open(&p).unwrap();
+        lock(&w, &p, true, "write it").unwrap();
+        let e = probe(&p, "restore into it").unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.to_string().contains("refusing to restore into it"), "{e}");
+    }
 }
