@@ -28,13 +28,15 @@ pub fn clone_emd(src: &Emd, key: &VolumeKey) -> Result<Emd> {
     Ok(e)
 }
 
-/// A fresh checkpoint for a backup of `source_uuid` with `total` bytes.
-pub fn checkpoint(source_uuid: [u8; 16], total: u64) -> Result<Checkpoint> {
+/// A fresh checkpoint for a backup of `total` bytes from the source volume
+/// `source_uuid` at EMD generation `source_generation` (zeros for plain data).
+pub fn checkpoint(source_uuid: [u8; 16], source_generation: u64, total: u64) -> Result<Checkpoint> {
     Ok(Checkpoint {
         run_id: crate::crypto::random_array::<16>()?,
         source_uuid,
         bytes_done: 0,
         total,
+        source_generation,
     })
 }
 

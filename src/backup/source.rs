@@ -41,6 +41,7 @@ impl OpenSource {
         lock::lock(dev.file(), path, false, "read it as a backup source")?;
         let copies = Copies::read(&dev)?;
         if let Some(current) = copies.current() {
+            crate::volume::data_fits(&dev, current)?;
             return Ok(OpenSource {
                 name: path.display().to_string(),
                 emd: Some(current.clone()),

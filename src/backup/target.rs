@@ -73,8 +73,13 @@ pub fn classify(
     };
     let copies = Copies::read(&dev)?;
     if let Some(e) = copies.current() {
+        // An interrupted backup of this source (dirty, its checkpoint naming
+        // the source) is of the lineage too, so that running the backup again
+        // after a crash needs no --force.
         let lineage = source_uuid.is_some_and(|u| {
-            e.uuid == u || e.provenance.as_ref().is_some_and(|p| p.source_uuid == u)
+            e.uuid == u
+                || e.provenance.as_ref().is_some_and(|p| p.source_uuid == u)
+                || (e.dirty && e.checkpoint.as_ref().is_some_and(|c| c.source_uuid == u))
         });
         let (state, data_size) = (e.state, e.data_size);
         let dst = if lineage {

@@ -10,16 +10,19 @@ use serde_json::json;
 use super::data::threads;
 use super::{Ctx, DATA_ROLES};
 use crate::backup::clone;
-use crate::backup::decide::{self, Decision, Flags, Mode, Sizes, Src, Write};
+use crate::backup::decide::{self, Decision, Dst, Flags, Mode, Sizes, Src, Write};
+use crate::backup::resume::{self, CheckpointSink, ResumePoint, RunKind};
 use crate::backup::source::OpenSource;
 use crate::backup::target::{self, Classified, Place};
 use crate::cli::BackupArgs;
 use crate::crypto::{Cipher, VolumeKey};
 use crate::emd::{self, Emd, State, Timestamp};
 use crate::error::{Error, Result};
-use crate::keys::{KeyId, PassphraseSource, passphrase};
+use crate::keys::{KeyId, PassphraseSource, PrivateKey, passphrase};
+use crate::pipeline::digest::TreeMerger;
 use crate::pipeline::progress::{ProgressMode, with_progress};
-use crate::pipeline::sink::{DeviceSink, DirectSink, Sink, WriteSink, stdout_file};
+use crate::pipeline::sink::{DeviceSink, DirectSink, NullSink, Sink, WriteSink, stdout_file};
+use crate::pipeline::source::MappedSource;
 use crate::pipeline::{self, Outcome, Plan, SectorKey};
 use crate::volume::device::{partial_path, rename_into_place};
 use crate::volume::{Device, NewVolume, Volume, layout, lock, unlock_emd};
@@ -40,6 +43,8 @@ pub struct Report {
     pub target_uuid: Option<[u8; 16]>,
     /// Bytes written to a stream (headers, frames and trailer), when the target is one.
     pub stream_bytes: Option<u64>,
+    /// Data offset a resumed backup continued from (`--resume`).
+    pub resumed_at: Option<u64>,
 }
 
 impl Report {
@@ -56,6 +61,7 @@ impl Report {
             "target_uuid": self.target_uuid.map(|u| emd::format::uuid_string(&u)),
             "bytes_per_second": rate(self.bytes, self.seconds),
             "stream_bytes": self.stream_bytes,
+            "resumed_at": self.resumed_at,
         })
     }
 
@@ -73,6 +79,12 @@ impl Report {
         );
         if let Some(n) = self.stream_bytes {
             s.push_str(&format!(", stream {}", crate::size::human(n)));
+        }
+        if let Some(n) = self.resumed_at {
+            s.push_str(&format!(
+                ", resumed at {} (the rest was copied before)",
+                crate::size::human(n)
+            ));
         }
         if let Some(d) = self.digest {
             s.push_str(&format!("\nevfs: plaintext blake3 {}", d.to_hex()));
@@ -124,6 +136,10 @@ pub(super) struct Job<'a> {
     pub started: Timestamp,
     pub clock: Instant,
     pub progress: ProgressMode,
+    /// The unlocked `-k` key of a decrypted source (it also opens a resumed clone's key).
+    pub source_pk: Option<PrivateKey>,
+    /// Where `--resume` continues, when it does.
+    pub resume: Option<ResumePoint>,
 }
 
 /// Run a backup and return its report (also used by `demo`).
@@ -135,6 +151,14 @@ pub fn execute(ctx: &Ctx, args: &BackupArgs) -> Result<Report> {
     let src = OpenSource::open(&args.src)?;
     let src_uuid = src.emd.as_ref().map(|e| e.uuid);
     let classified = target::classify(&place, src.identity(), src_uuid)?;
+    if let Place::Path(p) = &place
+        && classified.dst != Dst::Source
+    {
+        // Before the table looks at the target: a target that another backup,
+        // restore or map is writing is refused as busy (naming who), not as
+        // foreign because of the dirty EMD that writer put there.
+        lock::probe(p, "write a backup into it")?;
+    }
     let src_kind = match &src.emd {
         None => Src::Plain,
         Some(e) if e.state == State::Enabled => Src::Enabled,
@@ -153,6 +177,25 @@ pub fn execute(ctx: &Ctx, args: &BackupArgs) -> Result<Report> {
         target_key: target_key.is_some(),
         force: args.force,
     };
+    let resume = match (&place, args.resume) {
+        (Place::Path(p), true) => resume::inspect(
+            &p.display().to_string(),
+            classified.emd.as_ref(),
+            src.emd.as_ref(),
+            RunKind {
+                raw: args.raw,
+                into_volume: target_key.is_some(),
+            },
+        )?,
+        _ => None,
+    };
+    // The table sees a target being resumed as what it was when the
+    // interrupted run began: blank for a new clone, the volume itself for a
+    // backup into it with its own key.
+    let dst = match &resume {
+        Some(_) if target_key.is_none() => Dst::Blank,
+        _ => classified.dst,
+    };
     let clone_data = match &src.emd {
         Some(e) => Some(e.data_size),
         None => src.len().map(|n| n.div_ceil(NEW_SECTOR) * NEW_SECTOR),
@@ -161,7 +204,7 @@ pub fn execute(ctx: &Ctx, args: &BackupArgs) -> Result<Report> {
         clone_device: clone_data.map(layout::device_size_for),
         plaintext: src.len(),
     };
-    let decision = decide::decide(src_kind, classified.dst, classified.room, sizes, flags)?;
+    let decision = decide::decide(src_kind, dst, classified.room, sizes, flags)?;
     check_mode_flags(args, decision)?;
     ctx.detail(format!(
         "evfs: source {} ({src_kind:?}), target {:?}: {} via {:?}",
@@ -178,9 +221,24 @@ pub fn execute(ctx: &Ctx, args: &BackupArgs) -> Result<Report> {
             src.name
         ));
     }
-    let src_key = match decision.mode {
-        Mode::Reencrypt | Mode::Cleartext => Some(unlock_source(ctx, args, &src)?),
-        Mode::Encrypt | Mode::Raw => None,
+    if let (Some(r), Place::Path(p)) = (&resume, &place) {
+        let c = r.checkpoint();
+        ctx.note(format!(
+            "evfs: resuming the interrupted backup into {} at byte {} of {} (run {})",
+            p.display(),
+            r.start,
+            c.total,
+            crate::hex::encode(&c.run_id)
+        ));
+    } else if args.resume {
+        ctx.detail("evfs: --resume: nothing to resume, running a full backup");
+    }
+    let (src_key, source_pk) = match decision.mode {
+        Mode::Reencrypt | Mode::Cleartext => {
+            let (key, pk) = unlock_source(ctx, args, &src)?;
+            (Some(key), Some(pk))
+        }
+        Mode::Encrypt | Mode::Raw => (None, None),
     };
     let job = Job {
         ctx,
@@ -193,6 +251,8 @@ pub fn execute(ctx: &Ctx, args: &BackupArgs) -> Result<Report> {
             lines: args.progress.then_some(args.progress_interval),
             bar: !ctx.quiet && !args.json,
         },
+        source_pk,
+        resume,
     };
     match (decision.write, &place) {
         (Write::NewClone, Place::Path(p)) => job.new_clone(src, p, &classified, src_key),
@@ -234,6 +294,11 @@ fn check_flag_combinations(args: &BackupArgs, place: &Place) -> Result<()> {
             "--direct writes a file or block device target, not a stream",
         ));
     }
+    if args.resume && (!matches!(place, Place::Path(_)) || args.cleartext) {
+        return Err(Error::usage(
+            "--resume continues a backup into a volume; a stream or a cleartext export is written again from the start",
+        ));
+    }
     if args.target_passphrase_file.is_some() && args.target_key.is_none() {
         return Err(Error::usage(
             "--target-passphrase-file serves --target-key, which is not given",
@@ -262,8 +327,13 @@ fn check_mode_flags(args: &BackupArgs, d: Decision) -> Result<()> {
     Ok(())
 }
 
-/// Unlock the source volume with `-k` (owner or authorized user).
-fn unlock_source(ctx: &Ctx, args: &BackupArgs, src: &OpenSource) -> Result<VolumeKey> {
+/// Unlock the source volume with `-k` (owner or authorized user): its volume
+/// key, and the private key that opened it.
+fn unlock_source(
+    ctx: &Ctx,
+    args: &BackupArgs,
+    src: &OpenSource,
+) -> Result<(VolumeKey, PrivateKey)> {
     let emd = src.emd.as_ref().expect("only volume sources are decrypted");
     let Some(id) = &args.key.key else {
         return Err(Error::access(format!(
@@ -278,7 +348,8 @@ fn unlock_source(ctx: &Ctx, args: &BackupArgs, src: &OpenSource) -> Result<Volum
         &id,
         &PassphraseSource::file(args.key.passphrase_file.as_deref()),
     )?;
-    Ok(unlock_emd(emd, Path::new(&src.name), &pk, DATA_ROLES, "read its data")?.key)
+    let key = unlock_emd(emd, Path::new(&src.name), &pk, DATA_ROLES, "read its data")?.key;
+    Ok((key, pk))
 }
 
 pub(super) fn sector_key(key: &VolumeKey, sector_size: u32) -> SectorKey {
@@ -286,6 +357,24 @@ pub(super) fn sector_key(key: &VolumeKey, sector_size: u32) -> SectorKey {
         xts: key.xts(),
         sector_size: sector_size as usize,
     }
+}
+
+/// The EMD in force must still be the one the resume was planned on: no
+/// other writer may have slipped in between the look and the lock.
+fn same_emd_under_lock(dev: &Device, cl: &Classified) -> Result<()> {
+    let now = emd::Copies::read(dev)?;
+    if now.current() != cl.emd.as_ref() {
+        return Err(changed_under_us(dev.path()));
+    }
+    Ok(())
+}
+
+fn changed_under_us(path: &Path) -> Error {
+    Error::runtime(format!(
+        "the EMD of {} changed while the backup opened it: another writer was at work",
+        path.display()
+    ))
+    .with_hint("run the backup again when no other backup, restore or map uses the target")
 }
 
 /// The data length must match what the source promised (a volume on stdin
@@ -316,14 +405,95 @@ impl Job<'_> {
         src: OpenSource,
         sink: &mut dyn Sink,
     ) -> Result<(Outcome, Option<u64>, String)> {
+        self.run_pipeline_after(plan, TreeMerger::new(), src, sink)
+    }
+
+    /// [`Self::run_pipeline`] from `plan.start`, after `tree`: the chunk
+    /// hashes of the data before it (see [`pipeline::run_after`]).
+    fn run_pipeline_after(
+        &self,
+        plan: &Plan,
+        tree: TreeMerger,
+        src: OpenSource,
+        sink: &mut dyn Sink,
+    ) -> Result<(Outcome, Option<u64>, String)> {
         let total = src.len();
         let name = src.name.clone();
         let mut source = src.pipeline_source(plan.start, self.threads * 2 + 2)?;
-        let outcome = with_progress(&self.progress, "backup", total, |meter| {
-            pipeline::run(plan, &mut *source, sink, meter)
+        let rest = total.map(|t| t.saturating_sub(plan.start));
+        let (outcome, _) = with_progress(&self.progress, "backup", rest, |meter| {
+            pipeline::run_after(plan, tree, &mut *source, sink, meter)
         })?;
-        check_length(&outcome, total.map(|t| t - plan.start), &name)?;
+        check_length(&outcome, rest, &name)?;
         Ok((outcome, total, name))
+    }
+
+    /// The chunk hashes of the first `start` bytes of plaintext already in
+    /// the target, decrypted with `key`, so that a resumed run's digest
+    /// covers them (see `backup/resume.rs`).
+    fn written_prefix(
+        &self,
+        dev: &Device,
+        emd: &Emd,
+        key: Option<&VolumeKey>,
+        start: u64,
+    ) -> Result<TreeMerger> {
+        let Some(key) = key.filter(|_| start > 0) else {
+            return Ok(TreeMerger::new());
+        };
+        self.ctx.detail(format!(
+            "evfs: re-hashing the {} already in {} for the digest",
+            crate::size::human(start),
+            dev.path().display()
+        ));
+        let plan = Plan {
+            threads: self.threads,
+            decrypt: Some(sector_key(key, emd.sector_size)),
+            encrypt: None,
+            hash: true,
+            detect_zero: false,
+            plain_len: None,
+            start: 0,
+            framer: None,
+        };
+        let file = dev
+            .file()
+            .try_clone()
+            .map_err(|e| Error::io("reopening", dev.path(), e))?;
+        let mut source = MappedSource::new(file, dev.path().to_path_buf(), emd.data_offset, start);
+        let (_, tree) = with_progress(&ProgressMode::silent(), "re-hash", Some(start), |meter| {
+            pipeline::run_after(&plan, TreeMerger::new(), &mut source, &mut NullSink, meter)
+        })?;
+        Ok(tree)
+    }
+
+    /// The target's EMD and key for a resumed clone: the EMD the interrupted
+    /// run left, and the key it wraps, opened with the source's `-k` key
+    /// (the clone has the source's slots), or none for a raw clone.
+    fn resumed_emd(
+        &self,
+        r: &ResumePoint,
+        path: &Path,
+        src_key: Option<&VolumeKey>,
+    ) -> Result<(Emd, Option<VolumeKey>)> {
+        if self.decision.mode == Mode::Raw {
+            return Ok((r.emd.clone(), None));
+        }
+        let pk = self
+            .source_pk
+            .as_ref()
+            .ok_or_else(|| Error::runtime("internal: resuming a clone without the source key"))?;
+        let key = unlock_emd(&r.emd, path, pk, DATA_ROLES, "resume a backup into it")?.key;
+        let same = src_key.is_some_and(|k| crate::crypto::ct_eq(k.expose(), key.expose()));
+        if same != self.args.same_key {
+            return Err(Error::refused(format!(
+                "the interrupted run into {} {} the source's key: resume it with the options it was started with",
+                path.display(),
+                if same { "kept (--same-key)" } else { "did not keep (no --same-key)" }
+            ))
+            .with_hint("add or leave out --same-key as the first run did, or start over without --resume"));
+        }
+        Ok((r.emd.clone(), Some(key)))
     }
 
     /// The EMD a new target gets, and the key it is encrypted with: a clone
@@ -371,7 +541,8 @@ impl Job<'_> {
     }
 
     /// A fresh EMD clone (or new volume) and the data, into a new file, a
-    /// blank one, a same-lineage volume, or a replaced one (`--force`).
+    /// blank one, a same-lineage volume, or a replaced one (`--force`); or
+    /// the rest of an interrupted one (`--resume`).
     fn new_clone(
         &self,
         src: OpenSource,
@@ -381,10 +552,16 @@ impl Job<'_> {
     ) -> Result<Report> {
         let mode = self.decision.mode;
         let src_emd = src.emd.clone();
-        let (mut emd, tkey) = self.target_emd(&src, src_key.as_ref())?;
+        let resume = self.resume.as_ref();
+        let (mut emd, tkey) = match resume {
+            Some(r) => self.resumed_emd(r, path, src_key.as_ref())?,
+            None => self.target_emd(&src, src_key.as_ref())?,
+        };
         let src_uuid = src_emd.as_ref().map_or([0; 16], |e| e.uuid);
+        let src_generation = src_emd.as_ref().map_or(0, |e| e.generation);
         let known_len = src.len();
         let needed = layout::device_size_for(emd.data_size);
+        let start = resume.map_or(0, |r| r.start);
 
         let created = !path.exists();
         let mut dev = if created {
@@ -393,6 +570,9 @@ impl Job<'_> {
             Device::open_write(path)?
         };
         lock::lock(dev.file(), path, true, "write a backup into it")?;
+        if resume.is_some() {
+            same_emd_under_lock(&dev, cl)?;
+        }
         if !dev.is_block() {
             dev.grow_to(needed)?;
         }
@@ -406,8 +586,15 @@ impl Job<'_> {
             .unwrap_or(0);
         emd.generation = emd.generation.max(floor);
         emd.dirty = true;
-        emd.checkpoint = Some(clone::checkpoint(src_uuid, known_len.unwrap_or(0))?);
+        if resume.is_none() {
+            emd.checkpoint = Some(clone::checkpoint(
+                src_uuid,
+                src_generation,
+                known_len.unwrap_or(0),
+            )?);
+        }
         emd::write_both(&dev, &emd)?;
+        let tree = self.written_prefix(&dev, &emd, tkey.as_ref(), start)?;
 
         let plan = Plan {
             threads: self.threads,
@@ -419,7 +606,7 @@ impl Job<'_> {
             hash: mode != Mode::Raw,
             detect_zero: false,
             plain_len: None,
-            start: 0,
+            start,
             framer: None,
         };
         let limit = match known_len {
@@ -428,20 +615,22 @@ impl Job<'_> {
             None => u64::MAX - emd.data_offset,
         };
         let (outcome, _, src_name) = {
-            let mut sink = self.device_sink(DeviceSink {
+            let inner = self.device_sink(DeviceSink {
                 dev: &dev,
                 base: emd.data_offset,
                 limit,
             })?;
-            self.run_pipeline(&plan, src, &mut *sink)?
+            let mut sink = CheckpointSink::new(inner, &dev, &mut emd)?;
+            self.run_pipeline_after(&plan, tree, src, &mut sink)?
         };
+        let bytes = start + outcome.bytes;
         if known_len.is_none() {
-            if outcome.bytes == 0 {
+            if bytes == 0 {
                 return Err(Error::refused(
                     "the source is empty: there is nothing to put in a volume",
                 ));
             }
-            emd.data_size = outcome.bytes.div_ceil(NEW_SECTOR) * NEW_SECTOR;
+            emd.data_size = bytes.div_ceil(NEW_SECTOR) * NEW_SECTOR;
             if !dev.is_block() {
                 let size = layout::device_size_for(emd.data_size);
                 dev.resize(size)?;
@@ -454,7 +643,7 @@ impl Job<'_> {
             emd.provenance = Some(clone::provenance(
                 src_uuid,
                 self.started,
-                outcome.bytes,
+                bytes,
                 outcome.digest,
             ));
             emd.seal(k);
@@ -463,7 +652,7 @@ impl Job<'_> {
         emd::write_both(&dev, &emd)?;
         Ok(Report {
             mode,
-            bytes: outcome.bytes,
+            bytes,
             seconds: self.clock.elapsed().as_secs_f64(),
             digest: outcome.digest,
             threads: self.threads,
@@ -472,11 +661,12 @@ impl Job<'_> {
             source_uuid: src_emd.map(|e| e.uuid),
             target_uuid: Some(emd.uuid),
             stream_bytes: None,
+            resumed_at: resume.map(|r| r.start),
         })
     }
 
     /// Re-encrypt (or encrypt) into an existing volume with its own key,
-    /// keeping its EMD.
+    /// keeping its EMD; or the rest of an interrupted run (`--resume`).
     fn to_volume(
         &self,
         src: OpenSource,
@@ -487,6 +677,12 @@ impl Job<'_> {
         let dev = Device::open_write(path)?;
         lock::lock(dev.file(), path, true, "write a backup into it")?;
         let mut tv = Volume::from_device(dev)?;
+        let resume = self.resume.as_ref();
+        if let Some(r) = resume
+            && tv.emd != r.emd
+        {
+            return Err(changed_under_us(path));
+        }
         let id = KeyId::parse(target_key)?;
         // A plain source's -k names the target's key, and its passphrase file serves it.
         let pass_file =
@@ -507,9 +703,18 @@ impl Job<'_> {
         tv.require_enabled("written with decrypted data")?;
         let src_emd: Option<Emd> = src.emd.clone();
         let src_uuid = src_emd.as_ref().map_or([0; 16], |e| e.uuid);
+        let src_generation = src_emd.as_ref().map_or(0, |e| e.generation);
+        let start = resume.map_or(0, |r| r.start);
         tv.emd.dirty = true;
-        tv.emd.checkpoint = Some(clone::checkpoint(src_uuid, src.len().unwrap_or(0))?);
+        if resume.is_none() {
+            tv.emd.checkpoint = Some(clone::checkpoint(
+                src_uuid,
+                src_generation,
+                src.len().unwrap_or(0),
+            )?);
+        }
         tv.commit()?;
+        let tree = self.written_prefix(&tv.dev, &tv.emd, Some(&unlocked.key), start)?;
         let plan = Plan {
             threads: self.threads,
             decrypt: src_key
@@ -520,31 +725,33 @@ impl Job<'_> {
             hash: true,
             detect_zero: false,
             plain_len: None,
-            start: 0,
+            start,
             framer: None,
         };
         let (outcome, _, src_name) = {
-            let mut sink = self.device_sink(DeviceSink {
+            let inner = self.device_sink(DeviceSink {
                 dev: &tv.dev,
                 base: tv.emd.data_offset,
                 limit: tv.emd.data_size,
             })?;
-            self.run_pipeline(&plan, src, &mut *sink)?
+            let mut sink = CheckpointSink::new(inner, &tv.dev, &mut tv.emd)?;
+            self.run_pipeline_after(&plan, tree, src, &mut sink)?
         };
+        let bytes = start + outcome.bytes;
         tv.dev.sync()?;
         tv.emd.dirty = false;
         tv.emd.checkpoint = None;
         tv.emd.provenance = Some(clone::provenance(
             src_uuid,
             self.started,
-            outcome.bytes,
+            bytes,
             outcome.digest,
         ));
         tv.emd.seal(&unlocked.key);
         tv.commit()?;
         Ok(Report {
             mode: self.decision.mode,
-            bytes: outcome.bytes,
+            bytes,
             seconds: self.clock.elapsed().as_secs_f64(),
             digest: outcome.digest,
             threads: self.threads,
@@ -553,6 +760,7 @@ impl Job<'_> {
             source_uuid: src_emd.map(|e| e.uuid),
             target_uuid: Some(tv.emd.uuid),
             stream_bytes: None,
+            resumed_at: resume.map(|r| r.start),
         })
     }
 
@@ -634,6 +842,7 @@ impl Job<'_> {
             source_uuid: Some(src_emd.uuid),
             target_uuid: None,
             stream_bytes: None,
+            resumed_at: None,
         })
     }
 }

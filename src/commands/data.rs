@@ -24,6 +24,7 @@ pub fn threads(flag: Option<usize>) -> Result<usize> {
 
 /// A mapped source over the data area of an open volume.
 pub fn data_source(v: &Volume) -> Result<MappedSource> {
+    v.require_data_fits()?;
     let file = v
         .dev
         .file()
@@ -59,6 +60,14 @@ pub fn plaintext_digest(
         Some(k) => bytes.div_ceil(k.sector_size as u64) * k.sector_size as u64,
         None => bytes,
     };
+    if offset.saturating_add(mapped) > dev.size() {
+        return Err(Error::integrity(format!(
+            "{}: the data to hash (bytes {offset} to {}) runs past the end of the device or file ({} bytes): it is truncated",
+            dev.path().display(),
+            offset.saturating_add(mapped),
+            dev.size()
+        )));
+    }
     let plan = Plan {
         threads,
         decrypt,

@@ -67,6 +67,7 @@ fn steps(parent: &Ctx, dir: &Path, size: u64, threads: Option<usize>) -> Result<
         let mut secret = [0u8; 24];
         crate::crypto::random_bytes(&mut secret)?;
         let pass = Passphrase::new(crate::hex::encode(&secret).into_bytes());
+        zeroize::Zeroize::zeroize(&mut secret);
         ks.generate(&id, &pass, KdfParams::DEFAULT)?;
         ks.store_passphrase(&id, &pass)?;
         line(format!(

@@ -48,6 +48,7 @@ pub fn info_json(v: &Volume) -> Value {
             "source_uuid": crate::emd::format::uuid_string(&c.source_uuid),
             "bytes_done": c.bytes_done,
             "total": c.total,
+            "source_generation": c.source_generation,
         })),
     })
 }
@@ -131,7 +132,13 @@ fn info_text(v: &Volume) -> String {
     if let Some(c) = &e.checkpoint {
         line(
             "checkpoint:",
-            format!("{} of {} bytes copied", c.bytes_done, c.total),
+            format!(
+                "{} of {} bytes copied and synced (source {} at generation {})",
+                c.bytes_done,
+                c.total,
+                crate::emd::format::uuid_string(&c.source_uuid),
+                c.source_generation
+            ),
         );
     }
     t

@@ -83,6 +83,14 @@ pub fn out(text: impl AsRef<str>) -> Result<()> {
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let ctx = Ctx::from_cli(&cli);
+    if let Err(e) = crate::crypto::secret::protect_process() {
+        ctx.detail(format!(
+            "evfs: warning: could not keep keys out of core dumps: {e}"
+        ));
+    }
+    if let Err(e) = crate::pipeline::source::install_sigbus_guard() {
+        ctx.detail(format!("evfs: warning: no SIGBUS guard: {e}"));
+    }
     match cli.command {
         Command::Key(cmd) => key::run(&ctx, cmd),
         Command::Create(args) => create::run(&ctx, args),

@@ -110,6 +110,8 @@ pub fn execute(ctx: &Ctx, args: &RestoreArgs) -> Result<Report> {
     {
         return Err(Error::refused("the target is the stream file itself"));
     }
+    // Busy before foreign: a target another writer holds is reported as such.
+    lock::probe(dst, "restore into it")?;
     let existing = check_target(dst, &header, args.force)?;
     let needed = layout::device_size_for(header.emd.data_size);
     let created = !dst.exists();
@@ -195,6 +197,7 @@ pub fn execute(ctx: &Ctx, args: &RestoreArgs) -> Result<Report> {
         source_uuid: (header.source_uuid != [0; 16]).then_some(header.source_uuid),
         target_uuid: Some(fin.uuid),
         stream_bytes: Some(reader.position()),
+        resumed_at: None,
     })
 }
 

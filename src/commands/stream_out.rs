@@ -122,6 +122,7 @@ pub(super) fn write(
             source_uuid: src_emd.as_ref().map(|e| e.uuid),
             target_uuid: Some(emd.uuid),
             stream_bytes: Some(stream_bytes),
+            resumed_at: None,
         })
     })();
     if result.is_err()

@@ -122,8 +122,9 @@ impl MacKey {
     }
 
     /// A keyed BLAKE3 hasher, for MACs over data that arrives in pieces.
-    pub fn hasher(&self) -> blake3::Hasher {
-        blake3::Hasher::new_keyed(&self.0)
+    /// It holds the key, so it is wiped on drop too.
+    pub fn hasher(&self) -> Zeroizing<blake3::Hasher> {
+        Zeroizing::new(blake3::Hasher::new_keyed(&self.0))
     }
 }
 
@@ -131,6 +132,23 @@ impl Drop for MacKey {
     fn drop(&mut self) {
         self.0.zeroize();
     }
+}
+
+/// Keep secrets out of core dumps and away from other processes of the same
+/// user: no core file (`RLIMIT_CORE` 0, hard limit too) and not dumpable
+/// (`PR_SET_DUMPABLE` 0, which also refuses `ptrace` attaches and makes
+/// `/proc/PID/mem` root's). Called once, before any key is loaded.
+pub fn protect_process() -> std::io::Result<()> {
+    use rustix::process::{DumpableBehavior, Resource, Rlimit, set_dumpable_behavior, setrlimit};
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )?;
+    set_dumpable_behavior(DumpableBehavior::NotDumpable)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -151,6 +169,15 @@ mod tests {
             32
         );
         assert!(VolumeKey::from_bytes(Cipher::Aes256Xts, &[0; 32]).is_none());
+    }
+
+    #[test]
+    fn protected_processes_dump_no_core() {
+        use rustix::process::{DumpableBehavior, Resource, dumpable_behavior, getrlimit};
+        protect_process().unwrap();
+        assert_eq!(getrlimit(Resource::Core).current, Some(0));
+        assert_eq!(getrlimit(Resource::Core).maximum, Some(0));
+        assert_eq!(dumpable_behavior().unwrap(), DumpableBehavior::NotDumpable);
     }
 
     #[test]

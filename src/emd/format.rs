@@ -26,6 +26,10 @@ pub const MAX_SLOTS: usize = 32;
 pub const MAX_RECOVERY: usize = 2;
 /// Longest label, in bytes of UTF-8.
 pub const LABEL_MAX: usize = 64;
+/// Largest end of the data area (offset + size): far beyond any device, and
+/// low enough that the layout's sums (the tail reserve after the data, file
+/// offsets, which are signed) can never overflow, whatever a hostile EMD says.
+pub const MAX_DATA_END: u64 = 1 << 62;
 
 const SLOT_SIZE: usize = 256;
 const SLOTS_AT: usize = 512;
@@ -135,10 +139,15 @@ pub struct Provenance {
 /// Outside the MAC: a raw backup, which has no key, must be able to keep it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// Names the backup run; a resumed run keeps it.
     pub run_id: [u8; 16],
     pub source_uuid: [u8; 16],
+    /// Data bytes from offset 0 that are written and synced: a resume starts here.
     pub bytes_done: u64,
     pub total: u64,
+    /// The source's EMD generation when the run began: a source written to
+    /// since (its generation moved) is not resumed from.
+    pub source_generation: u64,
 }
 
 /// One parsed EMD copy.
@@ -227,6 +236,7 @@ impl Emd {
             b[56..72].copy_from_slice(&c.source_uuid);
             put64(&mut b[..], 72, c.bytes_done);
             put64(&mut b[..], 80, c.total);
+            put64(&mut b[..], 88, c.source_generation);
         }
         b[128..144].copy_from_slice(&self.uuid);
         put64(&mut b[..], 144, self.created);
@@ -297,12 +307,12 @@ impl Emd {
             }
             1 => {
                 zero(b, 33..40, "checkpoint")?;
-                zero(b, 88..96, "checkpoint")?;
                 let c = Checkpoint {
                     run_id: array16(b, 40),
                     source_uuid: array16(b, 56),
                     bytes_done: get64(b, 72),
                     total: get64(b, 80),
+                    source_generation: get64(b, 88),
                 };
                 if c.bytes_done > c.total {
                     return Err(EmdError::Field("checkpoint"));
@@ -332,7 +342,9 @@ impl Emd {
         }
         if data_size == 0
             || !data_size.is_multiple_of(ss)
-            || data_offset.checked_add(data_size).is_none()
+            || data_offset
+                .checked_add(data_size)
+                .is_none_or(|end| end > MAX_DATA_END)
         {
             return Err(EmdError::Field("data_size"));
         }

@@ -180,6 +180,7 @@ fn encode_then_parse_round_trips() {
         source_uuid: [4; 16],
         bytes_done: 10,
         total: 20,
+        source_generation: 9,
     });
     e.provenance.as_mut().unwrap().plaintext_blake3 = None;
     let back = Emd::parse(&e.encode()[..]).unwrap();
@@ -243,6 +244,7 @@ fn the_mutable_header_is_outside_the_mac() {
         source_uuid: [2; 16],
         bytes_done: 0,
         total: 1,
+        source_generation: 5,
     });
     assert!(Emd::parse(&e.encode()[..]).unwrap().mac_ok(&key));
 }
@@ -276,6 +278,27 @@ fn short_or_foreign_input_is_not_an_emd() {
     assert_eq!(Emd::parse(&v2[..]), Err(EmdError::Version(2)));
 }
 
+/// Offset + size near 2^64 passed the parser, and `device_size_for` (size
+/// plus 2 MiB) could then overflow in a restore of a hostile stream.
+#[test]
+fn an_absurd_data_area_is_refused_so_layout_sums_cannot_overflow() {
+    let mut e = example();
+    e.data_size = u64::MAX - (u64::MAX % 4096) - (1 << 20);
+    assert_eq!(
+        Emd::parse(&e.encode()[..]),
+        Err(EmdError::Field("data_size"))
+    );
+    e.data_size = MAX_DATA_END - e.data_offset + 4096;
+    assert_eq!(
+        Emd::parse(&e.encode()[..]),
+        Err(EmdError::Field("data_size"))
+    );
+    e.data_size = MAX_DATA_END - e.data_offset;
+    let parsed = Emd::parse(&e.encode()[..]).unwrap();
+    let device = crate::volume::layout::device_size_for(parsed.data_size);
+    assert!(device > parsed.data_size && device < i64::MAX as u64);
+}
+
 fn arb_emd() -> impl Strategy<Value = Emd> {
     (
         any::<u64>(),
@@ -292,9 +315,28 @@ fn arb_emd() -> impl Strategy<Value = Emd> {
             any::<u64>(),
             proptest::option::of(any::<[u8; 32]>()),
         )),
+        proptest::option::of((
+            any::<[u8; 16]>(),
+            any::<[u8; 16]>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+        )),
     )
         .prop_map(
-            |(generation, dirty, uuid, cipher, enabled, sector_size, sectors, label, n, prov)| {
+            |(
+                generation,
+                dirty,
+                uuid,
+                cipher,
+                enabled,
+                sector_size,
+                sectors,
+                label,
+                n,
+                prov,
+                checkpoint,
+            )| {
                 let slots = (0..n)
                     .map(|i| Slot {
                         role: if i == 0 { Role::Owner } else { Role::User },
@@ -306,7 +348,15 @@ fn arb_emd() -> impl Strategy<Value = Emd> {
                 Emd {
                     generation,
                     dirty,
-                    checkpoint: None,
+                    checkpoint: checkpoint.map(|(run_id, source_uuid, a, b, source_generation)| {
+                        Checkpoint {
+                            run_id,
+                            source_uuid,
+                            bytes_done: a.min(b),
+                            total: a.max(b),
+                            source_generation,
+                        }
+                    }),
                     uuid,
                     created: 1_700_000_000,
                     cipher,

@@ -148,6 +148,7 @@ pub fn prompt(text: &str) -> Result<Option<Passphrase>> {
         }
     }
     drop(guard);
+    zeroize::Zeroize::zeroize(&mut byte);
     if line.last() == Some(&b'\r') {
         line.pop();
     }

@@ -41,6 +41,7 @@ pub fn finish_chunk(offset: u64, h: &blake3::Hasher) -> ChunkHash {
 }
 
 /// Merges chunk results in input order.
+#[derive(Clone)]
 pub struct TreeMerger {
     stack: Vec<ChainingValue>,
     chunks: u64,
@@ -78,6 +79,16 @@ impl TreeMerger {
         }
         self.stack.push(chunk.cv);
         self.chunks += 1;
+    }
+
+    /// Chunks pushed so far.
+    pub fn chunks(&self) -> u64 {
+        self.chunks
+    }
+
+    /// The root hash of everything pushed so far (more may follow).
+    pub fn digest(&self) -> blake3::Hash {
+        self.clone().finish()
     }
 
     /// The root hash of everything pushed.

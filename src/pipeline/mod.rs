@@ -163,6 +163,20 @@ pub fn run(
     sink: &mut dyn Sink,
     meter: &Meter,
 ) -> Result<Outcome> {
+    run_after(plan, digest::TreeMerger::new(), source, sink, meter).map(|(outcome, _)| outcome)
+}
+
+/// [`run`] for data that continues earlier data: `tree` holds the hashes of
+/// the chunks before `plan.start` (a resumed backup re-hashes the part it
+/// had written), so that the digest covers everything from offset 0. Also
+/// returns the tree with this run's chunks added.
+pub fn run_after(
+    plan: &Plan,
+    tree: digest::TreeMerger,
+    source: &mut dyn Source,
+    sink: &mut dyn Sink,
+    meter: &Meter,
+) -> Result<(Outcome, digest::TreeMerger)> {
     if !plan.start.is_multiple_of(CHUNK as u64) {
         return Err(Error::runtime(
             "a resumed pipeline must start on a chunk boundary",
@@ -234,17 +248,20 @@ pub fn run(
         }
         drop((work_rx, done_tx));
 
-        let result = collect(plan, &done_rx, sink, meter);
+        let result = collect(plan, tree, &done_rx, sink, meter);
         if result.is_err() {
             abort.store(true, Ordering::Relaxed);
         }
         // Let the other threads finish: buffers held here go home, the rest is drained.
         for _ in done_rx.iter() {}
-        result.map(|(bytes, chunks, digest)| Outcome {
-            bytes,
-            chunks,
-            digest,
-            seconds: started.elapsed().as_secs_f64(),
+        result.map(|(bytes, chunks, digest, tree)| {
+            let outcome = Outcome {
+                bytes,
+                chunks,
+                digest,
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            (outcome, tree)
         })
     })
 }
@@ -252,14 +269,16 @@ pub fn run(
 /// The ordered end of the pipeline: reorder, merge hashes, write.
 fn collect(
     plan: &Plan,
+    mut merger: digest::TreeMerger,
     done_rx: &crossbeam_channel::Receiver<Result<Done>>,
     sink: &mut dyn Sink,
     meter: &Meter,
-) -> Result<(u64, u64, Option<blake3::Hash>)> {
+) -> Result<(u64, u64, Option<blake3::Hash>, digest::TreeMerger)> {
     let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
     let mut next = plan.start / CHUNK as u64;
     let first = next;
-    let mut merger = digest::TreeMerger::new();
+    // The digest covers the data from offset 0 only when the tree holds every chunk before the start.
+    let whole = merger.chunks() == first;
     let mut bytes = 0u64;
     for result in done_rx.iter() {
         let done = result?;
@@ -291,8 +310,8 @@ fn collect(
             pending.len()
         )));
     }
-    let digest = (plan.hash && plan.start == 0).then(|| merger.finish());
-    Ok((bytes, next - first, digest))
+    let digest = (plan.hash && whole).then(|| merger.digest());
+    Ok((bytes, next - first, digest, merger))
 }
 
 /// The work of one chunk, on a worker thread.

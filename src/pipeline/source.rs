@@ -100,6 +100,26 @@ impl MappedSource {
                 .map(&self.file)
         }
         .map_err(|e| Error::io("mapping", &self.path, e))?;
+        // Fault the window in now: a page that cannot be read (an I/O error,
+        // or a file that shrank since it was opened) is then an error here
+        // instead of a SIGBUS when a worker touches it. Kernels before 5.14
+        // answer EINVAL and leave it to the SIGBUS guard.
+        match map.advise(Advice::PopulateRead) {
+            Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
+                return Err(Error::io(
+                    "reading",
+                    &self.path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "it ends before the range being read (it shrank, or is truncated)",
+                    ),
+                ));
+            }
+            Err(e) if e.raw_os_error() != Some(libc::EINVAL) => {
+                return Err(Error::io("reading", &self.path, e));
+            }
+            _ => {}
+        }
         let _ = map.advise(Advice::Sequential);
         Ok((Arc::new(map), at))
     }
@@ -126,6 +146,35 @@ impl Source for MappedSource {
         let len = (map.len() - start).min(max);
         self.pos += len as u64;
         Ok(Some(Input::Mapped { map, start, len }))
+    }
+}
+
+/// Make a SIGBUS (a mapped page that cannot be read any more: the file shrank
+/// after the window was faulted in, or an I/O error on a page that was
+/// evicted) end the process with a message and exit 1 instead of killing it
+/// without a word. A target being written stays dirty, as after any crash.
+/// The handler makes only async-signal-safe calls (write, _exit).
+pub fn install_sigbus_guard() -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value;
+    // the handler is an `extern "C" fn(c_int)` that only calls
+    // async-signal-safe functions, and sigaction gets valid pointers.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigbus as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+extern "C" fn on_sigbus(_signal: libc::c_int) {
+    const MESSAGE: &[u8] = b"evfs: a mapped input could not be read (an I/O error, or the file shrank while it was read); stopped\nhint: a target being written is left dirty; check the source, then run the job again\n";
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; MESSAGE is static.
+    unsafe {
+        libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len());
+        libc::_exit(1);
     }
 }
 

@@ -205,3 +205,175 @@ fn is_zero_checks_every_byte() {
     }
     assert!(is_zero(&[]));
 }
+
+/// A reader that hands out at most `max` bytes per call, with an
+/// `Interrupted` error now and then: what pipes and signals do.
+struct ShortReader {
+    data: Vec<u8>,
+    at: usize,
+    max: usize,
+    calls: usize,
+}
+
+impl std::io::Read for ShortReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.calls += 1;
+        if self.calls.is_multiple_of(7) {
+            return Err(std::io::ErrorKind::Interrupted.into());
+        }
+        let n = buf
+            .len()
+            .min(self.max - self.calls % 3)
+            .min(self.data.len() - self.at);
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// A writer that takes at most `max` bytes per call, is interrupted now and
+/// then, and fails with `fail` once `limit` bytes are in.
+struct FaultyWriter {
+    out: Vec<u8>,
+    max: usize,
+    calls: usize,
+    limit: usize,
+    /// The errno of the failure.
+    fail: i32,
+}
+
+impl std::io::Write for FaultyWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.calls += 1;
+        if self.calls.is_multiple_of(5) {
+            return Err(std::io::ErrorKind::Interrupted.into());
+        }
+        if self.out.len() >= self.limit {
+            return Err(std::io::Error::from_raw_os_error(self.fail));
+        }
+        let n = buf.len().min(self.max).min(self.limit - self.out.len());
+        self.out.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn faulty(limit: usize, fail: i32) -> sink::WriteSink<FaultyWriter> {
+    sink::WriteSink {
+        writer: FaultyWriter {
+            out: Vec::new(),
+            max: 10_007,
+            calls: 0,
+            limit,
+            fail,
+        },
+        name: "the test output".to_string(),
+    }
+}
+
+fn run_reader(p: &Plan, reader: ShortReader, sink: &mut dyn Sink) -> Result<Outcome> {
+    let mut src = ReaderSource::new(reader, "short reads", None, 4, CHUNK);
+    with_progress(&ProgressMode::silent(), "t", None, |m| {
+        run(p, &mut src, sink, m)
+    })
+}
+
+#[test]
+fn short_and_interrupted_reads_and_writes_lose_nothing() {
+    let data = sample(3 * CHUNK + 12_345);
+    let reader = ShortReader {
+        data: data.clone(),
+        at: 0,
+        max: 4099,
+        calls: 0,
+    };
+    let mut sink = faulty(usize::MAX, libc::EIO);
+    let o = run_reader(&plan(2, None, None), reader, &mut sink).unwrap();
+    sink.flush().unwrap();
+    assert_eq!(o.bytes, data.len() as u64);
+    assert_eq!(o.digest.unwrap(), blake3::hash(&data));
+    assert!(sink.writer.out == data, "the output differs from the input");
+}
+
+#[test]
+fn a_full_target_or_a_closed_pipe_stops_the_run_with_exit_1() {
+    for (errno, words) in [
+        (libc::ENOSPC, "No space left on device"),
+        (libc::EPIPE, "broken pipe"),
+        (libc::EIO, "writing the test output: Input/output error"),
+    ] {
+        let reader = ShortReader {
+            data: sample(6 * CHUNK),
+            at: 0,
+            max: 1 << 20,
+            calls: 0,
+        };
+        let mut sink = faulty(2 * CHUNK + 100, errno);
+        let e = run_reader(&plan(2, None, Some(3)), reader, &mut sink).unwrap_err();
+        assert_eq!(e.exit_code(), 1, "{e}");
+        let text = e.to_string();
+        assert!(text.contains(words), "{errno}: {text}");
+        if errno == libc::ENOSPC {
+            assert!(e.hint().unwrap_or("").contains("free space"), "{e:?}");
+        }
+        assert_eq!(sink.writer.out.len(), 2 * CHUNK + 100);
+    }
+}
+
+/// A source that fails with an I/O error at chunk `at`, as a disk with a bad
+/// sector does.
+struct FailingSource {
+    inner: ReaderSource<Cursor<Vec<u8>>>,
+    at: u64,
+    served: u64,
+}
+
+impl Source for FailingSource {
+    fn total(&self) -> Option<u64> {
+        self.inner.total()
+    }
+
+    fn next(&mut self, max: usize) -> Result<Option<Input>> {
+        if self.served == self.at {
+            return Err(Error::io(
+                "reading",
+                "/dev/bad-disk",
+                std::io::Error::from_raw_os_error(libc::EIO),
+            ));
+        }
+        self.served += 1;
+        self.inner.next(max)
+    }
+}
+
+#[test]
+fn a_read_error_names_the_source_and_nothing_after_it_is_written() {
+    for threads in [1, 3] {
+        let data = sample(8 * CHUNK);
+        let len = data.len() as u64;
+        let mut src = FailingSource {
+            inner: ReaderSource::new(Cursor::new(data.clone()), "t", Some(len), 4, CHUNK),
+            at: 5,
+            served: 0,
+        };
+        let mut sink = VecSink::new();
+        let e = with_progress(&ProgressMode::silent(), "t", None, |m| {
+            run(&plan(threads, None, Some(4)), &mut src, &mut sink, m)
+        })
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        let text = e.to_string();
+        assert!(
+            text.contains("/dev/bad-disk") && text.contains("Input/output error"),
+            "{text}"
+        );
+        assert!(
+            sink.data.len() <= 5 * CHUNK,
+            "data after the failure was written"
+        );
+        assert_eq!(sink.data, encrypt_all(4, &data[..sink.data.len()]));
+    }
+}

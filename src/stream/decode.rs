@@ -14,6 +14,16 @@ pub struct FrameDecoder {
     buf: Vec<u8>,
 }
 
+impl Drop for FrameDecoder {
+    fn drop(&mut self) {
+        if let Some(key) = self.aead_key.as_mut() {
+            zeroize::Zeroize::zeroize(key);
+        }
+        // Plaintext of the last frame decoded.
+        zeroize::Zeroize::zeroize(&mut self.buf);
+    }
+}
+
 impl FrameDecoder {
     /// `key` is the stream's target volume key, when known.
     pub fn new(header: &Header, key: Option<&VolumeKey>) -> FrameDecoder {
@@ -26,17 +36,7 @@ impl FrameDecoder {
     }
 
     fn need_key(&self, f: &FrameHeader) -> Result<&Xts> {
-        self.xts.as_ref().ok_or_else(|| {
-            Error::access(format!(
-                "frame {} is {}: restoring or checking it needs the volume key",
-                f.index,
-                match f.kind {
-                    FrameKind::Zero => "a sparse zero marker",
-                    _ => "compressed",
-                }
-            ))
-            .with_hint("give -k ID with a key of the backed-up volume")
-        })
+        self.xts.as_ref().ok_or_else(|| missing_key(f))
     }
 
     /// The frame's plaintext, padded to whole sectors (`f.plain_len` bytes
@@ -71,11 +71,11 @@ impl FrameDecoder {
             FrameKind::Zero => self.buf[..padded].fill(0),
             FrameKind::Compressed => {
                 self.need_key(f)?;
-                let key = self.aead_key.expect("set with the key");
+                let key = self.aead_key.as_ref().expect("set with the key");
                 let (body, tag) = payload.split_at(payload.len() - TAG_LEN);
                 let mut sealed = body.to_vec();
                 let tag: [u8; 16] = tag.try_into().expect("16 bytes");
-                if !crate::crypto::open(&key, &frame_nonce(f.index), fh, &mut sealed, &tag) {
+                if !crate::crypto::open(key, &frame_nonce(f.index), fh, &mut sealed, &tag) {
                     return Err(Error::integrity(format!(
                         "compressed frame {} (data offset {}) fails its authentication: altered, or another volume's key",
                         f.index, f.offset
@@ -119,10 +119,21 @@ impl FrameDecoder {
             sector_size,
             ..
         } = self;
-        let xts = xts
-            .as_ref()
-            .expect("plaintext() succeeded, so the key is known");
+        // A zero marker's plaintext needs no key, but its ciphertext does.
+        let xts = xts.as_ref().ok_or_else(|| missing_key(f))?;
         xts.encrypt_sectors(&mut buf[..padded], *sector_size, sector);
         Ok(&self.buf[..padded])
     }
+}
+
+fn missing_key(f: &FrameHeader) -> Error {
+    Error::access(format!(
+        "frame {} is {}: restoring or checking it needs the volume key",
+        f.index,
+        match f.kind {
+            FrameKind::Zero => "a sparse zero marker",
+            _ => "compressed",
+        }
+    ))
+    .with_hint("give -k ID with a key of the backed-up volume")
 }

@@ -27,7 +27,7 @@ pub struct StreamReader<R: Read> {
     pub header: Header,
     header_bytes: Vec<u8>,
     manifest: blake3::Hasher,
-    mac: Option<blake3::Hasher>,
+    mac: Option<zeroize::Zeroizing<blake3::Hasher>>,
     next_index: u64,
     next_offset: u64,
     /// A short frame was seen: only the trailer may follow.

@@ -268,6 +268,29 @@ fn print_stream_example() {
     }
 }
 
+/// Found by the `stream` fuzz target: `ciphertext()` of a zero marker
+/// without the key panicked (its plaintext needs no key, so the key check
+/// was skipped). Restore asks for the key of a sparse stream first, but the
+/// decoder must not rely on its callers for that.
+#[test]
+fn a_zero_marker_without_the_key_is_an_access_error_not_a_panic() {
+    let h = header(true, false, (3 * CHUNK) as u64);
+    let s = make(&h, &sample(3));
+    let mut r = StreamReader::open(&s[..], "s").unwrap();
+    let mut d = super::decode::FrameDecoder::new(&h, None);
+    let mut zeros = 0;
+    while let Item::Frame(f, payload, fh) = r.next_item().unwrap() {
+        if f.kind == FrameKind::Zero {
+            zeros += 1;
+            let e = crate::error::expect_err(d.ciphertext(&f, payload, &fh).map(|_| ()));
+            assert_eq!(e.exit_code(), 4, "{e}");
+        } else {
+            assert_eq!(d.ciphertext(&f, payload, &fh).unwrap(), payload);
+        }
+    }
+    assert_eq!(zeros, 1);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

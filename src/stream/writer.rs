@@ -26,6 +26,14 @@ pub struct StreamFramer {
     pub chunk_size: usize,
 }
 
+impl Drop for StreamFramer {
+    fn drop(&mut self) {
+        if let Some((_, key)) = self.compress.as_mut() {
+            zeroize::Zeroize::zeroize(key);
+        }
+    }
+}
+
 thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
 }
@@ -106,7 +114,7 @@ pub struct StreamWriter<W: Write> {
     out: W,
     name: String,
     manifest: blake3::Hasher,
-    mac: Option<blake3::Hasher>,
+    mac: Option<zeroize::Zeroizing<blake3::Hasher>>,
     frames: u64,
     written: u64,
 }

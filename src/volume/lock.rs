@@ -37,6 +37,19 @@ pub fn lock(file: &File, path: &Path, exclusive: bool, purpose: &str) -> Result<
     }
 }
 
+/// Refuse early when another process holds a lock on `path` (if it exists),
+/// with the same message as [`lock`]: a look before reading what the
+/// target holds, so that a busy target is reported as busy. The real lock
+/// is taken later on the descriptor that writes; this one is released.
+pub fn probe(path: &Path, purpose: &str) -> Result<()> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("opening", path, e)),
+    };
+    lock(&file, path, true, purpose)
+}
+
 /// The process holding an flock on the same file, from `/proc/locks`.
 fn holder(file: &File) -> Option<String> {
     let meta = file.metadata().ok()?;
@@ -94,5 +107,20 @@ mod tests {
         assert!(e.to_string().contains("in use"), "{e}");
         drop((a, b));
         lock(&c, &p, true, "write it").unwrap();
+    }
+
+    #[test]
+    fn a_probe_sees_a_held_lock_and_leaves_none_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v");
+        probe(&p, "write it").unwrap();
+        std::fs::write(&p, b"x").unwrap();
+        probe(&p, "write it").unwrap();
+        // The probe released its lock: a writer can take it.
+        let w = File::open(&p).unwrap();
+        lock(&w, &p, true, "write it").unwrap();
+        let e = probe(&p, "restore into it").unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.to_string().contains("refusing to restore into it"), "{e}");
     }
 }

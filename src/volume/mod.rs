@@ -82,10 +82,31 @@ impl Volume {
         Ok(())
     }
 
+    /// Refuse a volume whose data area runs past the end of its device (a
+    /// truncated copy): reading it would fail half-way.
+    pub fn require_data_fits(&self) -> Result<()> {
+        data_fits(&self.dev, &self.emd)
+    }
+
     /// The byte range of the data area on the device.
     pub fn data_range(&self) -> (u64, u64) {
         (self.emd.data_offset, self.emd.data_size)
     }
+}
+
+/// Exit 5 when `emd`'s data area does not lie within `dev`.
+pub fn data_fits(dev: &Device, emd: &Emd) -> Result<()> {
+    let end = emd.data_offset.saturating_add(emd.data_size);
+    if end > dev.size() {
+        return Err(Error::integrity(format!(
+            "{}: the data area (bytes {} to {end}) runs past the end of the device or file ({} bytes): it is truncated",
+            dev.path().display(),
+            emd.data_offset,
+            dev.size()
+        ))
+        .with_hint("check that the whole volume was copied, or restore it from a backup"));
+    }
+    Ok(())
 }
 
 /// A volume key and the role through which it was obtained.
