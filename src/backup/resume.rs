@@ -90,7 +90,10 @@ impl Sink for CheckpointSink<'_> {
         let total = self.emd.checkpoint.as_ref().map_or(0, |c| c.total);
         let due = done - self.last_bytes.min(done) >= self.every
             || self.last_time.elapsed() >= CHECKPOINT_INTERVAL;
-        if due && done.is_multiple_of(CHUNK as u64) && (total == 0 || done < total) {
+        // A source of unknown length (plain stdin) has no checkpoints: it
+        // cannot be resumed, and its target grows past where the backup
+        // EMD copy would be written.
+        if due && done.is_multiple_of(CHUNK as u64) && total > 0 && done < total {
             self.checkpoint(done)?;
         }
         Ok(())
