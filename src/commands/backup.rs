@@ -21,8 +21,7 @@ use crate::error::{Error, Result};
 use crate::keys::{KeyId, PassphraseSource, PrivateKey, passphrase};
 use crate::pipeline::digest::TreeMerger;
 use crate::pipeline::progress::{ProgressMode, with_progress};
-use crate::pipeline::sink::{DeviceSink, DirectSink, NullSink, Sink, WriteSink, stdout_file};
-use crate::pipeline::source::MappedSource;
+use crate::pipeline::sink::{DeviceSink, DirectSink, Sink, WriteSink, stdout_file};
 use crate::pipeline::{self, Outcome, Plan, SectorKey};
 use crate::volume::device::{partial_path, rename_into_place};
 use crate::volume::{Device, NewVolume, Volume, layout, lock, unlock_emd};
@@ -446,25 +445,12 @@ impl Job<'_> {
             crate::size::human(start),
             dev.path().display()
         ));
-        let plan = Plan {
-            threads: self.threads,
-            decrypt: Some(sector_key(key, emd.sector_size)),
-            encrypt: None,
-            hash: true,
-            detect_zero: false,
-            plain_len: None,
-            start: 0,
-            framer: None,
-        };
-        let file = dev
-            .file()
-            .try_clone()
-            .map_err(|e| Error::io("reopening", dev.path(), e))?;
-        let mut source = MappedSource::new(file, dev.path().to_path_buf(), emd.data_offset, start);
-        let (_, tree) = with_progress(&ProgressMode::silent(), "re-hash", Some(start), |meter| {
-            pipeline::run_after(&plan, TreeMerger::new(), &mut source, &mut NullSink, meter)
-        })?;
-        Ok(tree)
+        super::data::plaintext_tree(
+            dev,
+            (emd.data_offset, start),
+            Some(sector_key(key, emd.sector_size)),
+            self.threads,
+        )
     }
 
     /// The target's EMD and key for a resumed clone: the EMD the interrupted

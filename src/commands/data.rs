@@ -7,6 +7,7 @@ use super::{Ctx, DATA_ROLES, out};
 use crate::cli::{KeyArgs, OptKeyArgs};
 use crate::emd::Copies;
 use crate::error::{Error, Result};
+use crate::pipeline::digest::TreeMerger;
 use crate::pipeline::progress::{ProgressMode, with_progress};
 use crate::pipeline::sink::{NullSink, WriteSink, stdout_file};
 use crate::pipeline::source::MappedSource;
@@ -54,20 +55,23 @@ pub fn plaintext_digest(
     decrypt: Option<SectorKey>,
     threads: usize,
 ) -> Result<blake3::Hash> {
+    Ok(plaintext_tree(dev, range, decrypt, threads)?.finish())
+}
+
+/// The BLAKE3 tree of the first `range.1` bytes of plaintext from
+/// `range.0` on: finished, it is their digest; a resumed backup continues it.
+pub fn plaintext_tree(
+    dev: &Device,
+    range: (u64, u64),
+    decrypt: Option<SectorKey>,
+    threads: usize,
+) -> Result<TreeMerger> {
     let (offset, bytes) = range;
     // Decryption works on whole sectors; only `bytes` of plaintext count.
     let mapped = match &decrypt {
         Some(k) => bytes.div_ceil(k.sector_size as u64) * k.sector_size as u64,
         None => bytes,
     };
-    if offset.saturating_add(mapped) > dev.size() {
-        return Err(Error::integrity(format!(
-            "{}: the data to hash (bytes {offset} to {}) runs past the end of the device or file ({} bytes): it is truncated",
-            dev.path().display(),
-            offset.saturating_add(mapped),
-            dev.size()
-        )));
-    }
     let plan = Plan {
         threads,
         decrypt,
@@ -83,12 +87,10 @@ pub fn plaintext_digest(
         .try_clone()
         .map_err(|e| Error::io("reopening", dev.path(), e))?;
     let mut source = MappedSource::new(file, dev.path().to_path_buf(), offset, mapped);
-    let outcome = with_progress(&ProgressMode::silent(), "hash", None, |meter| {
-        pipeline::run(&plan, &mut source, &mut NullSink, meter)
+    let (_, tree) = with_progress(&ProgressMode::silent(), "hash", None, |meter| {
+        pipeline::run_after(&plan, TreeMerger::new(), &mut source, &mut NullSink, meter)
     })?;
-    outcome
-        .digest
-        .ok_or_else(|| Error::runtime("the pipeline did not produce a digest"))
+    Ok(tree)
 }
 
 pub fn hash(ctx: &Ctx, vol: &Path, key: &OptKeyArgs, threads_flag: Option<usize>) -> Result<()> {
