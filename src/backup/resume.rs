@@ -37,7 +37,8 @@ pub fn checkpoint_every(total: u64) -> u64 {
     every - every % CHUNK as u64
 }
 
-/// Writes data like a [`DeviceSink`] and moves the target's checkpoint forward.
+/// Writes data through an inner device sink (buffered or O_DIRECT) and moves
+/// the target's checkpoint forward.
 pub struct CheckpointSink<'a> {
     /// Writes the data (buffered or O_DIRECT) into `dev`.
     pub inner: Box<dyn Sink + 'a>,
