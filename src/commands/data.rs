@@ -72,6 +72,14 @@ pub fn plaintext_tree(
         Some(k) => bytes.div_ceil(k.sector_size as u64) * k.sector_size as u64,
         None => bytes,
     };
+    if offset.saturating_add(mapped) > dev.size() {
+        return Err(Error::integrity(format!(
+            "{}: the data to hash (bytes {offset} to {}) runs past the end of the device or file ({} bytes): it is truncated",
+            dev.path().display(),
+            offset.saturating_add(mapped),
+            dev.size()
+        )));
+    }
     let plan = Plan {
         threads,
         decrypt,
