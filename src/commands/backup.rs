@@ -403,7 +403,7 @@ impl Job<'_> {
         plan: &Plan,
         src: OpenSource,
         sink: &mut dyn Sink,
-    ) -> Result<(Outcome, Option<u64>, String)> {
+    ) -> Result<(Outcome, String)> {
         self.run_pipeline_after(plan, TreeMerger::new(), src, sink)
     }
 
@@ -415,7 +415,7 @@ impl Job<'_> {
         tree: TreeMerger,
         src: OpenSource,
         sink: &mut dyn Sink,
-    ) -> Result<(Outcome, Option<u64>, String)> {
+    ) -> Result<(Outcome, String)> {
         let total = src.len();
         let name = src.name.clone();
         let mut source = src.pipeline_source(plan.start, self.threads * 2 + 2)?;
@@ -424,7 +424,7 @@ impl Job<'_> {
             pipeline::run_after(plan, tree, &mut *source, sink, meter)
         })?;
         check_length(&outcome, rest, &name)?;
-        Ok((outcome, total, name))
+        Ok((outcome, name))
     }
 
     /// The chunk hashes of the first `start` bytes of plaintext already in
@@ -600,7 +600,7 @@ impl Job<'_> {
             None if dev.is_block() => layout::max_data_size(dev.size(), emd.sector_size),
             None => u64::MAX - emd.data_offset,
         };
-        let (outcome, _, src_name) = {
+        let (outcome, src_name) = {
             let inner = self.device_sink(DeviceSink {
                 dev: &dev,
                 base: emd.data_offset,
@@ -612,6 +612,9 @@ impl Job<'_> {
         let bytes = start + outcome.bytes;
         if known_len.is_none() {
             if bytes == 0 {
+                if created {
+                    let _ = std::fs::remove_file(path);
+                }
                 return Err(Error::refused(
                     "the source is empty: there is nothing to put in a volume",
                 ));
@@ -714,7 +717,7 @@ impl Job<'_> {
             start,
             framer: None,
         };
-        let (outcome, _, src_name) = {
+        let (outcome, src_name) = {
             let inner = self.device_sink(DeviceSink {
                 dev: &tv.dev,
                 base: tv.emd.data_offset,
@@ -772,7 +775,7 @@ impl Job<'_> {
                     writer: stdout_file()?,
                     name: "standard output".to_string(),
                 };
-                let (outcome, _, _) = self.run_pipeline(&plan, src, &mut sink)?;
+                let (outcome, _) = self.run_pipeline(&plan, src, &mut sink)?;
                 sink.flush()?;
                 (outcome, "standard output".to_string())
             }

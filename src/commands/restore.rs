@@ -104,10 +104,8 @@ pub fn execute(ctx: &Ctx, args: &RestoreArgs) -> Result<Report> {
     }
 
     let dst = &args.dst;
-    if args.stream.as_os_str() != "-"
-        && identity_of(dst)?.is_some()
-        && identity_of(dst)? == identity_of(&args.stream)?
-    {
+    let dst_id = identity_of(dst)?;
+    if args.stream.as_os_str() != "-" && dst_id.is_some() && dst_id == identity_of(&args.stream)? {
         return Err(Error::refused("the target is the stream file itself"));
     }
     // Busy before foreign: a target another writer holds is reported as such.

@@ -89,7 +89,7 @@ pub(super) fn write(
             &header,
             mac_key.as_ref(),
         )?;
-        let (outcome, _, src_name) = job.run_pipeline(&plan, src, &mut writer)?;
+        let (outcome, src_name) = job.run_pipeline(&plan, src, &mut writer)?;
         let mut final_emd = emd.clone();
         if let Some(k) = &tkey {
             if header.expected.is_none() {
