@@ -112,10 +112,22 @@ pub fn no_valid_emd(dev: &Device, copies: &Copies) -> Error {
             Copies::describe(&copies.backup, None)
         ))
         .with_hint("restore a saved EMD with `evfs emd restore VOL FILE`")
+    } else if is_stream(dev) {
+        Error::integrity(format!(
+            "{path} is a backup stream, not an EVFS volume"
+        ))
+        .with_hint("check it with `evfs verify STREAM`, or write it onto a volume with `evfs restore STREAM DST`")
     } else {
         Error::integrity(format!("{path} is not an EVFS volume (no EMD found)"))
             .with_hint("create one with `evfs create`, or check the path")
     }
+}
+
+fn is_stream(dev: &Device) -> bool {
+    let mut head = [0u8; crate::volume::sniff::SNIFF_LEN];
+    let n = head.len().min(dev.size() as usize);
+    dev.read_at(&mut head[..n], 0).is_ok()
+        && crate::volume::sniff::sniff(&head[..n]) == crate::volume::sniff::Kind::Stream
 }
 
 /// Write `emd` to both copies of `dev`: primary, sync, backup, sync.
