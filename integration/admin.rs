@@ -1,20 +1,16 @@
 //! Volumes and keys from the command line: the done-list of the
 //! volumes-and-keys issue, run against the real binary.
 
-#[path = "common/mod.rs"]
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Env, contains, files_under};
+use crate::common::{Env, contains, files_under};
 use evfs::emd::State;
 use evfs::emd::format::{EMD_SIZE, Emd};
 
 fn setup() -> (Env, String, String) {
-    let env = Env::new();
-    let pa = env.gen_key("alice.k1");
-    let pb = env.gen_key("bob");
+    let (env, pws) = Env::with_keys(&["alice.k1", "bob"]);
     env.create("vol", "alice.k1", "64M");
+    let [pa, pb] = <[String; 2]>::try_from(pws).unwrap();
     (env, pa, pb)
 }
 
@@ -465,16 +461,16 @@ fn key_show_and_import_move_a_public_key_between_keystores() {
 #[test]
 fn hash_of_a_plain_file_equals_blake3_and_cat_gives_the_data_area() {
     let (env, pa, _) = setup();
-    let data = common::mixed_data(3 << 20, 7);
+    let data = crate::common::mixed_data(3 << 20, 7);
     std::fs::write(env.path("plain"), &data).unwrap();
     let out = env.ok(&["hash", "plain"]);
-    assert_eq!(out, format!("{}  plain\n", common::b3(&data)));
+    assert_eq!(out, format!("{}  plain\n", crate::common::b3(&data)));
     let cat = env
         .cmd(&["cat", "vol", "-k", "alice.k1", "--passphrase-file", &pa])
         .output()
         .unwrap();
     assert!(cat.status.success());
     assert_eq!(cat.stdout.len(), 62 << 20);
-    assert_eq!(common::b3(&cat.stdout), env.hash("vol", "alice.k1"));
+    assert_eq!(crate::common::b3(&cat.stdout), env.hash("vol", "alice.k1"));
     env.expect(4, &["hash", "vol"]);
 }

@@ -1,27 +1,21 @@
 //! `evfs backup` from the command line: the done-list of the backup pipeline
 //! issue, against the real binary.
 
-#[path = "common/mod.rs"]
-mod common;
-
 use std::collections::HashSet;
 use std::io::Read;
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Env, b3, contains, mixed_data};
+use crate::common::{Env, b3, contains};
 
 const MIB: usize = 1 << 20;
 
 /// A keystore with alice (owner) and bob, and a 48 MiB image of text, zeros
 /// and random bytes encrypted into `src.vol` owned by alice.
 fn setup() -> (Env, Vec<u8>, String, String) {
-    let env = Env::new();
-    let pa = env.gen_key("alice.k1");
-    let pb = env.gen_key("bob");
-    let image = mixed_data(48 * MIB, 1);
-    std::fs::write(env.path("image"), &image).unwrap();
-    env.ok(&["backup", "image", "src.vol", "--owner", "alice.k1"]);
+    let (env, pws) = Env::with_keys(&["alice.k1", "bob"]);
+    let image = env.volume_from_data("image", "src.vol", "alice.k1", 48 * MIB, 1);
+    let [pa, pb] = <[String; 2]>::try_from(pws).unwrap();
     (env, image, pa, pb)
 }
 
@@ -495,11 +489,7 @@ fn stdin_sources_are_sniffed() {
 
 /// Start `evfs ARGS` in the background, as the tests' `Env::cmd` would.
 fn spawn(env: &Env, args: &[&str]) -> std::process::Child {
-    Process::new(assert_cmd::cargo::cargo_bin("evfs"))
-        .current_dir(env.dir.path())
-        .arg("--keystore")
-        .arg(env.keystore())
-        .args(args)
+    env.process(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -2,13 +2,8 @@
 //! again when a test ends. Where loop devices cannot be set up (not root, no
 //! /dev/loop-control in a container), each test says so and returns.
 
-#[path = "common/mod.rs"]
-mod common;
-#[path = "support/mod.rs"]
-mod support;
-
-use common::{Env, b3, mixed_data};
-use support::{Loop, Mapped, have_tools, run_tool};
+use crate::common::tools::{Loop, Mapped, have_tools, run_tool};
+use crate::common::{Env, b3, mixed_data};
 
 const MIB: u64 = 1 << 20;
 
@@ -17,9 +12,7 @@ const MIB: u64 = 1 << 20;
 fn setup(data: usize) -> (Env, String, Vec<u8>) {
     let env = Env::new();
     let pa = env.gen_key("alice.k1");
-    let plain = mixed_data(data, 5);
-    std::fs::write(env.path("data.raw"), &plain).unwrap();
-    env.ok(&["backup", "data.raw", "vol.img", "--owner", "alice.k1"]);
+    let plain = env.volume_from_data("data.raw", "vol.img", "alice.k1", data, 5);
     (env, pa, plain)
 }
 

@@ -10,15 +10,12 @@
 //! finished one it is a full backup; onto a target of another source, or
 //! from a source written to since, it is refused (exit 3).
 
-#[path = "common/mod.rs"]
-mod common;
-
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Env;
+use crate::common::Env;
 use evfs::emd::{Copies, Emd};
 use evfs::volume::Device;
 
@@ -31,14 +28,7 @@ const KILLS: u32 = 11;
 /// An environment on tmpfs when there is one (fast, and a kill never loses
 /// written data there either: what is tested is the order of the writes).
 fn env() -> Env {
-    let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir());
-    Env {
-        dir: dir.expect("a scratch directory"),
-    }
-}
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_evfs")
+    Env::on_tmpfs()
 }
 
 struct Fixture {
@@ -51,19 +41,15 @@ impl Fixture {
     fn new(mib: usize) -> Fixture {
         let env = env();
         let pw = env.gen_key("alice");
-        std::fs::write(env.path("data"), common::mixed_data(mib << 20, 5)).unwrap();
-        env.ok(&["backup", "data", "src", "--owner", "alice"]);
+        env.volume_from_data("data", "src", "alice", mib << 20, 5);
         std::fs::remove_file(env.path("data")).unwrap();
         Fixture { env, pw }
     }
 
     /// `evfs --keystore KS ARGS` as a child process, output discarded.
     fn spawn(&self, args: &[&str]) -> Child {
-        Command::new(bin())
-            .current_dir(self.env.dir.path())
-            .arg("--keystore")
-            .arg(self.env.keystore())
-            .args(args)
+        self.env
+            .process(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -241,11 +227,9 @@ fn checkpoint(path: &Path) -> Option<(u64, u64)> {
 fn interrupt_at(f: &Fixture, target: &str, feed: usize, want: u64) -> u64 {
     let src = std::fs::read(f.env.path("src")).unwrap();
     let data_offset = 1 << 20;
-    let mut child = Command::new(bin())
-        .current_dir(f.env.dir.path())
-        .arg("--keystore")
-        .arg(f.env.keystore())
-        .args([
+    let mut child = f
+        .env
+        .process(&[
             "backup",
             "-",
             target,
@@ -378,11 +362,9 @@ fn resume_into_a_volume_with_its_own_key() {
     let full = into(&[]);
     // Interrupt a run into it: feed the source through stdin.
     let src = std::fs::read(f.env.path("src")).unwrap();
-    let mut child = Command::new(bin())
-        .current_dir(f.env.dir.path())
-        .arg("--keystore")
-        .arg(f.env.keystore())
-        .args([
+    let mut child = f
+        .env
+        .process(&[
             "backup",
             "-",
             "vol",

@@ -1,17 +1,12 @@
 //! The manual pages under `man/` are generated from the clap definitions:
 //! `man/evfs.1` and one page per subcommand (`evfs-backup.1`,
 //! `evfs-key-gen.1`, ...). This test fails when a committed page is stale or
-//! missing, or when an old page lingers; `EVFS_UPDATE_MAN=1 cargo test --test
+//! missing, or when an old page lingers; `EVFS_UPDATE_MAN=1 cargo test --test cli
 //! man` rewrites them.
 //!
 //! clap_mangen renders a command's `after_help` as one filled paragraph; here
 //! the text before `Example:`/`Examples:` becomes a NOTES section and the
 //! examples an EXAMPLES section in no-fill mode, one command per line.
-
-#[path = "common/mod.rs"]
-mod common;
-#[path = "support/mod.rs"]
-mod support;
 
 use std::path::{Path, PathBuf};
 
@@ -171,7 +166,7 @@ fn man_pages_are_current() {
     }
     assert!(
         stale.is_empty(),
-        "stale man pages: {stale:?}; run `EVFS_UPDATE_MAN=1 cargo test --test man` and commit man/"
+        "stale man pages: {stale:?}; run `EVFS_UPDATE_MAN=1 cargo test --test cli man` and commit man/"
     );
 }
 
@@ -201,7 +196,7 @@ fn every_page_has_examples_and_the_root_names_every_subcommand() {
 
 #[test]
 fn man_renders_the_root_page_with_every_subcommand() {
-    if !support::have_tools("man_renders", &["man"]) {
+    if !crate::common::tools::have_tools("man_renders", &["man"]) {
         return;
     }
     let out = std::process::Command::new("man")
@@ -214,7 +209,7 @@ fn man_renders_the_root_page_with_every_subcommand() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || text.trim().is_empty() {
-        support::skip(
+        crate::common::tools::unavailable(
             "man_renders",
             &format!(
                 "man -l does not render here: {}",
@@ -235,7 +230,7 @@ fn man_renders_the_root_page_with_every_subcommand() {
 
 #[test]
 fn bash_completions_know_backup() {
-    let env = common::Env::new();
+    let env = crate::common::Env::new();
     let script = env.ok(&["completions", "bash"]);
     assert!(script.contains("backup"), "{script}");
     assert!(script.contains("complete -F"), "{script}");

@@ -2,15 +2,10 @@
 //! over the NBD socket, and an independent XTS implementation reading the
 //! raw volume with nothing but the dm-crypt table line.
 
-#[path = "common/mod.rs"]
-mod common;
-#[path = "support/mod.rs"]
-mod support;
-
+use crate::common::tools::{Mapped, have_tools, run_tool};
+use crate::common::{Env, b3, contains, mixed_data};
 use aes::cipher::KeyInit;
 use aes::{Aes128, Aes256};
-use common::{Env, b3, contains, mixed_data};
-use support::{Mapped, have_tools, run_tool};
 use xts_mode::{Xts128, get_tweak_default};
 
 /// Bytes of plaintext in the test volumes (6 MiB: text, zeros, random).

@@ -4,42 +4,29 @@
 //! memory bounded), secrets (never in any output, no core dumps, tampered
 //! EMDs refused, the prompt without echo) and a second writer refused.
 
-#[path = "common/mod.rs"]
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Env, contains};
+use crate::common::{Env, contains};
 use evfs::emd::format::{EMD_SIZE, Emd};
 use evfs::emd::{Copies, Role, State};
 use evfs::volume::Device;
 use proptest::prelude::*;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_evfs")
-}
-
 /// A keystore with `alice` and a volume `src` of `mib` MiB of mixed data.
 fn setup(mib: usize) -> (Env, String) {
     let env = Env::new();
     let pw = env.gen_key("alice");
-    std::fs::write(env.path("data"), common::mixed_data(mib << 20, 3)).unwrap();
-    env.ok(&["backup", "data", "src", "--owner", "alice"]);
+    env.volume_from_data("data", "src", "alice", mib << 20, 3);
     (env, pw)
 }
 
 /// `evfs` with the keystore, as a std command (for pipes and pre_exec).
 fn evfs(env: &Env, args: &[&str]) -> Command {
-    let mut c = Command::new(bin());
-    c.current_dir(env.dir.path())
-        .arg("--keystore")
-        .arg(env.keystore())
-        .args(args);
-    c
+    env.process(args)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -62,7 +49,11 @@ fn bash(env: &Env, script: &str) -> Output {
         .current_dir(env.dir.path())
         .env(
             "EVFS",
-            format!("{} --keystore {}", bin(), env.keystore().display()),
+            format!(
+                "{} --keystore {}",
+                crate::common::bin(),
+                env.keystore().display()
+            ),
         )
         .output()
         .expect("bash")
@@ -85,7 +76,10 @@ impl SmallFs {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!("skipped: mounting a tmpfs is not permitted here (needs root)");
+            crate::common::tools::unavailable(
+                "SmallFs::mount",
+                "mounting a tmpfs is not permitted here (needs root)",
+            );
             return None;
         }
         Some(SmallFs { dir })
@@ -176,7 +170,7 @@ fn a_source_that_ends_early_or_shrinks_fails_with_exit_1() {
 
     // A mapped file cut short while it is read: the backup waits on a full
     // pipe until the file was truncated, then meets the missing pages.
-    std::fs::write(env.path("big"), common::mixed_data(64 << 20, 9)).unwrap();
+    std::fs::write(env.path("big"), crate::common::mixed_data(64 << 20, 9)).unwrap();
     let out = bash(
         &env,
         "$EVFS backup big - --owner alice 2>err | { head -c 1 >/dev/null; truncate -s 1M big; cat >/dev/null; }; echo \"${PIPESTATUS[0]}\"",
@@ -217,7 +211,7 @@ fn a_source_that_ends_early_or_shrinks_fails_with_exit_1() {
 #[test]
 fn short_reads_from_a_slow_pipe_and_signals_during_writes_lose_nothing() {
     let (env, pw) = setup(16);
-    let data = common::mixed_data(5 * 1048576 + 777, 4);
+    let data = crate::common::mixed_data(5 * 1048576 + 777, 4);
     // Plain data trickling in through a pipe in odd pieces.
     let mut child = evfs(&env, &["backup", "-", "trickled", "--owner", "alice"])
         .stdin(Stdio::piped())
@@ -636,7 +630,7 @@ fn no_key_or_passphrase_appears_in_any_output_even_verbose() {
         "--kdf-passes",
         "1",
     ]);
-    std::fs::write(env.path("data"), common::mixed_data(3 << 20, 1)).unwrap();
+    std::fs::write(env.path("data"), crate::common::mixed_data(3 << 20, 1)).unwrap();
     let runs: Vec<Vec<&str>> = vec![
         vec![
             "-v",
@@ -801,7 +795,10 @@ fn a_process_with_keys_loaded_dumps_no_core() {
 fn the_passphrase_prompt_does_not_echo() {
     let python = Command::new("python3").arg("--version").output();
     if !python.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: python3 (for its pty module) is not installed");
+        crate::common::tools::unavailable(
+            "the_passphrase_prompt_does_not_echo",
+            "python3 (for its pty module) is not installed",
+        );
         return;
     }
     let env = Env::new();
@@ -847,7 +844,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
     let out = Command::new("python3")
         .arg("-c")
         .arg(script)
-        .arg(bin())
+        .arg(crate::common::bin())
         .arg("--keystore")
         .arg(env.keystore())
         .args(["hash", "vol", "-k", "bob"])
@@ -880,7 +877,9 @@ fn hold_target(env: &Env) -> (Child, std::process::ChildStdin) {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&common::mixed_data(3 << 20, 8)).unwrap();
+    stdin
+        .write_all(&crate::common::mixed_data(3 << 20, 8))
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let begun = Device::open_read(&env.path("held"))

@@ -1,31 +1,25 @@
 //! The backup stream from the command line: pipes, restore, verify, damage,
 //! sparse and compressed streams, raw streams, and the demo.
 
-#[path = "common/mod.rs"]
-mod common;
-
-use common::{Env, b3, contains, mixed_data};
+use crate::common::{Env, b3, contains};
 
 const MIB: usize = 1 << 20;
 
 fn setup() -> (Env, Vec<u8>, String) {
     let env = Env::new();
     let pa = env.gen_key("alice.k1");
-    let image = mixed_data(48 * MIB, 2);
-    std::fs::write(env.path("image"), &image).unwrap();
-    env.ok(&["backup", "image", "src.vol", "--owner", "alice.k1"]);
+    let image = env.volume_from_data("image", "src.vol", "alice.k1", 48 * MIB, 2);
     (env, image, pa)
 }
 
 /// `evfs backup src.vol - ...` through a shell pipe into `file`.
 fn stream_via_pipe(env: &Env, pa: &str, extra: &str, file: &str) {
-    let bin = assert_cmd::cargo::cargo_bin("evfs");
     let status = std::process::Command::new("bash")
         .current_dir(env.dir.path())
         .arg("-c")
         .arg(format!(
             "set -o pipefail; '{}' --keystore '{}' backup src.vol - -k alice.k1 --passphrase-file '{pa}' {extra} | cat > {file}",
-            bin.display(),
+            crate::common::bin(),
             env.keystore().display()
         ))
         .status()

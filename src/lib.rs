@@ -19,4 +19,7 @@ pub mod size;
 pub mod stream;
 pub mod volume;
 
+#[cfg(test)]
+mod testutil;
+
 pub use error::{Error, Result};

@@ -1785,11 +1785,9 @@ mod tests {
                 .status()
                 .is_ok_and(|s| s.success());
             if !ok {
-                // io::stderr() directly, not eprintln!: libtest captures the
-                // macros, and a skip must be visible, not a silent pass.
-                let _ = writeln!(
-                    io::stderr(),
-                    "SKIPPED {test}: `{tool}` is not installed or not runnable"
+                crate::testutil::unavailable(
+                    test,
+                    &format!("`{tool}` is not installed or not runnable"),
                 );
                 return false;
             }

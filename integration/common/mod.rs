@@ -1,11 +1,20 @@
-//! Shared helpers for the CLI tests: a scratch directory with a keystore, and
-//! the real `evfs` binary run inside it.
+//! The one helper module of the CLI tests: a scratch directory with a
+//! keystore, the real `evfs` binary run inside it (one way to start it, as
+//! an `assert_cmd` or a `std` command), sample data, and in [`tools`] the
+//! external tools some tests drive.
 #![allow(dead_code)]
+
+pub mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
+
+/// The `evfs` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_evfs")
+}
 
 /// A scratch directory with its own keystore.
 pub struct Env {
@@ -19,6 +28,23 @@ impl Env {
         }
     }
 
+    /// A scratch directory on tmpfs (`/dev/shm`) where there is one: fast,
+    /// for tests that write a lot.
+    pub fn on_tmpfs() -> Env {
+        let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir());
+        Env {
+            dir: dir.expect("a scratch directory"),
+        }
+    }
+
+    /// A new scratch directory with the keys `ids` generated; their
+    /// passphrase files, in order.
+    pub fn with_keys(ids: &[&str]) -> (Env, Vec<String>) {
+        let env = Env::new();
+        let pws = ids.iter().map(|id| env.gen_key(id)).collect();
+        (env, pws)
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -29,13 +55,20 @@ impl Env {
 
     /// `evfs --keystore <ks> ARGS` in the scratch directory, stdin empty.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::cargo_bin("evfs").expect("the evfs binary");
+        let mut c = Command::from_std(self.process(args));
+        c.write_stdin(Vec::<u8>::new());
+        c
+    }
+
+    /// The same command as a `std` process, for pipes, signals and
+    /// children that run in the background.
+    pub fn process(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(bin());
         c.current_dir(self.dir.path())
             .arg("--keystore")
             .arg(self.keystore())
             .args(args)
-            .env_remove("EVFS_KEYSTORE")
-            .write_stdin(Vec::<u8>::new());
+            .env_remove("EVFS_KEYSTORE");
         c
     }
 
@@ -88,6 +121,22 @@ impl Env {
     /// A new volume of `size` owned by `owner`.
     pub fn create(&self, vol: &str, owner: &str, size: &str) {
         self.ok(&["create", vol, "--owner", owner, "--size", size]);
+    }
+
+    /// Write `len` bytes of [`mixed_data`] to `image` and encrypt them into a
+    /// new volume `vol` owned by `owner`; returns the data.
+    pub fn volume_from_data(
+        &self,
+        image: &str,
+        vol: &str,
+        owner: &str,
+        len: usize,
+        seed: u64,
+    ) -> Vec<u8> {
+        let data = mixed_data(len, seed);
+        std::fs::write(self.path(image), &data).unwrap();
+        self.ok(&["backup", image, vol, "--owner", owner]);
+        data
     }
 
     /// `info --json` as a JSON value.

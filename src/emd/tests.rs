@@ -7,6 +7,7 @@ use super::format::*;
 use crate::crypto::wrap::WRAPPED_LEN;
 use crate::crypto::{Cipher, VolumeKey};
 use crate::keys::KeyId;
+use crate::testutil::{expect_listing, listing, unhexdump};
 
 /// The volume key of the worked example: bytes 0x00..0x3f.
 pub(crate) fn example_key() -> VolumeKey {
@@ -65,88 +66,9 @@ pub(crate) fn example() -> Emd {
     e
 }
 
-/// `hexdump -C` style: offset, 16 bytes, ASCII; repeated lines become `*`.
-pub fn hexdump(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    let mut previous: Option<&[u8]> = None;
-    let mut starred = false;
-    for (i, line) in bytes.chunks(16).enumerate() {
-        if previous == Some(line) {
-            if !starred {
-                out.push_str("*\n");
-                starred = true;
-            }
-            continue;
-        }
-        starred = false;
-        previous = Some(line);
-        let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
-        let ascii: String = line
-            .iter()
-            .map(|&b| {
-                if (0x20..0x7f).contains(&b) {
-                    b as char
-                } else {
-                    '.'
-                }
-            })
-            .collect();
-        out.push_str(&format!(
-            "{:08x}  {}  {}  |{}|\n",
-            i * 16,
-            hex[..8].join(" "),
-            hex[8..].join(" "),
-            ascii
-        ));
-    }
-    out.push_str(&format!("{:08x}\n", bytes.len()));
-    out
-}
-
-/// Read a `hexdump -C` listing back into bytes.
-pub(crate) fn unhexdump(text: &str) -> Vec<u8> {
-    let mut out: Vec<u8> = Vec::new();
-    let mut last: Vec<u8> = Vec::new();
-    let mut star = false;
-    for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
-        if line == "*" {
-            star = true;
-            continue;
-        }
-        let offset = usize::from_str_radix(&line[..8], 16).expect("offset");
-        if star {
-            while out.len() < offset {
-                out.extend_from_slice(&last);
-            }
-            star = false;
-        }
-        assert_eq!(out.len(), offset, "listing out of order at {line}");
-        let hex_part = line[8..].split('|').next().unwrap_or("");
-        let bytes: Vec<u8> = hex_part
-            .split_whitespace()
-            .map(|h| u8::from_str_radix(h, 16).expect("hex byte"))
-            .collect();
-        if !bytes.is_empty() {
-            last = bytes.clone();
-        }
-        out.extend_from_slice(&bytes);
-    }
-    out
-}
-
-fn worked_example_from_doc() -> String {
-    let doc = include_str!("../../formats/EMD.md");
-    let start = doc
-        .find("```hexdump\n")
-        .expect("formats/EMD.md has a ```hexdump block")
-        + "```hexdump\n".len();
-    let end = start + doc[start..].find("```").expect("closing fence");
-    doc[start..end].to_string()
-}
-
 #[test]
 fn the_worked_example_in_formats_emd_md_parses_to_the_documented_fields() {
-    let listing = worked_example_from_doc();
+    let listing = listing("formats/EMD.md", 0);
     let bytes = unhexdump(&listing);
     assert_eq!(bytes.len(), EMD_SIZE);
     let e = Emd::parse(&bytes).expect("the documented example parses");
@@ -156,19 +78,7 @@ fn the_worked_example_in_formats_emd_md_parses_to_the_documented_fields() {
     assert_eq!(e.owner().id.as_str(), "alice.k1");
     assert_eq!(e.slots[1].role, Role::User);
     assert!(e.mac_ok(&example_key()), "the documented MAC checks out");
-    assert_eq!(
-        listing,
-        hexdump(&example().encode()[..]),
-        "formats/EMD.md is stale: regenerate the listing with \
-         `EVFS_PRINT_EMD_EXAMPLE=1 cargo test print_worked_example -- --nocapture`"
-    );
-}
-
-#[test]
-fn print_worked_example() {
-    if std::env::var_os("EVFS_PRINT_EMD_EXAMPLE").is_some() {
-        print!("{}", hexdump(&example().encode()[..]));
-    }
+    expect_listing("formats/EMD.md", 0, &example().encode()[..]);
 }
 
 #[test]

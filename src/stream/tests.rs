@@ -7,9 +7,10 @@ use super::format::*;
 use super::reader::{Item, StreamReader};
 use super::writer::{StreamFramer, StreamWriter};
 use crate::backup::decide::Mode;
-use crate::emd::tests::{example, example_key, hexdump, unhexdump};
+use crate::emd::tests::{example, example_key};
 use crate::pipeline::pool::Pool;
 use crate::pipeline::{ChunkOut, FrameInput, Framer, Sink};
+use crate::testutil::{expect_listing, listing, unhexdump};
 
 const CHUNK: usize = 64 << 10;
 
@@ -223,16 +224,9 @@ fn worked_example() -> Vec<u8> {
     make(&header(true, false, CHUNK as u64), &[vec![0u8; CHUNK]])
 }
 
-fn listing_from_doc() -> String {
-    let doc = include_str!("../../formats/STREAM.md");
-    let start = doc.find("```hexdump\n").expect("a ```hexdump block") + "```hexdump\n".len();
-    let end = start + doc[start..].find("```").expect("closing fence");
-    doc[start..end].to_string()
-}
-
 #[test]
 fn the_worked_example_in_formats_stream_md_reads_back() {
-    let listing = listing_from_doc();
+    let listing = listing("formats/STREAM.md", 0);
     let bytes = unhexdump(&listing);
     let mut r = StreamReader::open(&bytes[..], "example").unwrap();
     r.set_mac_key(&example_key().stream_mac_key());
@@ -253,19 +247,7 @@ fn the_worked_example_in_formats_stream_md_reads_back() {
         }
         Item::Frame(..) => panic!("one frame only"),
     }
-    assert_eq!(
-        listing,
-        hexdump(&worked_example()),
-        "formats/STREAM.md is stale: regenerate with \
-         `EVFS_PRINT_STREAM_EXAMPLE=1 cargo test print_stream_example -- --nocapture`"
-    );
-}
-
-#[test]
-fn print_stream_example() {
-    if std::env::var_os("EVFS_PRINT_STREAM_EXAMPLE").is_some() {
-        print!("{}", hexdump(&worked_example()));
-    }
+    expect_listing("formats/STREAM.md", 0, &worked_example());
 }
 
 /// Found by the `stream` fuzz target: `ciphertext()` of a zero marker

@@ -1,8 +1,10 @@
-//! Helpers for the tests that need the operating system's help: external
-//! tools (qemu-img, qemu-io, losetup), `evfs map` running in the background,
-//! and loop devices. A test that cannot run here says why on stderr and
-//! returns; it never passes silently.
-#![allow(dead_code)]
+//! Tests that need the operating system's help: external tools (qemu-img,
+//! qemu-io, losetup, man, python3), `evfs map` running in the background,
+//! loop devices and small file systems.
+//!
+//! A test that cannot run here never passes silently: with `CI` set (as
+//! `.ci/run` sets it, after installing every tool) it fails; elsewhere it
+//! says `SKIPPED` and why on stderr, and returns.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -10,14 +12,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::Env;
+use super::Env;
 
-/// Say on stderr (past libtest's capture) that a test is skipped, and why.
-pub fn skip(test: &str, why: &str) {
+/// A test cannot run here: fail under CI, else say on stderr (past
+/// libtest's capture) that it is skipped, and why.
+pub fn unavailable(test: &str, why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{test} cannot run: {why} (CI is set, so every tool the tests use must be installed)"
+        );
+    }
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
-/// Whether every tool runs (`TOOL --version`); prints the skip reason if not.
+/// Whether every tool runs (`TOOL --version`); if not, [`unavailable`].
 pub fn have_tools(test: &str, tools: &[&str]) -> bool {
     for tool in tools {
         let ok = Command::new(tool)
@@ -27,7 +35,7 @@ pub fn have_tools(test: &str, tools: &[&str]) -> bool {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            skip(test, &format!("`{tool}` is not installed or not runnable"));
+            unavailable(test, &format!("`{tool}` is not installed or not runnable"));
             return false;
         }
     }
@@ -85,15 +93,11 @@ impl Mapped {
     pub fn start(env: &Env, socket_name: &str, args: &[&str]) -> Mapped {
         let socket = env.path(socket_name);
         let log = env.path(&format!("{socket_name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_evfs"))
-            .current_dir(env.dir.path())
-            .arg("--keystore")
-            .arg(env.keystore())
-            .arg("map")
+        let child = env
+            .process(&["map"])
             .args(args)
             .arg("--socket")
             .arg(&socket)
-            .env_remove("EVFS_KEYSTORE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(File::create(&log).expect("log file")))
@@ -173,12 +177,12 @@ impl Loop {
         {
             Ok(out) => out,
             Err(e) => {
-                skip(test, &format!("losetup cannot run: {e}"));
+                unavailable(test, &format!("losetup cannot run: {e}"));
                 return None;
             }
         };
         if !out.status.success() {
-            skip(
+            unavailable(
                 test,
                 &format!(
                     "losetup is not permitted here: {}",
