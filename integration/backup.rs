@@ -134,7 +134,8 @@ fn a_volume_backed_up_to_a_new_target_is_a_rekeyed_clone() {
         "image",
     ]);
 
-    // The same backup again refreshes the target (same lineage), no --force.
+    // The same backup again refreshes the clone, no --force: it keeps its
+    // UUID and volume key, and follows the source.
     env.ok(&[
         "backup",
         "src.vol",
@@ -145,8 +146,16 @@ fn a_volume_backed_up_to_a_new_target_is_a_rekeyed_clone() {
         &pa,
     ]);
     let again = env.info("copy.vol");
-    assert_ne!(again["uuid"], copy["uuid"], "a refresh is a new clone");
+    assert_eq!(
+        again["uuid"], copy["uuid"],
+        "a refresh keeps the clone's UUID"
+    );
+    assert_eq!(again["clone_of"], src["uuid"]);
     assert_eq!(again["provenance"]["source_uuid"], src["uuid"]);
+    assert_eq!(
+        again["data_version"].as_u64(),
+        copy["data_version"].as_u64().map(|v| v + 1)
+    );
     assert_eq!(env.hash("copy.vol", "alice.k1"), b3(&image));
 }
 
@@ -180,7 +189,7 @@ fn same_key_keeps_the_ciphertext_and_target_key_keeps_a_foreign_emd() {
             &pa,
         ],
     );
-    assert!(err.contains("another lineage"), "{err}");
+    assert!(err.contains("EMD of its own"), "{err}");
     env.ok(&[
         "backup",
         "src.vol",
@@ -314,7 +323,7 @@ fn every_refusal_exits_3_says_why_and_writes_nothing() {
             "copy.vol".into(),
             "--raw".into(),
         ],
-        "encrypt the data twice",
+        "encrypted twice",
     );
     env.ok(&[
         "disable",
@@ -327,7 +336,7 @@ fn every_refusal_exits_3_says_why_and_writes_nothing() {
     run(
         "new.vol",
         with(&["backup", "src.vol", "new.vol"]),
-        "encrypt the data twice",
+        "encrypted twice",
     );
     run(
         "new.vol",

@@ -477,6 +477,7 @@ fn hostile_emds_and_absurd_fields_exit_5_without_panic() {
     forge(&env.path("evil"), |e| {
         e.dirty = true;
         e.checkpoint = Some(evfs::emd::Checkpoint {
+            task: evfs::emd::Task::Backup,
             run_id: [1; 16],
             source_uuid: e.uuid,
             bytes_done: u64::MAX,
@@ -533,7 +534,7 @@ fn tampered_emds_are_refused_at_unlock_by_backup_verify_and_hash() {
             "a slot's public key",
             Box::new(|e: &mut Emd| e.slots[0].public[3] ^= 1),
         ),
-        ("geometry", Box::new(|e: &mut Emd| e.data_size -= 1 << 20)),
+        ("geometry", Box::new(|e: &mut Emd| e.data_size += 1 << 20)),
         ("label", Box::new(|e: &mut Emd| e.label = "evil".into())),
     ] {
         let base = if name == "state" { &disabled } else { &good };

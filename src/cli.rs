@@ -323,8 +323,20 @@ pub struct BackupArgs {
     pub raw: bool,
 
     /// Keep the source's volume key in the clone instead of a fresh one
-    #[arg(long)]
+    #[arg(long, conflicts_with = "rekey")]
     pub same_key: bool,
+
+    /// Refresh a clone under a fresh volume key (a refresh keeps the clone's key by default)
+    #[arg(long)]
+    pub rekey: bool,
+
+    /// Rewrite every byte of a refreshed clone under its own key (the default: every refresh rewrites all)
+    #[arg(long)]
+    pub full: bool,
+
+    /// Sector size of a new or rekeyed target's data area (default: the source's, 4096 for plain data)
+    #[arg(long, value_name = "BYTES", value_parser = parse_sector_size)]
+    pub sector_size: Option<u32>,
 
     /// Export the plaintext to a plain file, device or standard output
     #[arg(long)]

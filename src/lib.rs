@@ -13,10 +13,12 @@ pub mod emd;
 pub mod error;
 pub mod hex;
 pub mod keys;
+pub mod le;
 pub mod nbd;
 pub mod pipeline;
 pub mod size;
 pub mod stream;
+pub mod text;
 pub mod volume;
 
 #[cfg(test)]

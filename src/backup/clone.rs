@@ -1,37 +1,71 @@
-//! The EMD clone a backup writes into a new target: a new UUID, the source's
-//! label, cipher, sector size and slots, and a volume key re-wrapped to every
-//! slot's public key (no private key needed).
+//! The EMDs a backup writes: a new target's EMD clone (a new UUID, the
+//! source's label, cipher, sector size and slots, and a volume key
+//! re-wrapped to every slot's public key: no private key needed), the
+//! refreshed EMD of an existing clone (its own UUID and key kept), and the
+//! checkpoint and provenance records.
 
 use crate::crypto::{VolumeKey, wrap};
 use crate::emd::format::new_uuid;
-use crate::emd::{Checkpoint, Emd, Provenance, State, Timestamp};
+use crate::emd::{Checkpoint, Emd, Origin, Provenance, State, Task, Timestamp};
 use crate::error::Result;
 use crate::volume::layout::DATA_OFFSET;
 
-/// A clone of `src` for a new target encrypted with `key`, sealed, clean,
-/// without provenance (filled in when the data is complete).
-pub fn clone_emd(src: &Emd, key: &VolumeKey) -> Result<Emd> {
+/// A clone of `src` for a new target encrypted with `key` in sectors of
+/// `sector_size` bytes: sealed, clean, without provenance (filled in when
+/// the data is complete), at data version 1.
+pub fn clone_emd(src: &Emd, key: &VolumeKey, sector_size: u32) -> Result<Emd> {
     let mut e = src.clone();
     e.uuid = new_uuid()?;
     e.created = Timestamp::now().secs;
     e.generation = 0;
+    e.data_version = 1;
+    e.sector_size = sector_size;
+    e.data_size = src.data_size.next_multiple_of(u64::from(sector_size));
+    e.data_offset = DATA_OFFSET;
+    e.cipher = key.cipher();
+    adopt(&mut e, src, key)?;
+    Ok(e)
+}
+
+/// The refreshed EMD of `target`, an EMD clone of `src`: it keeps its UUID,
+/// creation time, geometry and data-area size, and is encrypted with `key`
+/// (its own volume key, or a fresh one with `--rekey`); its owner, users,
+/// recovery keys and label follow the source's. Its data version moves on.
+pub fn refresh_emd(src: &Emd, target: &Emd, key: &VolumeKey, sector_size: u32) -> Result<Emd> {
+    let mut e = src.clone();
+    e.uuid = target.uuid;
+    e.created = target.created;
+    e.generation = target.generation;
+    e.data_version = target.data_version + 1;
+    e.sector_size = sector_size;
+    e.data_offset = target.data_offset;
+    e.data_size = target.data_size;
+    e.cipher = key.cipher();
+    adopt(&mut e, src, key)?;
+    Ok(e)
+}
+
+/// What a clone takes from its source, whatever its identity: enabled,
+/// clean, the source's slots re-wrapped to `key`, marked a clone of it.
+fn adopt(e: &mut Emd, src: &Emd, key: &VolumeKey) -> Result<()> {
     e.dirty = false;
     e.checkpoint = None;
     e.provenance = None;
     e.state = State::Enabled;
-    e.cipher = key.cipher();
-    e.data_offset = DATA_OFFSET;
+    e.data_len = src.data_len;
+    e.clone_of = Some(src.uuid);
     for slot in &mut e.slots {
         slot.wrapped = wrap::wrap(key, &slot.public, slot.id.as_str())?;
     }
     e.seal(key);
-    Ok(e)
+    Ok(())
 }
 
-/// A fresh checkpoint for a backup of `total` bytes from the source volume
+/// A fresh checkpoint of a backup of `total` bytes from the source volume
 /// `source_uuid` at EMD generation `source_generation` (zeros for plain data).
 pub fn checkpoint(source_uuid: [u8; 16], source_generation: u64, total: u64) -> Result<Checkpoint> {
     Ok(Checkpoint {
+        task: Task::Backup,
         run_id: crate::crypto::random_array::<16>()?,
         source_uuid,
         bytes_done: 0,
@@ -40,19 +74,34 @@ pub fn checkpoint(source_uuid: [u8; 16], source_generation: u64, total: u64) -> 
     })
 }
 
-/// The provenance of a finished backup.
+/// Where a backup's data comes from: the source volume's UUID and data
+/// version, or plain data.
+pub fn origin(src: Option<&Emd>) -> Origin {
+    match src {
+        Some(e) => Origin::Volume {
+            uuid: e.uuid,
+            data_version: e.data_version,
+        },
+        None => Origin::Plain,
+    }
+}
+
+/// The provenance of a finished backup from `origin` that wrote `bytes`
+/// of plaintext and left the target at `data_version`.
 pub fn provenance(
-    source_uuid: [u8; 16],
+    origin: Origin,
     started: Timestamp,
     bytes: u64,
     digest: Option<blake3::Hash>,
+    data_version: u64,
 ) -> Provenance {
     Provenance {
-        source_uuid,
+        origin,
         started,
         finished: Timestamp::now(),
         bytes,
         plaintext_blake3: digest.map(|d| *d.as_bytes()),
+        data_version,
     }
 }
 
@@ -64,9 +113,7 @@ mod tests {
     use crate::keys::KeyId;
     use x25519_dalek::{PublicKey, StaticSecret};
 
-    #[test]
-    fn clone_has_a_new_uuid_and_a_key_every_slot_unwraps() {
-        let secrets: Vec<StaticSecret> = (1u8..=3).map(|i| StaticSecret::from([i; 32])).collect();
+    fn source(secrets: &[StaticSecret]) -> Emd {
         let ids = ["alice.k1", "bob.bob", "evfs.r1"];
         let roles = [Role::Owner, Role::User, Role::Recovery];
         let old = VolumeKey::generate(Cipher::Aes256Xts).unwrap();
@@ -74,6 +121,7 @@ mod tests {
             cipher: Cipher::Aes256Xts,
             sector_size: 4096,
             data_size: 1 << 20,
+            data_len: (1 << 20) - 5,
             label: "lab",
             owner: (&KeyId::parse("x.y").unwrap(), [0; 32]),
             recovery: vec![],
@@ -91,16 +139,49 @@ mod tests {
             })
             .collect();
         src.state = State::Disabled;
-        let new = VolumeKey::generate(Cipher::Aes256Xts).unwrap();
-        let c = clone_emd(&src, &new).unwrap();
-        assert_ne!(c.uuid, src.uuid);
-        assert_eq!(c.label, "lab");
-        assert_eq!(c.state, State::Enabled);
-        assert!(c.mac_ok(&new));
-        for (i, slot) in c.slots.iter().enumerate() {
-            assert_eq!(slot.role, roles[i]);
-            let k = wrap::unwrap(&slot.wrapped, &secrets[i], Cipher::Aes256Xts, ids[i]).unwrap();
-            assert_eq!(k.expose(), new.expose());
+        src.data_version = 7;
+        src
+    }
+
+    fn unwraps_everywhere(e: &Emd, secrets: &[StaticSecret], key: &VolumeKey) {
+        assert!(e.mac_ok(key));
+        for (i, slot) in e.slots.iter().enumerate() {
+            let k = wrap::unwrap(&slot.wrapped, &secrets[i], e.cipher, slot.id.as_str()).unwrap();
+            assert_eq!(k.expose(), key.expose());
         }
+    }
+
+    #[test]
+    fn a_clone_has_a_new_uuid_marks_its_source_and_a_key_every_slot_unwraps() {
+        let secrets: Vec<StaticSecret> = (1u8..=3).map(|i| StaticSecret::from([i; 32])).collect();
+        let src = source(&secrets);
+        let new = VolumeKey::generate(Cipher::Aes256Xts).unwrap();
+        let c = clone_emd(&src, &new, 512).unwrap();
+        assert_ne!(c.uuid, src.uuid);
+        assert_eq!(c.clone_of, Some(src.uuid));
+        assert_eq!((c.label.as_str(), c.state), ("lab", State::Enabled));
+        assert_eq!(
+            (c.sector_size, c.data_len, c.data_version),
+            (512, src.data_len, 1)
+        );
+        assert_eq!(c.slots.len(), 3);
+        unwraps_everywhere(&c, &secrets, &new);
+    }
+
+    #[test]
+    fn a_refresh_keeps_the_targets_identity_and_follows_the_sources_users_and_label() {
+        let secrets: Vec<StaticSecret> = (1u8..=3).map(|i| StaticSecret::from([i; 32])).collect();
+        let mut src = source(&secrets);
+        let key = VolumeKey::generate(Cipher::Aes256Xts).unwrap();
+        let mut target = clone_emd(&src, &key, 4096).unwrap();
+        target.data_version = 4;
+        target.generation = 9;
+        src.label = "renamed".to_string();
+        src.slots.pop();
+        let r = refresh_emd(&src, &target, &key, 4096).unwrap();
+        assert_eq!((r.uuid, r.created), (target.uuid, target.created));
+        assert_eq!((r.label.as_str(), r.slots.len()), ("renamed", 2));
+        assert_eq!((r.data_version, r.clone_of), (5, Some(src.uuid)));
+        unwraps_everywhere(&r, &secrets, &key);
     }
 }

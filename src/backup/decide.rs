@@ -26,16 +26,33 @@ pub enum Dst {
     Blank,
     /// Holds data that is not an EVFS volume (or a damaged one).
     Foreign,
-    /// An EVFS volume of this source's lineage (its provenance names the source).
-    Lineage { state: State, data_size: u64 },
-    /// An EVFS volume of another lineage.
-    Other { state: State, data_size: u64 },
+    /// An EVFS volume, and how it relates to the source.
+    Volume {
+        state: State,
+        data_size: u64,
+        relation: Relation,
+    },
     /// Standard output (`-`).
     Stdout,
     /// `--stream FILE`.
     StreamFile,
-    /// The source itself: the same path, a link to it, or the same device.
+    /// The source itself: the same storage under any name.
     Source,
+}
+
+/// How a target volume relates to the backup's source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relation {
+    /// The same volume (the same UUID): the source's raw mirror, or the
+    /// original a raw mirror was taken from.
+    Same,
+    /// An EMD clone of this source, made by an earlier backup of it
+    /// (finished or interrupted): a refresh keeps its UUID and key.
+    Clone,
+    /// A volume with an EMD of its own (made by `create`, by a backup into
+    /// it with its own key, or a clone of another source). `key_slot`: the
+    /// `-k` key has a slot in it, so it can be written with its own key.
+    Own { key_slot: bool },
 }
 
 /// How much the target can hold.
@@ -47,13 +64,31 @@ pub enum Room {
     Bytes(u64),
 }
 
+/// Which flag named the key of a target volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetKey {
+    /// `--target-key ID`.
+    Flag,
+    /// `-k ID` with a plain source, where it can only mean the target's key.
+    K,
+}
+
+impl TargetKey {
+    fn flag(self) -> &'static str {
+        match self {
+            TargetKey::Flag => "--target-key",
+            TargetKey::K => "-k",
+        }
+    }
+}
+
 /// The flags that choose between rows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flags {
     pub raw: bool,
     pub cleartext: bool,
     pub owner: bool,
-    pub target_key: bool,
+    pub target_key: Option<TargetKey>,
     pub force: bool,
 }
 
@@ -86,6 +121,9 @@ impl Mode {
 pub enum Write {
     /// A new EMD clone (or new volume) replaces whatever the target held.
     NewClone,
+    /// An EMD clone of this source is refreshed: it keeps its UUID and
+    /// volume key; owner, users and label follow the source.
+    Refresh,
     /// Into an existing volume with its own key, keeping its EMD.
     IntoVolume,
     /// Plaintext bytes onto a plain target.
@@ -100,8 +138,8 @@ pub struct Decision {
     pub write: Write,
 }
 
-/// Sizes the room check needs: the data area a clone needs and the
-/// plaintext bytes; `None` when the source length is not known (stdin).
+/// Sizes the room check needs: the device a clone needs, and the plaintext
+/// bytes; `None` when the source length is not known (stdin).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sizes {
     pub clone_device: Option<u64>,
@@ -113,7 +151,7 @@ pub fn decide(src: Src, dst: Dst, room: Room, sizes: Sizes, f: Flags) -> Result<
     use Dst::*;
     if dst == Source {
         return Err(Error::refused(
-            "the target is the source itself (same file, a link to it, or the same device)",
+            "the target is the source itself (the same storage under another name)",
         )
         .with_hint("choose another target"));
     }
@@ -122,15 +160,23 @@ pub fn decide(src: Src, dst: Dst, room: Room, sizes: Sizes, f: Flags) -> Result<
             "--raw copies ciphertext, --cleartext writes plaintext: they exclude each other",
         ));
     }
-    if f.cleartext && (f.owner || f.target_key) {
+    if f.cleartext && (f.owner || f.target_key == Some(TargetKey::Flag)) {
         return Err(Error::usage(
             "--cleartext writes plaintext; --owner and --target-key are for encrypted targets",
         ));
     }
-    if f.raw && (f.owner || f.target_key) {
-        return Err(twice(
-            "a --raw source would be encrypted again by --owner or --target-key",
-        ));
+    if f.raw && (f.owner || f.target_key.is_some()) {
+        let by = if f.owner {
+            "--owner"
+        } else {
+            f.target_key.map_or("--target-key", TargetKey::flag)
+        };
+        return Err(twice(&format!(
+            "--raw copies the ciphertext as it lies, and {by} would encrypt it again"
+        ))
+        .with_hint(format!(
+            "leave out {by} for a raw clone, or leave out --raw to decrypt with -k and re-encrypt"
+        )));
     }
 
     let decision = if f.raw {
@@ -145,7 +191,7 @@ pub fn decide(src: Src, dst: Dst, room: Room, sizes: Sizes, f: Flags) -> Result<
             }
             Src::Disabled => {
                 return Err(twice(
-                    "the source is disabled (raw ciphertext): copying it into an encrypting target",
+                    "the source is disabled (its data is raw ciphertext), and copying it into an encrypting target",
                 )
                 .with_hint(
                     "use --raw to clone the ciphertext with its EMD, or enable the source first",
@@ -175,32 +221,21 @@ fn raw_row(src: Src, dst: Dst, f: Flags) -> Result<Decision> {
     let write = match dst {
         Blank => Write::NewClone,
         Stdout | StreamFile => Write::Stream,
-        Lineage {
-            state: State::Disabled,
-            ..
-        } => Write::NewClone,
-        Lineage {
-            state: State::Enabled,
-            ..
-        }
-        | Other {
+        Volume {
             state: State::Enabled,
             ..
         } => {
-            return Err(twice("a --raw source into an enabled (encrypting) volume")
-                .with_hint("disable the target first, or clone into a new file"));
+            return Err(twice(
+                "--raw copies ciphertext, and the target is an enabled (encrypting) volume",
+            )
+            .with_hint("disable the target first, or clone into a new file"));
         }
-        Other {
-            state: State::Disabled,
+        Volume {
+            relation: Relation::Same | Relation::Clone,
             ..
-        }
-        | Foreign => {
-            if f.force {
-                Write::NewClone
-            } else {
-                return Err(foreign(dst));
-            }
-        }
+        } => Write::NewClone,
+        Volume { .. } | Foreign if f.force => Write::NewClone,
+        Volume { .. } | Foreign => return Err(foreign(dst)),
         Source => unreachable!("checked first"),
     };
     Ok(Decision {
@@ -215,7 +250,7 @@ fn cleartext_row(dst: Dst, f: Flags) -> Result<Decision> {
         Blank | Stdout => Write::Plain,
         Foreign if f.force => Write::Plain,
         Foreign => return Err(foreign(dst)),
-        Lineage { .. } | Other { .. } => {
+        Volume { .. } => {
             return Err(Error::refused(
                 "--cleartext into an EVFS volume would put cleartext on encrypted media",
             )
@@ -242,47 +277,16 @@ fn reencrypt_row(dst: Dst, f: Flags) -> Result<Decision> {
         ));
     }
     let write = match dst {
-        Blank if f.target_key => return Err(no_volume_for_target_key()),
+        Blank | Stdout | StreamFile | Foreign if f.target_key.is_some() => {
+            return Err(no_volume_for_target_key(TargetKey::Flag));
+        }
         Blank => Write::NewClone,
-        Stdout | StreamFile if f.target_key => return Err(no_volume_for_target_key()),
         Stdout | StreamFile => Write::Stream,
-        Lineage {
-            state: State::Enabled,
-            ..
-        } if f.target_key => Write::IntoVolume,
-        Lineage {
-            state: State::Enabled,
-            ..
-        } => Write::NewClone,
-        Other {
-            state: State::Enabled,
-            ..
-        } if f.target_key => Write::IntoVolume,
-        Other {
-            state: State::Enabled,
-            ..
-        } if f.force => Write::NewClone,
-        Other {
-            state: State::Enabled,
-            ..
-        } => {
-            return Err(foreign(dst).with_hint(
-                "give --target-key ID to re-encrypt into it with its own key, or --force to replace it with a clone",
-            ));
-        }
-        Lineage {
+        Volume {
             state: State::Disabled,
             ..
-        }
-        | Other {
-            state: State::Disabled,
-            ..
-        } if f.force && !f.target_key => Write::NewClone,
-        Lineage {
-            state: State::Disabled,
-            ..
-        }
-        | Other {
+        } if f.force && f.target_key.is_none() => Write::NewClone,
+        Volume {
             state: State::Disabled,
             ..
         } => {
@@ -291,8 +295,26 @@ fn reencrypt_row(dst: Dst, f: Flags) -> Result<Decision> {
             )
             .with_hint("enable the target first, or use --force to replace it with a new clone"));
         }
-        Foreign if f.force && !f.target_key => Write::NewClone,
-        Foreign if f.target_key => return Err(no_volume_for_target_key()),
+        Volume { .. } if f.target_key.is_some() => Write::IntoVolume,
+        Volume {
+            relation: Relation::Clone,
+            ..
+        } => Write::Refresh,
+        // Only --force replaces a volume's own EMD with a clone.
+        Volume { .. } if f.force => Write::NewClone,
+        Volume {
+            relation: Relation::Same | Relation::Own { key_slot: true },
+            ..
+        } => Write::IntoVolume,
+        Volume { .. } => {
+            return Err(Error::refused(
+                "the target is an EVFS volume with an EMD of its own (not a clone of this source), and -k has no slot in it; refusing to replace its EMD",
+            )
+            .with_hint(
+                "give --target-key ID to re-encrypt into it with its own key, or --force to replace it with a clone of the source",
+            ));
+        }
+        Foreign if f.force => Write::NewClone,
         Foreign => return Err(foreign(dst)),
         Source => unreachable!("checked first"),
     };
@@ -305,19 +327,11 @@ fn reencrypt_row(dst: Dst, f: Flags) -> Result<Decision> {
 fn encrypt_row(dst: Dst, f: Flags) -> Result<Decision> {
     use Dst::*;
     let write = match dst {
-        Other {
+        Volume {
             state: State::Enabled,
             ..
-        }
-        | Lineage {
-            state: State::Enabled,
-            ..
-        } if f.target_key => Write::IntoVolume,
-        Other {
-            state: State::Disabled,
-            ..
-        }
-        | Lineage {
+        } if f.target_key.is_some() => Write::IntoVolume,
+        Volume {
             state: State::Disabled,
             ..
         } if !(f.owner && f.force) => {
@@ -326,18 +340,25 @@ fn encrypt_row(dst: Dst, f: Flags) -> Result<Decision> {
             )
             .with_hint("enable the target first"));
         }
-        Other { .. } | Lineage { .. } if f.owner && f.force => Write::NewClone,
-        Other { .. } | Lineage { .. } if f.owner => {
-            return Err(foreign(dst).with_hint(
-                "give --target-key ID to encrypt into it keeping its EMD, or --force to replace it with a new volume",
+        Volume { .. } if f.owner && f.force => Write::NewClone,
+        Volume { .. } if f.owner => {
+            return Err(Error::refused(
+                "the target is an EVFS volume with an EMD of its own; refusing to replace it with a new volume",
+            )
+            .with_hint(
+                "give --target-key ID (or -k ID) to encrypt into it keeping its EMD, or --force to replace it with a new volume",
             ));
         }
-        Other { .. } | Lineage { .. } => {
+        Volume { .. } => {
             return Err(Error::usage(
-                "the target is an EVFS volume: name its key with --target-key ID to encrypt into it",
+                "the target is an EVFS volume: name its key with -k ID or --target-key ID to encrypt into it",
             ));
         }
-        _ if f.target_key => return Err(no_volume_for_target_key()),
+        _ if f.target_key.is_some() => {
+            return Err(no_volume_for_target_key(
+                f.target_key.unwrap_or(TargetKey::Flag),
+            ));
+        }
         _ if !f.owner => {
             return Err(
                 Error::usage("the source is plain data: a new volume needs an owner")
@@ -358,9 +379,11 @@ fn encrypt_row(dst: Dst, f: Flags) -> Result<Decision> {
 
 fn check_room(d: Decision, dst: Dst, room: Room, sizes: Sizes) -> Result<()> {
     let (need, have, what) = match (d.write, dst, room) {
-        (Write::NewClone, _, Room::Bytes(have)) => (sizes.clone_device, have, "bytes of device"),
+        (Write::NewClone | Write::Refresh, _, Room::Bytes(have)) => {
+            (sizes.clone_device, have, "bytes of device")
+        }
         (Write::Plain, _, Room::Bytes(have)) => (sizes.plaintext, have, "bytes of device"),
-        (Write::IntoVolume, Dst::Lineage { data_size, .. } | Dst::Other { data_size, .. }, _) => {
+        (Write::IntoVolume, Dst::Volume { data_size, .. }, _) => {
             (sizes.plaintext, data_size, "bytes of data area")
         }
         _ => return Ok(()),
@@ -376,23 +399,29 @@ fn check_room(d: Decision, dst: Dst, room: Room, sizes: Sizes) -> Result<()> {
 
 fn twice(what: &str) -> Error {
     Error::refused(format!(
-        "double encryption: {what} would encrypt the data twice"
+        "double encryption: {what}: the data would be encrypted twice"
     ))
 }
 
 fn foreign(dst: Dst) -> Error {
     let what = match dst {
         Dst::Foreign => "holds data that is not an EVFS volume",
-        _ => "is an EVFS volume of another lineage (its provenance does not name this source)",
+        _ => "is an EVFS volume that is not a clone of this source",
     };
     Error::refused(format!("the target {what}; refusing to overwrite it"))
         .with_hint("use --force to overwrite it")
 }
 
-fn no_volume_for_target_key() -> Error {
-    Error::usage(
-        "--target-key names the key of an existing EVFS target volume; this target is not one",
-    )
+fn no_volume_for_target_key(by: TargetKey) -> Error {
+    match by {
+        TargetKey::Flag => Error::usage(
+            "--target-key names the key of an existing EVFS target volume; this target is not one",
+        ),
+        TargetKey::K => Error::usage(
+            "the source is plain data, so -k can only name the key of an existing EVFS target volume; this target is not one",
+        )
+        .with_hint("give --owner ID to make a new volume (only the public key is needed)"),
+    }
 }
 
 #[cfg(test)]
@@ -423,7 +452,7 @@ mod tests {
     fn msg(src: Src, dst: Dst, f: Flags) -> String {
         decide(src, dst, Room::Grows, BIG, f)
             .err()
-            .map(|e| e.to_string())
+            .map(|e| format!("{e} / {}", e.hint().unwrap_or("")))
             .unwrap_or_default()
     }
 
@@ -431,22 +460,27 @@ mod tests {
         Flags::default()
     }
 
-    fn vol(state: State, lineage: bool) -> Dst {
-        if lineage {
-            Lineage {
-                state,
-                data_size: 50,
-            }
-        } else {
-            Other {
-                state,
-                data_size: 50,
-            }
+    fn with(f: impl FnOnce(&mut Flags)) -> Flags {
+        let mut flags = Flags::default();
+        f(&mut flags);
+        flags
+    }
+
+    fn vol(state: State, relation: Relation) -> Dst {
+        Volume {
+            state,
+            data_size: 50,
+            relation,
         }
     }
 
+    const CLONE: Relation = Relation::Clone;
+    const SAME: Relation = Relation::Same;
+    const OWN_SLOT: Relation = Relation::Own { key_slot: true };
+    const OWN: Relation = Relation::Own { key_slot: false };
+
     #[test]
-    fn row_enabled_volume_reencrypts_into_new_targets_streams_and_its_lineage() {
+    fn row_enabled_volume_reencrypts_into_new_targets_streams_and_refreshes_its_clones() {
         use Mode::Reencrypt;
         assert_eq!(
             ok(Src::Enabled, Blank, flags()),
@@ -461,33 +495,55 @@ mod tests {
             (Reencrypt, Write::Stream)
         );
         assert_eq!(
-            ok(Src::Enabled, vol(EN, true), flags()),
-            (Reencrypt, Write::NewClone)
+            ok(Src::Enabled, vol(EN, CLONE), flags()),
+            (Reencrypt, Write::Refresh)
         );
-        let tk = Flags {
-            target_key: true,
-            ..flags()
-        };
+        let tk = with(|f| f.target_key = Some(TargetKey::Flag));
+        for rel in [CLONE, SAME, OWN, OWN_SLOT] {
+            assert_eq!(
+                ok(Src::Enabled, vol(EN, rel), tk),
+                (Reencrypt, Write::IntoVolume),
+                "{rel:?}"
+            );
+        }
+        let force = with(|f| f.force = true);
+        for rel in [SAME, OWN, OWN_SLOT] {
+            assert_eq!(
+                ok(Src::Enabled, vol(EN, rel), force),
+                (Reencrypt, Write::NewClone),
+                "{rel:?}"
+            );
+        }
         assert_eq!(
-            ok(Src::Enabled, vol(EN, false), tk),
+            ok(Src::Enabled, vol(EN, CLONE), force),
+            (Reencrypt, Write::Refresh)
+        );
+    }
+
+    /// Case 5 of the safety issue: a volume with its own EMD (carol's) is
+    /// written with its own key or refused, never silently re-cloned.
+    #[test]
+    fn row_a_target_with_its_own_emd_is_written_with_its_own_key_or_refused() {
+        use Mode::Reencrypt;
+        assert_eq!(
+            ok(Src::Enabled, vol(EN, OWN_SLOT), flags()),
             (Reencrypt, Write::IntoVolume)
         );
-        let force = Flags {
-            force: true,
-            ..flags()
-        };
         assert_eq!(
-            ok(Src::Enabled, vol(EN, false), force),
-            (Reencrypt, Write::NewClone)
+            ok(Src::Enabled, vol(EN, SAME), flags()),
+            (Reencrypt, Write::IntoVolume)
+        );
+        assert_eq!(code(Src::Enabled, vol(EN, OWN), flags()), 3);
+        let m = msg(Src::Enabled, vol(EN, OWN), flags());
+        assert!(
+            m.contains("EMD of its own") && m.contains("--target-key"),
+            "{m}"
         );
     }
 
     #[test]
     fn row_plain_source_encrypts_with_owner_or_into_a_volume() {
-        let owner = Flags {
-            owner: true,
-            ..flags()
-        };
+        let owner = with(|f| f.owner = true);
         assert_eq!(
             ok(Src::Plain, Blank, owner),
             (Mode::Encrypt, Write::NewClone)
@@ -496,69 +552,83 @@ mod tests {
             ok(Src::Plain, Stdout, owner),
             (Mode::Encrypt, Write::Stream)
         );
-        let tk = Flags {
-            target_key: true,
-            ..flags()
-        };
-        assert_eq!(
-            ok(Src::Plain, vol(EN, false), tk),
-            (Mode::Encrypt, Write::IntoVolume)
-        );
+        for by in [TargetKey::Flag, TargetKey::K] {
+            let tk = with(|f| f.target_key = Some(by));
+            assert_eq!(
+                ok(Src::Plain, vol(EN, OWN), tk),
+                (Mode::Encrypt, Write::IntoVolume)
+            );
+        }
         assert_eq!(
             code(Src::Plain, Blank, flags()),
             2,
             "a new target needs --owner"
         );
-        assert_eq!(code(Src::Plain, vol(EN, false), flags()), 2);
-        assert_eq!(code(Src::Plain, vol(EN, false), owner), 3, "foreign volume");
+        assert_eq!(code(Src::Plain, vol(EN, OWN), flags()), 2);
+        assert_eq!(code(Src::Plain, vol(EN, OWN), owner), 3, "foreign volume");
+    }
+
+    /// Case 15: a plain source with -k into a new target blames -k, not a
+    /// --target-key that was never given.
+    #[test]
+    fn a_plain_source_with_k_and_no_volume_names_k() {
+        let k = with(|f| f.target_key = Some(TargetKey::K));
+        assert_eq!(code(Src::Plain, Blank, k), 2);
+        let m = msg(Src::Plain, Blank, k);
+        assert!(
+            m.contains("-k can only name") && !m.contains("--target-key"),
+            "{m}"
+        );
+        assert!(m.contains("--owner"), "{m}");
     }
 
     #[test]
     fn row_raw_source_clones_into_new_targets_streams_and_disabled_volumes() {
-        let raw = Flags {
-            raw: true,
-            ..flags()
-        };
+        let raw = with(|f| f.raw = true);
         for src in [Src::Enabled, Src::Disabled] {
             assert_eq!(ok(src, Blank, raw), (Mode::Raw, Write::NewClone));
             assert_eq!(ok(src, Stdout, raw), (Mode::Raw, Write::Stream));
             assert_eq!(ok(src, StreamFile, raw), (Mode::Raw, Write::Stream));
-            assert_eq!(ok(src, vol(DIS, true), raw), (Mode::Raw, Write::NewClone));
+            for rel in [SAME, CLONE] {
+                assert_eq!(ok(src, vol(DIS, rel), raw), (Mode::Raw, Write::NewClone));
+            }
+            assert_eq!(code(src, vol(DIS, OWN_SLOT), raw), 3);
         }
         assert_eq!(code(Src::Plain, Blank, raw), 3);
     }
 
     #[test]
     fn row_disabled_or_raw_source_into_an_encrypting_target_is_double_encryption() {
-        let raw = Flags {
-            raw: true,
-            ..flags()
-        };
-        for dst in [Blank, Stdout, StreamFile, vol(EN, true), vol(EN, false)] {
+        let raw = with(|f| f.raw = true);
+        for dst in [Blank, Stdout, StreamFile, vol(EN, CLONE), vol(EN, OWN)] {
             assert_eq!(code(Src::Disabled, dst, flags()), 3, "{dst:?}");
-            assert!(msg(Src::Disabled, dst, flags()).contains("encrypt the data twice"));
+            let m = msg(Src::Disabled, dst, flags());
+            assert!(m.contains("encrypted twice"), "{m}");
+            assert!(m.contains("the source is disabled"), "{m}");
         }
-        for dst in [vol(EN, true), vol(EN, false)] {
+        for dst in [vol(EN, CLONE), vol(EN, OWN), vol(EN, SAME)] {
             assert_eq!(code(Src::Enabled, dst, raw), 3, "{dst:?}");
-            assert!(msg(Src::Enabled, dst, raw).contains("encrypt the data twice"));
+            assert!(msg(Src::Enabled, dst, raw).contains("encrypted twice"));
         }
-        for extra in [
-            Flags { owner: true, ..raw },
-            Flags {
-                target_key: true,
-                ..raw
-            },
+        for (extra, name) in [
+            (with(|f| f.owner = true), "--owner"),
+            (
+                with(|f| f.target_key = Some(TargetKey::Flag)),
+                "--target-key",
+            ),
         ] {
-            assert!(msg(Src::Disabled, Blank, extra).contains("encrypt the data twice"));
+            let f = Flags { raw: true, ..extra };
+            let m = msg(Src::Disabled, Blank, f);
+            assert!(m.contains("encrypted twice") && m.contains(name), "{m}");
+            // One sentence that reads: the old text said "... would be
+            // encrypted again by ... would encrypt the data twice".
+            assert!(!m.contains("would encrypt the data twice"), "{m}");
         }
     }
 
     #[test]
     fn row_cleartext_export_only_with_the_flag() {
-        let clear = Flags {
-            cleartext: true,
-            ..flags()
-        };
+        let clear = with(|f| f.cleartext = true);
         assert_eq!(
             ok(Src::Enabled, Blank, clear),
             (Mode::Cleartext, Write::Plain)
@@ -585,37 +655,25 @@ mod tests {
             ok(Src::Enabled, Blank, flags()),
             (Mode::Reencrypt, Write::NewClone)
         );
-        let force = Flags {
-            force: true,
-            ..flags()
-        };
         assert_eq!(
-            ok(Src::Enabled, Foreign, force),
+            ok(Src::Enabled, Foreign, with(|f| f.force = true)),
             (Mode::Reencrypt, Write::NewClone)
         );
     }
 
     #[test]
     fn row_decrypted_data_onto_a_disabled_volume_or_cleartext_into_a_volume_is_refused() {
-        let clear = Flags {
-            cleartext: true,
-            ..flags()
-        };
-        for dst in [
-            vol(EN, true),
-            vol(EN, false),
-            vol(DIS, true),
-            vol(DIS, false),
-        ] {
-            assert_eq!(code(Src::Enabled, dst, clear), 3, "{dst:?}");
-            assert!(msg(Src::Enabled, dst, clear).contains("cleartext on encrypted media"));
+        let clear = with(|f| f.cleartext = true);
+        for rel in [SAME, CLONE, OWN, OWN_SLOT] {
+            for state in [EN, DIS] {
+                let dst = vol(state, rel);
+                assert_eq!(code(Src::Enabled, dst, clear), 3, "{dst:?}");
+                assert!(msg(Src::Enabled, dst, clear).contains("cleartext on encrypted media"));
+            }
         }
-        let tk = Flags {
-            target_key: true,
-            ..flags()
-        };
+        let tk = with(|f| f.target_key = Some(TargetKey::Flag));
         for f in [flags(), tk] {
-            for dst in [vol(DIS, true), vol(DIS, false)] {
+            for dst in [vol(DIS, CLONE), vol(DIS, OWN_SLOT)] {
                 assert_eq!(code(Src::Enabled, dst, f), 3);
                 assert!(msg(Src::Enabled, dst, f).contains("cleartext on encrypted media"));
                 assert_eq!(code(Src::Plain, dst, tk), 3);
@@ -635,23 +693,20 @@ mod tests {
             assert_eq!(code(src, Source, f), 3);
         }
         assert_eq!(code(Src::Enabled, Foreign, flags()), 3);
-        assert_eq!(code(Src::Enabled, vol(EN, false), flags()), 3);
-        let raw = Flags {
-            raw: true,
-            ..flags()
-        };
-        assert_eq!(code(Src::Disabled, vol(DIS, false), raw), 3);
+        assert_eq!(code(Src::Enabled, vol(EN, OWN), flags()), 3);
+        let raw = with(|f| f.raw = true);
+        assert_eq!(code(Src::Disabled, vol(DIS, OWN), raw), 3);
         let small = decide(Src::Enabled, Blank, Room::Bytes(99), BIG, flags()).unwrap_err();
         assert_eq!(small.exit_code(), 3);
         assert!(small.to_string().contains("too small"));
         assert!(decide(Src::Enabled, Blank, Room::Bytes(100), BIG, flags()).is_ok());
-        let tk = Flags {
-            target_key: true,
-            ..flags()
-        };
-        let tight = Other {
+        let refresh = decide(Src::Enabled, vol(EN, CLONE), Room::Bytes(99), BIG, flags());
+        assert_eq!(refresh.unwrap_err().exit_code(), 3);
+        let tk = with(|f| f.target_key = Some(TargetKey::Flag));
+        let tight = Volume {
             state: EN,
             data_size: 49,
+            relation: OWN,
         };
         assert_eq!(
             decide(Src::Enabled, tight, Room::Grows, BIG, tk)
@@ -659,10 +714,7 @@ mod tests {
                 .exit_code(),
             3
         );
-        let clear = Flags {
-            cleartext: true,
-            ..flags()
-        };
+        let clear = with(|f| f.cleartext = true);
         assert_eq!(
             decide(Src::Enabled, Blank, Room::Bytes(49), BIG, clear)
                 .unwrap_err()
@@ -679,10 +731,7 @@ mod tests {
                 Blank,
                 Room::Bytes(1),
                 unknown,
-                Flags {
-                    owner: true,
-                    ..flags()
-                }
+                with(|f| f.owner = true)
             )
             .is_ok()
         );
@@ -690,22 +739,16 @@ mod tests {
 
     #[test]
     fn contradictory_flags_are_refused() {
-        let both = Flags {
-            raw: true,
-            cleartext: true,
-            ..flags()
-        };
+        let both = with(|f| {
+            f.raw = true;
+            f.cleartext = true;
+        });
         assert_eq!(code(Src::Enabled, Blank, both), 3);
-        let co = Flags {
-            cleartext: true,
-            owner: true,
-            ..flags()
-        };
+        let co = with(|f| {
+            f.cleartext = true;
+            f.owner = true;
+        });
         assert_eq!(code(Src::Enabled, Blank, co), 2);
-        let owner = Flags {
-            owner: true,
-            ..flags()
-        };
-        assert_eq!(code(Src::Enabled, Blank, owner), 2);
+        assert_eq!(code(Src::Enabled, Blank, with(|f| f.owner = true)), 2);
     }
 }

@@ -6,5 +6,6 @@
 pub mod clone;
 pub mod decide;
 pub mod resume;
+pub mod rollback;
 pub mod source;
 pub mod target;

@@ -245,6 +245,7 @@ mod tests {
         t.mac = [0x33; 32];
         t.dirty = true;
         t.checkpoint = Some(Checkpoint {
+            task: crate::emd::Task::Backup,
             run_id: [1; 16],
             source_uuid: s.uuid,
             bytes_done: done,

@@ -73,11 +73,18 @@ impl OpenSource {
             .ctx("reading", "standard input")?;
         match sniff::sniff(&head) {
             Kind::Stream => Err(stream_source(Path::new("-"))),
-            Kind::Plain => Ok(OpenSource {
-                name: "standard input".to_string(),
-                emd: None,
-                data: Data::Stdin { head },
-            }),
+            Kind::Plain => {
+                // Enough of the start for the ciphertext check.
+                (&mut stdin)
+                    .take((sniff::SCAN_LEN - head.len()) as u64)
+                    .read_to_end(&mut head)
+                    .ctx("reading", "standard input")?;
+                Ok(OpenSource {
+                    name: "standard input".to_string(),
+                    emd: None,
+                    data: Data::Stdin { head },
+                })
+            }
             Kind::Volume => {
                 let emd = Emd::parse(&head).map_err(|e| {
                     Error::integrity(format!(
@@ -113,24 +120,66 @@ impl OpenSource {
         matches!(self.data, Data::Stdin { .. })
     }
 
-    /// Bytes of data the backup reads: a volume's data area, a plain file's
-    /// size, or unknown for plain stdin.
+    /// Bytes of plaintext the backup copies: a volume's data length, a plain
+    /// file's size, or unknown for plain stdin.
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> Option<u64> {
         match (&self.emd, &self.data) {
-            (Some(e), _) => Some(e.data_size),
+            (Some(e), _) => Some(e.data_len),
             (None, Data::Device(d)) => Some(d.size()),
             (None, Data::Stdin { .. }) => None,
         }
     }
 
+    /// Bytes the backup reads: a volume's data length in whole sectors (the
+    /// cipher works on sectors), else [`Self::len`].
+    pub fn read_len(&self) -> Option<u64> {
+        match &self.emd {
+            Some(e) => Some(e.data_len.next_multiple_of(u64::from(e.sector_size))),
+            None => self.len(),
+        }
+    }
+
+    /// Whether plain data looks like something that must not be encrypted
+    /// as plain data: ciphertext, a LUKS volume, a disk image holding an
+    /// EVFS volume (see [`sniff::ciphertext`]). `None` for volumes.
+    pub fn suspect(&self) -> Result<Option<sniff::Suspect>> {
+        if self.emd.is_some() {
+            return Ok(None);
+        }
+        match &self.data {
+            Data::Stdin { head } => Ok(sniff::ciphertext(head, &[])),
+            Data::Device(dev) => {
+                let size = dev.size();
+                let mut head = vec![0u8; (sniff::SCAN_LEN as u64).min(size) as usize];
+                dev.read_at(&mut head, 0)?;
+                let sector = sniff::SECTOR as u64;
+                let rest = size.saturating_sub(sniff::HEAD_LEN as u64) / sector;
+                let mut spread = Vec::new();
+                if rest > 0 {
+                    for i in 0..sniff::SPREAD as u64 {
+                        let at =
+                            sniff::HEAD_LEN as u64 + (i * rest / sniff::SPREAD as u64) * sector;
+                        let mut buf = vec![0u8; sniff::SECTOR];
+                        if at + sector <= size {
+                            dev.read_at(&mut buf, at)?;
+                            spread.push(buf);
+                        }
+                    }
+                }
+                let spread: Vec<&[u8]> = spread.iter().map(Vec::as_slice).collect();
+                Ok(sniff::ciphertext(&head, &spread))
+            }
+        }
+    }
+
     /// The pipeline source over the data, from `start` (a multiple of the chunk size).
     pub fn pipeline_source(self, start: u64, buffers: usize) -> Result<Box<dyn Source>> {
-        let len = self.len();
+        let len = self.read_len();
         match self.data {
             Data::Device(dev) => {
                 let (offset, size) = match &self.emd {
-                    Some(e) => (e.data_offset, e.data_size),
+                    Some(e) => (e.data_offset, len.unwrap_or(0)),
                     None => (0, dev.size()),
                 };
                 let path: PathBuf = dev.path().to_path_buf();

@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::decide::{Dst, Room};
+use super::decide::{Dst, Relation, Room};
 use crate::emd::{Copies, Emd};
 use crate::error::{Error, Result};
+use crate::keys::KeyId;
 use crate::volume::device::{Device, Identity, identity_of};
 
 /// Where the backup goes.
@@ -23,11 +24,14 @@ pub struct Classified {
 }
 
 /// Classify `place`. `source` identifies the source's storage; `source_uuid`
-/// is the source volume's UUID (none for plain sources).
+/// is the source volume's UUID (none for plain sources); `key` is the key
+/// ID of `-k`, whose slot in a target volume lets it be written with its
+/// own key.
 pub fn classify(
     place: &Place,
     source: Option<Identity>,
     source_uuid: Option<[u8; 16]>,
+    key: Option<&KeyId>,
 ) -> Result<Classified> {
     let path = match place {
         Place::Stdout => {
@@ -73,22 +77,21 @@ pub fn classify(
     };
     let copies = Copies::read(&dev)?;
     if let Some(e) = copies.current() {
-        // An interrupted backup of this source (dirty, its checkpoint naming
-        // the source) is of the lineage too, so that running the backup again
-        // after a crash needs no --force.
-        let lineage = source_uuid.is_some_and(|u| {
-            e.uuid == u
-                || e.provenance.as_ref().is_some_and(|p| p.source_uuid == u)
-                || (e.dirty && e.checkpoint.as_ref().is_some_and(|c| c.source_uuid == u))
-        });
-        let (state, data_size) = (e.state, e.data_size);
-        let dst = if lineage {
-            Dst::Lineage { state, data_size }
-        } else {
-            Dst::Other { state, data_size }
+        // An interrupted clone of this source carries the clone's EMD too,
+        // so running the backup again after a crash refreshes it.
+        let relation = match source_uuid {
+            Some(u) if e.uuid == u => Relation::Same,
+            Some(u) if e.clone_of == Some(u) => Relation::Clone,
+            _ => Relation::Own {
+                key_slot: key.is_some_and(|id| e.slot(id).is_some()),
+            },
         };
         return Ok(Classified {
-            dst,
+            dst: Dst::Volume {
+                state: e.state,
+                data_size: e.data_size,
+                relation,
+            },
             room,
             emd: Some(e.clone()),
         });

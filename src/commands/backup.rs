@@ -10,8 +10,9 @@ use serde_json::json;
 use super::data::threads;
 use super::{Ctx, DATA_ROLES};
 use crate::backup::clone;
-use crate::backup::decide::{self, Decision, Dst, Flags, Mode, Sizes, Src, Write};
+use crate::backup::decide::{self, Decision, Dst, Flags, Mode, Sizes, Src, TargetKey, Write};
 use crate::backup::resume::{self, CheckpointSink, ResumePoint, RunKind};
+use crate::backup::rollback::{self, Lineage};
 use crate::backup::source::OpenSource;
 use crate::backup::target::{self, Classified, Place};
 use crate::cli::BackupArgs;
@@ -26,12 +27,14 @@ use crate::pipeline::{self, Outcome, Plan, SectorKey};
 use crate::volume::device::{partial_path, rename_into_place};
 use crate::volume::{Device, NewVolume, Volume, layout, lock, unlock_emd};
 
-/// Sector size of volumes made from plain data.
-const NEW_SECTOR: u64 = 4096;
+/// Sector size of volumes made from plain data, unless `--sector-size`.
+const NEW_SECTOR: u32 = 4096;
 
 /// What a finished backup reports (`--json` and the summary line).
 pub struct Report {
     pub mode: Mode,
+    /// What a restored stream was made as (a restore only).
+    pub stream_mode: Option<Mode>,
     pub bytes: u64,
     pub seconds: f64,
     pub digest: Option<blake3::Hash>,
@@ -50,6 +53,7 @@ impl Report {
     pub fn json(&self) -> serde_json::Value {
         json!({
             "mode": self.mode.name(),
+            "stream_mode": self.stream_mode.map(Mode::name),
             "bytes": self.bytes,
             "seconds": self.seconds,
             "plaintext_blake3": self.digest.map(|d| d.to_hex().to_string()),
@@ -76,6 +80,9 @@ impl Report {
             self.threads,
             if self.threads == 1 { "" } else { "s" }
         );
+        if let Some(m) = self.stream_mode {
+            s.push_str(&format!(", a {} stream", m.name()));
+        }
         if let Some(n) = self.stream_bytes {
             s.push_str(&format!(", stream {}", crate::size::human(n)));
         }
@@ -135,10 +142,14 @@ pub(super) struct Job<'a> {
     pub started: Timestamp,
     pub clock: Instant,
     pub progress: ProgressMode,
-    /// The unlocked `-k` key of a decrypted source (it also opens a resumed clone's key).
-    pub source_pk: Option<PrivateKey>,
+    /// The unlocked `-k` key (of a decrypted source, or of the target of a
+    /// plain source): it also opens a clone's key or a target volume with a
+    /// slot for it, without asking for its passphrase again.
+    pub k_pk: Option<PrivateKey>,
     /// Where `--resume` continues, when it does.
     pub resume: Option<ResumePoint>,
+    /// The target's EMD as classified (an existing volume).
+    pub target: Option<Emd>,
 }
 
 /// Run a backup and return its report (also used by `demo`).
@@ -149,7 +160,8 @@ pub fn execute(ctx: &Ctx, args: &BackupArgs) -> Result<Report> {
 
     let src = OpenSource::open(&args.src)?;
     let src_uuid = src.emd.as_ref().map(|e| e.uuid);
-    let classified = target::classify(&place, src.identity(), src_uuid)?;
+    let k_id = args.key.key.as_deref().map(KeyId::parse).transpose()?;
+    let classified = target::classify(&place, src.identity(), src_uuid, k_id.as_ref())?;
     if let Place::Path(p) = &place
         && classified.dst != Dst::Source
     {
@@ -164,16 +176,16 @@ pub fn execute(ctx: &Ctx, args: &BackupArgs) -> Result<Report> {
         Some(_) => Src::Disabled,
     };
     // With a plain source, -k can only mean the key of the target volume.
-    let target_key = args.target_key.clone().or_else(|| {
-        (src_kind == Src::Plain)
-            .then(|| args.key.key.clone())
-            .flatten()
-    });
+    let target_key: Option<(KeyId, TargetKey)> = match (&args.target_key, &k_id) {
+        (Some(t), _) => Some((KeyId::parse(t)?, TargetKey::Flag)),
+        (None, Some(k)) if src_kind == Src::Plain => Some((k.clone(), TargetKey::K)),
+        _ => None,
+    };
     let flags = Flags {
         raw: args.raw,
         cleartext: args.cleartext,
         owner: args.owner.is_some(),
-        target_key: target_key.is_some(),
+        target_key: target_key.as_ref().map(|(_, by)| *by),
         force: args.force,
     };
     let resume = match (&place, args.resume) {
@@ -192,19 +204,42 @@ pub fn execute(ctx: &Ctx, args: &BackupArgs) -> Result<Report> {
     // interrupted run began: blank for a new clone, the volume itself for a
     // backup into it with its own key.
     let dst = match &resume {
-        Some(_) if target_key.is_none() => Dst::Blank,
+        Some(r) if target_key.is_none() && r.emd.clone_of.is_none() => Dst::Blank,
         _ => classified.dst,
     };
-    let clone_data = match &src.emd {
-        Some(e) => Some(e.data_size),
-        None => src.len().map(|n| n.div_ceil(NEW_SECTOR) * NEW_SECTOR),
-    };
     let sizes = Sizes {
-        clone_device: clone_data.map(layout::device_size_for),
+        clone_device: new_data_size(args, &src).map(layout::device_size_for),
         plaintext: src.len(),
     };
     let decision = decide::decide(src_kind, dst, classified.room, sizes, flags)?;
     check_mode_flags(args, decision)?;
+    if decision.mode == Mode::Encrypt
+        && !args.force
+        && let Some(suspect) = src.suspect()?
+    {
+        return Err(Error::refused(format!(
+            "{} looks like {}: encrypting it as plain data would encrypt it twice",
+            src.name,
+            suspect.describe()
+        ))
+        .with_hint(
+            "back up the volume itself (or clone it with --raw); add --force only if the data really is random or compressed bytes",
+        ));
+    }
+    if let (Some(t), Some(s), Place::Path(p)) = (&classified.emd, &src.emd, &place)
+        && matches!(
+            decision.write,
+            Write::NewClone | Write::Refresh | Write::IntoVolume
+        )
+    {
+        rollback::check(
+            &Lineage::of(s),
+            &src.name,
+            t,
+            &p.display().to_string(),
+            args.force,
+        )?;
+    }
     ctx.detail(format!(
         "evfs: source {} ({src_kind:?}), target {:?}: {} via {:?}",
         src.name,
@@ -232,7 +267,7 @@ pub fn execute(ctx: &Ctx, args: &BackupArgs) -> Result<Report> {
     } else if args.resume {
         ctx.detail("evfs: --resume: nothing to resume, running a full backup");
     }
-    let (src_key, source_pk) = match decision.mode {
+    let (src_key, k_pk) = match decision.mode {
         Mode::Reencrypt | Mode::Cleartext => {
             let (key, pk) = unlock_source(ctx, args, &src)?;
             (Some(key), Some(pk))
@@ -250,13 +285,22 @@ pub fn execute(ctx: &Ctx, args: &BackupArgs) -> Result<Report> {
             lines: args.progress.then_some(args.progress_interval),
             bar: !ctx.quiet && !args.json,
         },
-        source_pk,
+        k_pk,
         resume,
+        target: classified.emd.clone(),
     };
     match (decision.write, &place) {
-        (Write::NewClone, Place::Path(p)) => job.new_clone(src, p, &classified, src_key),
+        (Write::NewClone | Write::Refresh, Place::Path(p)) => {
+            job.new_clone(src, p, &classified, src_key)
+        }
         (Write::IntoVolume, Place::Path(p)) => {
-            let id = target_key.expect("the table chose IntoVolume because a target key was given");
+            let id = match target_key {
+                Some((id, _)) => id,
+                // A volume the source's -k key has a slot in.
+                None => {
+                    k_id.ok_or_else(|| Error::runtime("internal: into a volume without a key"))?
+                }
+            };
             job.to_volume(src, p, &id, src_key)
         }
         (Write::Plain, _) => job.plain(src, &place, src_key),
@@ -264,6 +308,25 @@ pub fn execute(ctx: &Ctx, args: &BackupArgs) -> Result<Report> {
         (write, place) => Err(Error::runtime(format!(
             "internal: the table chose {write:?} for {place:?}"
         ))),
+    }
+}
+
+/// The sector size of a new target: `--sector-size`, else the source's,
+/// else 4096 for plain data.
+fn new_sector_size(args: &BackupArgs, src: Option<&Emd>) -> u32 {
+    args.sector_size
+        .or(src.map(|e| e.sector_size))
+        .unwrap_or(NEW_SECTOR)
+}
+
+/// The data area a new target gets: a clone's is the source's (in whole
+/// target sectors); plain data's is its length in whole sectors, at least
+/// one. Unknown for plain data on stdin.
+fn new_data_size(args: &BackupArgs, src: &OpenSource) -> Option<u64> {
+    let ss = u64::from(new_sector_size(args, src.emd.as_ref()));
+    match &src.emd {
+        Some(e) => Some(e.data_size.next_multiple_of(ss)),
+        None => src.len().map(|n| n.next_multiple_of(ss).max(ss)),
     }
 }
 
@@ -321,6 +384,30 @@ fn check_mode_flags(args: &BackupArgs, d: Decision) -> Result<()> {
     if d.mode == Mode::Raw && args.sparse {
         return Err(Error::usage(
             "--sparse finds all-zero plaintext, which a raw (keyless) stream never sees",
+        ));
+    }
+    let keyed_target = matches!(d.mode, Mode::Reencrypt | Mode::Encrypt);
+    if args.rekey && !(keyed_target && d.write != Write::IntoVolume) {
+        return Err(Error::usage(
+            "--rekey gives a re-encrypted clone a fresh volume key; it does not apply here",
+        )
+        .with_hint(
+            "a volume written with its own key keeps it; a raw clone has the source's key",
+        ));
+    }
+    if args.full && !(keyed_target && d.write != Write::Stream) {
+        return Err(Error::usage(
+            "--full rewrites a refreshed target volume in full; it does not apply here",
+        ));
+    }
+    if args.sector_size.is_some()
+        && !(keyed_target && matches!(d.write, Write::NewClone | Write::Refresh | Write::Stream))
+    {
+        return Err(Error::usage(
+            "--sector-size sets the sectors of a new target; it does not apply here",
+        )
+        .with_hint(
+            "a volume written with its own key keeps its sectors; a raw clone has the source's",
         ));
     }
     Ok(())
@@ -454,8 +541,8 @@ impl Job<'_> {
     }
 
     /// The target's EMD and key for a resumed clone: the EMD the interrupted
-    /// run left, and the key it wraps, opened with the source's `-k` key
-    /// (the clone has the source's slots), or none for a raw clone.
+    /// run left, and the key it wraps, opened with the `-k` key (the clone
+    /// has the source's slots), or none for a raw clone.
     fn resumed_emd(
         &self,
         r: &ResumePoint,
@@ -466,7 +553,7 @@ impl Job<'_> {
             return Ok((r.emd.clone(), None));
         }
         let pk = self
-            .source_pk
+            .k_pk
             .as_ref()
             .ok_or_else(|| Error::runtime("internal: resuming a clone without the source key"))?;
         let key = unlock_emd(&r.emd, path, pk, DATA_ROLES, "resume a backup into it")?.key;
@@ -482,43 +569,82 @@ impl Job<'_> {
         Ok((r.emd.clone(), Some(key)))
     }
 
-    /// The EMD a new target gets, and the key it is encrypted with: a clone
-    /// with a fresh key (or the source's with `--same-key`), a new volume for
-    /// a plain source, or the source's EMD as it is for a raw clone.
+    /// The EMD a target gets, and the key it is encrypted with: a new clone
+    /// with a fresh key (or the source's with `--same-key`); the refreshed
+    /// EMD of an existing clone, with its own key (fresh with `--rekey`); a
+    /// new volume for a plain source; or the source's EMD as it is for a
+    /// raw clone.
     pub(super) fn target_emd(
         &self,
         src: &OpenSource,
         src_key: Option<&VolumeKey>,
+        path: Option<&Path>,
     ) -> Result<(Emd, Option<VolumeKey>)> {
+        let args = self.args;
         match (self.decision.mode, &src.emd) {
+            (Mode::Reencrypt, Some(se)) if self.decision.write == Write::Refresh => {
+                let t = self
+                    .target
+                    .as_ref()
+                    .ok_or_else(|| Error::runtime("internal: a refresh without a target"))?;
+                let name = path.map_or_else(String::new, |p| p.display().to_string());
+                let key = match (src_key, args.same_key, args.rekey) {
+                    (Some(k), true, _) => k.duplicate(),
+                    (_, _, true) => VolumeKey::generate(se.cipher)?,
+                    _ => match self.k_pk.as_ref().filter(|pk| t.slot(pk.id()).is_some()) {
+                        Some(pk) => {
+                            unlock_emd(t, Path::new(&name), pk, DATA_ROLES, "refresh it")?.key
+                        }
+                        None => {
+                            self.ctx.note(format!(
+                                "evfs: -k has no slot in the clone {name}: it gets a fresh volume key"
+                            ));
+                            VolumeKey::generate(se.cipher)?
+                        }
+                    },
+                };
+                let keeps = !(args.rekey || args.same_key);
+                let ss =
+                    args.sector_size
+                        .unwrap_or(if keeps { t.sector_size } else { se.sector_size });
+                if !t.data_size.is_multiple_of(u64::from(ss)) || t.data_size < se.data_len {
+                    return Err(Error::refused(format!(
+                        "the clone {name} has a data area of {} bytes, which cannot hold the source's {} bytes in {ss}-byte sectors",
+                        t.data_size, se.data_len
+                    ))
+                    .with_hint("use --force to replace it with a new clone"));
+                }
+                Ok((clone::refresh_emd(se, t, &key, ss)?, Some(key)))
+            }
             (Mode::Reencrypt, Some(se)) => {
-                let key = match (src_key, self.args.same_key) {
+                let key = match (src_key, args.same_key) {
                     (Some(k), true) => k.duplicate(),
                     _ => VolumeKey::generate(se.cipher)?,
                 };
-                Ok((clone::clone_emd(se, &key)?, Some(key)))
+                let ss = new_sector_size(args, Some(se));
+                Ok((clone::clone_emd(se, &key, ss)?, Some(key)))
             }
             (Mode::Encrypt, None) => {
-                let owner = KeyId::parse(self.args.owner.as_deref().unwrap_or_default())?;
+                let owner = KeyId::parse(args.owner.as_deref().unwrap_or_default())?;
                 if owner.is_recovery() {
                     return Err(Error::usage(format!(
                         "{owner} is a recovery key; a recovery key cannot own a volume"
                     )));
                 }
                 let public = self.ctx.keystore()?.public(&owner)?;
-                let data_size = src
-                    .len()
-                    .map_or(NEW_SECTOR, |n| n.div_ceil(NEW_SECTOR) * NEW_SECTOR)
-                    .max(NEW_SECTOR);
-                let (emd, key) = NewVolume {
+                let ss = new_sector_size(args, None);
+                let (mut emd, key) = NewVolume {
                     cipher: Cipher::Aes256Xts,
-                    sector_size: NEW_SECTOR as u32,
-                    data_size,
+                    sector_size: ss,
+                    data_size: new_data_size(args, src).unwrap_or(u64::from(ss)),
+                    data_len: src.len().unwrap_or(0),
                     label: "",
                     owner: (&owner, public),
                     recovery: vec![],
                 }
                 .build()?;
+                emd.data_version = 1;
+                emd.seal(&key);
                 Ok((emd, Some(key)))
             }
             (Mode::Raw, Some(se)) => Ok((se.clone(), None)),
@@ -527,8 +653,8 @@ impl Job<'_> {
     }
 
     /// A fresh EMD clone (or new volume) and the data, into a new file, a
-    /// blank one, a same-lineage volume, or a replaced one (`--force`); or
-    /// the rest of an interrupted one (`--resume`).
+    /// blank one, an existing clone of the source (refreshed), or a replaced
+    /// one (`--force`); or the rest of an interrupted one (`--resume`).
     fn new_clone(
         &self,
         src: OpenSource,
@@ -541,7 +667,7 @@ impl Job<'_> {
         let resume = self.resume.as_ref();
         let (mut emd, tkey) = match resume {
             Some(r) => self.resumed_emd(r, path, src_key.as_ref())?,
-            None => self.target_emd(&src, src_key.as_ref())?,
+            None => self.target_emd(&src, src_key.as_ref(), Some(path))?,
         };
         let src_uuid = src_emd.as_ref().map_or([0; 16], |e| e.uuid);
         let src_generation = src_emd.as_ref().map_or(0, |e| e.generation);
@@ -591,7 +717,7 @@ impl Job<'_> {
             encrypt: tkey.as_ref().map(|k| sector_key(k, emd.sector_size)),
             hash: mode != Mode::Raw,
             detect_zero: false,
-            plain_len: None,
+            plain_len: known_len,
             start,
             framer: None,
         };
@@ -605,21 +731,16 @@ impl Job<'_> {
                 dev: &dev,
                 base: emd.data_offset,
                 limit,
+                exact: false,
             })?;
             let mut sink = CheckpointSink::new(inner, &dev, &mut emd)?;
             self.run_pipeline_after(&plan, tree, src, &mut sink)?
         };
         let bytes = start + outcome.bytes;
         if known_len.is_none() {
-            if bytes == 0 {
-                if created {
-                    let _ = std::fs::remove_file(path);
-                }
-                return Err(Error::refused(
-                    "the source is empty: there is nothing to put in a volume",
-                ));
-            }
-            emd.data_size = bytes.div_ceil(NEW_SECTOR) * NEW_SECTOR;
+            let ss = u64::from(emd.sector_size);
+            emd.data_size = bytes.next_multiple_of(ss).max(ss);
+            emd.data_len = bytes;
             if !dev.is_block() {
                 let size = layout::device_size_for(emd.data_size);
                 dev.resize(size)?;
@@ -630,10 +751,11 @@ impl Job<'_> {
         emd.checkpoint = None;
         if let Some(k) = &tkey {
             emd.provenance = Some(clone::provenance(
-                src_uuid,
+                clone::origin(src_emd.as_ref()),
                 self.started,
                 bytes,
                 outcome.digest,
+                emd.data_version,
             ));
             emd.seal(k);
         }
@@ -641,6 +763,7 @@ impl Job<'_> {
         emd::write_both(&dev, &emd)?;
         Ok(Report {
             mode,
+            stream_mode: None,
             bytes,
             seconds: self.clock.elapsed().as_secs_f64(),
             digest: outcome.digest,
@@ -660,7 +783,7 @@ impl Job<'_> {
         &self,
         src: OpenSource,
         path: &Path,
-        target_key: &str,
+        id: &KeyId,
         src_key: Option<VolumeKey>,
     ) -> Result<Report> {
         let dev = Device::open_write(path)?;
@@ -672,24 +795,41 @@ impl Job<'_> {
         {
             return Err(changed_under_us(path));
         }
-        let id = KeyId::parse(target_key)?;
-        // A plain source's -k names the target's key, and its passphrase file serves it.
-        let pass_file =
-            self.args
-                .target_passphrase_file
-                .as_deref()
-                .or(if self.args.target_key.is_none() {
-                    self.args.key.passphrase_file.as_deref()
-                } else {
-                    None
-                });
-        let pk = passphrase::unlock(
-            &self.ctx.keystore()?,
-            &id,
-            &PassphraseSource::file(pass_file),
-        )?;
-        let unlocked = tv.unlock(&pk, DATA_ROLES, "write data into it")?;
+        // The key that unlocked the source, or a plain source's -k, is not
+        // asked for again when it is also the target's.
+        let fresh;
+        let pk = match &self.k_pk {
+            Some(pk) if pk.id() == id => pk,
+            _ => {
+                // A plain source's -k names the target's key, and its
+                // passphrase file serves it.
+                let pass_file = self.args.target_passphrase_file.as_deref().or(
+                    if self.args.target_key.is_none() {
+                        self.args.key.passphrase_file.as_deref()
+                    } else {
+                        None
+                    },
+                );
+                fresh = passphrase::unlock(
+                    &self.ctx.keystore()?,
+                    id,
+                    &PassphraseSource::file(pass_file),
+                )?;
+                &fresh
+            }
+        };
+        let unlocked = tv.unlock(pk, DATA_ROLES, "write data into it")?;
         tv.require_enabled("written with decrypted data")?;
+        let len = src.len();
+        if let Some(n) = len
+            && n > tv.emd.data_size
+        {
+            return Err(Error::refused(format!(
+                "the target is too small: its data area has {} bytes, the backup needs {n}",
+                tv.emd.data_size
+            ))
+            .with_hint("choose a larger target, or a new file"));
+        }
         let src_emd: Option<Emd> = src.emd.clone();
         let src_uuid = src_emd.as_ref().map_or([0; 16], |e| e.uuid);
         let src_generation = src_emd.as_ref().map_or(0, |e| e.generation);
@@ -699,8 +839,13 @@ impl Job<'_> {
             tv.emd.checkpoint = Some(clone::checkpoint(
                 src_uuid,
                 src_generation,
-                src.len().unwrap_or(0),
+                len.unwrap_or(0),
             )?);
+            // A data write: the volume's data version moves on, and it no
+            // longer holds a clone of any source.
+            tv.emd.data_version += 1;
+            tv.emd.clone_of = None;
+            tv.emd.seal(&unlocked.key);
         }
         tv.commit()?;
         let tree = self.written_prefix(&tv.dev, &tv.emd, Some(&unlocked.key), start)?;
@@ -713,7 +858,7 @@ impl Job<'_> {
             encrypt: Some(sector_key(&unlocked.key, tv.emd.sector_size)),
             hash: true,
             detect_zero: false,
-            plain_len: None,
+            plain_len: len,
             start,
             framer: None,
         };
@@ -722,6 +867,7 @@ impl Job<'_> {
                 dev: &tv.dev,
                 base: tv.emd.data_offset,
                 limit: tv.emd.data_size,
+                exact: false,
             })?;
             let mut sink = CheckpointSink::new(inner, &tv.dev, &mut tv.emd)?;
             self.run_pipeline_after(&plan, tree, src, &mut sink)?
@@ -730,16 +876,19 @@ impl Job<'_> {
         tv.dev.sync()?;
         tv.emd.dirty = false;
         tv.emd.checkpoint = None;
+        tv.emd.data_len = bytes;
         tv.emd.provenance = Some(clone::provenance(
-            src_uuid,
+            clone::origin(src_emd.as_ref()),
             self.started,
             bytes,
             outcome.digest,
+            tv.emd.data_version,
         ));
         tv.emd.seal(&unlocked.key);
         tv.commit()?;
         Ok(Report {
             mode: self.decision.mode,
+            stream_mode: None,
             bytes,
             seconds: self.clock.elapsed().as_secs_f64(),
             digest: outcome.digest,
@@ -764,11 +913,11 @@ impl Job<'_> {
             encrypt: None,
             hash: true,
             detect_zero: false,
-            plain_len: None,
+            plain_len: Some(src_emd.data_len),
             start: 0,
             framer: None,
         };
-        let len = src_emd.data_size;
+        let len = src_emd.data_len;
         let (outcome, target) = match place {
             Place::Stdout => {
                 let mut sink = WriteSink {
@@ -795,6 +944,7 @@ impl Job<'_> {
                             dev: &dev,
                             base: 0,
                             limit,
+                            exact: true,
                         })?;
                         self.run_pipeline(&plan, src, &mut *sink)?.0
                     };
@@ -822,6 +972,7 @@ impl Job<'_> {
         };
         Ok(Report {
             mode: Mode::Cleartext,
+            stream_mode: None,
             bytes: outcome.bytes,
             seconds: self.clock.elapsed().as_secs_f64(),
             digest: outcome.digest,

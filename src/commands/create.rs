@@ -80,6 +80,7 @@ fn write_new(
         cipher: args.cipher.cipher(),
         sector_size,
         data_size,
+        data_len: data_size,
         label: &args.label,
         owner: (owner, owner_public),
         recovery,

@@ -23,7 +23,8 @@ pub fn threads(flag: Option<usize>) -> Result<usize> {
     }
 }
 
-/// A mapped source over the data area of an open volume.
+/// A mapped source over the data of an open volume: its data length in
+/// whole sectors.
 pub fn data_source(v: &Volume) -> Result<MappedSource> {
     v.require_data_fits()?;
     let file = v
@@ -35,7 +36,9 @@ pub fn data_source(v: &Volume) -> Result<MappedSource> {
         file,
         v.path().to_path_buf(),
         v.emd.data_offset,
-        v.emd.data_size,
+        v.emd
+            .data_len
+            .next_multiple_of(u64::from(v.emd.sector_size)),
     ))
 }
 
@@ -122,7 +125,7 @@ pub fn hash(ctx: &Ctx, vol: &Path, key: &OptKeyArgs, threads_flag: Option<usize>
         v.require_enabled("decrypted")?;
         plaintext_digest(
             &v.dev,
-            v.data_range(),
+            (v.emd.data_offset, v.emd.data_len),
             Some(sector_key(&v, &unlocked.key)),
             threads,
         )?
@@ -152,7 +155,7 @@ pub fn cat(ctx: &Ctx, vol: &Path, key: &KeyArgs, threads_flag: Option<usize>) ->
         encrypt: None,
         hash: false,
         detect_zero: false,
-        plain_len: None,
+        plain_len: Some(v.emd.data_len),
         start: 0,
         framer: None,
     };

@@ -5,8 +5,10 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::{Ctx, out};
-use crate::emd::{Copies, Emd, Role};
+use crate::emd::format::uuid_string;
+use crate::emd::{Copies, Emd, Origin, Role, Task, Timestamp};
 use crate::error::Result;
+use crate::text::printable;
 use crate::volume::{Device, Volume};
 
 pub fn run(_ctx: &Ctx, vol: &Path, json: bool) -> Result<()> {
@@ -25,17 +27,23 @@ pub fn info_json(v: &Volume) -> Value {
         |role: Role| -> Vec<String> { e.slots_with(role).map(|s| s.id.to_string()).collect() };
     json!({
         "path": v.path().display().to_string(),
+        "format": "evfs",
+        "format_version": e.version,
         "uuid": e.uuid_string(),
         "label": e.label,
         "cipher": e.cipher.name(),
         "sector_size": e.sector_size,
         "data_offset": e.data_offset,
         "data_size": e.data_size,
+        "data_length": e.data_len,
         "device_size": v.dev.size(),
         "state": e.state.name(),
         "dirty": e.dirty,
         "generation": e.generation,
-        "created": crate::emd::Timestamp { secs: e.created, nanos: 0 }.rfc3339(),
+        "data_version": e.data_version,
+        "clone_of": e.clone_of.map(|u| uuid_string(&u)),
+        "modified_since_backup": e.modified_since_backup(),
+        "created": Timestamp { secs: e.created, nanos: 0 }.rfc3339(),
         "owner": e.owner().id.to_string(),
         "users": ids(Role::User),
         "recovery": ids(Role::Recovery),
@@ -45,7 +53,8 @@ pub fn info_json(v: &Volume) -> Value {
         },
         "provenance": provenance_json(e),
         "checkpoint": e.checkpoint.as_ref().map(|c| json!({
-            "source_uuid": crate::emd::format::uuid_string(&c.source_uuid),
+            "task": task_name(c.task),
+            "source_uuid": uuid_string(&c.source_uuid),
             "bytes_done": c.bytes_done,
             "total": c.total,
             "source_generation": c.source_generation,
@@ -53,16 +62,49 @@ pub fn info_json(v: &Volume) -> Value {
     })
 }
 
+fn task_name(task: Task) -> &'static str {
+    match task {
+        Task::Backup => "backup",
+        Task::Restore => "restore",
+    }
+}
+
 pub fn provenance_json(e: &Emd) -> Value {
     match &e.provenance {
         None => Value::Null,
-        Some(p) => json!({
-            "source_uuid": crate::emd::format::uuid_string(&p.source_uuid),
-            "started": p.started.rfc3339(),
-            "finished": p.finished.rfc3339(),
-            "bytes": p.bytes,
-            "plaintext_blake3": p.plaintext_blake3.map(|d| crate::hex::encode(&d)),
-        }),
+        Some(p) => {
+            let (source, source_uuid, source_data_version) = match p.origin {
+                Origin::Volume { uuid, data_version } => {
+                    ("volume", Some(uuid_string(&uuid)), Some(data_version))
+                }
+                Origin::Plain => ("plain", None, None),
+            };
+            json!({
+                "source": source,
+                "source_uuid": source_uuid,
+                "source_data_version": source_data_version,
+                "started": p.started.rfc3339(),
+                "finished": p.finished.rfc3339(),
+                "bytes": p.bytes,
+                "plaintext_blake3": p.plaintext_blake3.map(|d| crate::hex::encode(&d)),
+                "data_version": p.data_version,
+            })
+        }
+    }
+}
+
+/// One line on where a volume's data came from, for humans.
+pub fn provenance_line(e: &Emd) -> String {
+    match e.provenance.as_ref().map(|p| (p, p.origin)) {
+        None => "none".to_string(),
+        Some((p, Origin::Volume { uuid, data_version })) => format!(
+            "backup of volume {} at its data version {data_version} ({} bytes)",
+            uuid_string(&uuid),
+            p.bytes
+        ),
+        Some((p, Origin::Plain)) => {
+            format!("encrypted from plain data of {} bytes", p.bytes)
+        }
     }
 }
 
@@ -73,24 +115,36 @@ fn info_text(v: &Volume) -> String {
     let mut line = |k: &str, val: String| t.push_str(&format!("{k:<14}{val}\n"));
     line("volume:", v.path().display().to_string());
     line("uuid:", e.uuid_string());
-    line("label:", e.label.clone());
+    line("label:", printable(&e.label));
     line("cipher:", e.cipher.name().to_string());
     line("sector size:", e.sector_size.to_string());
     line(
         "data area:",
         format!(
-            "{} bytes ({}) at offset {}",
+            "{} bytes ({}) at offset {}, holding {} bytes of data",
             e.data_size,
             crate::size::human(e.data_size),
-            e.data_offset
+            e.data_offset,
+            e.data_len
         ),
     );
     line("state:", e.state.name().to_string());
     line("dirty:", if e.dirty { "yes" } else { "no" }.to_string());
     line("generation:", e.generation.to_string());
     line(
+        "data version:",
+        if e.modified_since_backup() {
+            format!("{} (modified since its last backup)", e.data_version)
+        } else {
+            e.data_version.to_string()
+        },
+    );
+    if let Some(u) = &e.clone_of {
+        line("clone of:", uuid_string(u));
+    }
+    line(
         "created:",
-        crate::emd::Timestamp {
+        Timestamp {
             secs: e.created,
             nanos: 0,
         }
@@ -108,35 +162,26 @@ fn info_text(v: &Volume) -> String {
     }
     line("emd primary:", Copies::describe(&v.copies.primary, current));
     line("emd backup:", Copies::describe(&v.copies.backup, current));
-    match &e.provenance {
-        None => line("provenance:", "none".to_string()),
-        Some(p) => {
-            line(
-                "provenance:",
-                format!(
-                    "backup of {} ({} bytes)",
-                    crate::emd::format::uuid_string(&p.source_uuid),
-                    p.bytes
-                ),
-            );
-            line("  started:", p.started.rfc3339());
-            line("  finished:", p.finished.rfc3339());
-            line(
-                "  blake3:",
-                p.plaintext_blake3
-                    .map(|d| crate::hex::encode(&d))
-                    .unwrap_or_else(|| "(raw clone)".to_string()),
-            );
-        }
+    line("provenance:", provenance_line(e));
+    if let Some(p) = &e.provenance {
+        line("  started:", p.started.rfc3339());
+        line("  finished:", p.finished.rfc3339());
+        line(
+            "  blake3:",
+            p.plaintext_blake3
+                .map(|d| crate::hex::encode(&d))
+                .unwrap_or_else(|| "(raw clone)".to_string()),
+        );
     }
     if let Some(c) = &e.checkpoint {
         line(
             "checkpoint:",
             format!(
-                "{} of {} bytes copied and synced (source {} at generation {})",
+                "unfinished {} from volume {}: {} of {} bytes copied and synced (source generation {})",
+                task_name(c.task),
+                uuid_string(&c.source_uuid),
                 c.bytes_done,
                 c.total,
-                crate::emd::format::uuid_string(&c.source_uuid),
                 c.source_generation
             ),
         );

@@ -10,10 +10,12 @@ use std::time::Instant;
 
 use super::backup::Report;
 use super::{Ctx, DATA_ROLES};
+use crate::backup::decide::Mode;
+use crate::backup::rollback::{self, Lineage};
 use crate::backup::target::is_blank;
 use crate::cli::{KeyArgs, RestoreArgs};
 use crate::crypto::VolumeKey;
-use crate::emd::{self, Copies, Emd};
+use crate::emd::{self, Checkpoint, Copies, Emd, Task};
 use crate::error::{Error, IoContext, Result};
 use crate::pipeline::progress::{ProgressMode, with_progress};
 use crate::stream::decode::FrameDecoder;
@@ -111,6 +113,13 @@ pub fn execute(ctx: &Ctx, args: &RestoreArgs) -> Result<Report> {
     // Busy before foreign: a target another writer holds is reported as such.
     lock::probe(dst, "restore into it")?;
     let existing = check_target(dst, &header, args.force)?;
+    if let Some(e) = &existing {
+        let mut lineage = Lineage::of(&header.emd);
+        if header.source_uuid != [0; 16] {
+            lineage = lineage.with(header.source_uuid, header.source_data_version);
+        }
+        rollback::check(&lineage, &name, e, &dst.display().to_string(), args.force)?;
+    }
     let needed = layout::device_size_for(header.emd.data_size);
     let created = !dst.exists();
     let mut dev = if created {
@@ -123,9 +132,17 @@ pub fn execute(ctx: &Ctx, args: &RestoreArgs) -> Result<Report> {
         dev.grow_to(needed)?;
     }
 
+    // Incomplete until the trailer checked out: `check` never calls it clean.
     let mut initial = header.emd.clone();
     initial.dirty = true;
-    initial.checkpoint = None;
+    initial.checkpoint = Some(Checkpoint {
+        task: Task::Restore,
+        run_id: header.stream_id,
+        source_uuid: header.emd.uuid,
+        bytes_done: 0,
+        total: header.expected.unwrap_or(0),
+        source_generation: 0,
+    });
     initial.generation = existing.as_ref().map_or(initial.generation, |e| {
         e.generation.max(initial.generation) + 1
     });
@@ -184,8 +201,15 @@ pub fn execute(ctx: &Ctx, args: &RestoreArgs) -> Result<Report> {
     fin.checkpoint = None;
     fin.generation = initial.generation + 1;
     emd::write_both(&dev, &fin)?;
+    // Frames carry the target's ciphertext, written as it lies; only a key
+    // turns compressed frames and zero markers into ciphertext.
+    let mode = match &key {
+        Some(_) if header.compressed || header.sparse => Mode::Encrypt,
+        _ => Mode::Raw,
+    };
     Ok(Report {
-        mode: header.mode,
+        mode,
+        stream_mode: Some(header.mode),
         bytes: trailer.bytes,
         seconds: clock.elapsed().as_secs_f64(),
         digest: trailer.plaintext_blake3.map(blake3::Hash::from),
@@ -216,12 +240,15 @@ fn check_target(dst: &Path, header: &Header, force: bool) -> Result<Option<Emd>>
     }
     let copies = Copies::read(&dev)?;
     if let Some(e) = copies.current() {
+        // The stream's own volume (restored before), or its source, or
+        // another copy of that source.
+        let source = Some(header.source_uuid).filter(|u| *u != [0; 16]);
         let ours = e.uuid == header.emd.uuid
-            || (header.source_uuid != [0; 16]
-                && (e.uuid == header.source_uuid
-                    || e.provenance
-                        .as_ref()
-                        .is_some_and(|p| p.source_uuid == header.source_uuid)));
+            || source.is_some_and(|u| {
+                e.uuid == u
+                    || e.clone_of == Some(u)
+                    || e.provenance.as_ref().and_then(|p| p.source_uuid()) == Some(u)
+            });
         if ours || force {
             return Ok(Some(e.clone()));
         }
@@ -252,6 +279,8 @@ fn same_volume(header: &Header, fin: &Emd, name: &str) -> Result<()> {
         && fin.slots == h.slots
         && fin.label == h.label
         && fin.state == h.state
+        && fin.clone_of == h.clone_of
+        && fin.data_version == h.data_version
         && (header.expected.is_none() || fin.data_size == h.data_size);
     if !same {
         return Err(Error::integrity(format!(

@@ -31,13 +31,14 @@ pub(super) fn write(
 ) -> Result<Report> {
     let mode = job.decision.mode;
     let args = job.args;
-    let (mut emd, tkey) = job.target_emd(&src, src_key.as_ref())?;
+    let (mut emd, tkey) = job.target_emd(&src, src_key.as_ref(), None)?;
     let src_emd = src.emd.clone();
     let src_uuid = src_emd.as_ref().map_or([0; 16], |e| e.uuid);
     emd.dirty = false;
     emd.checkpoint = None;
     let stream_id = crate::crypto::random_array::<16>()?;
     let header = Header {
+        version: crate::stream::format::VERSION,
         mode,
         raw: mode == Mode::Raw,
         compressed: args.compress.is_some(),
@@ -46,6 +47,7 @@ pub(super) fn write(
         stream_id,
         expected: src.len(),
         source_uuid: src_uuid,
+        source_data_version: src_emd.as_ref().map_or(0, |e| e.data_version),
         emd: emd.clone(),
     };
     let framer = StreamFramer {
@@ -75,7 +77,7 @@ pub(super) fn write(
         },
         hash: mode != Mode::Raw,
         detect_zero: args.sparse,
-        plain_len: None,
+        plain_len: src.len(),
         start: 0,
         framer: Some(&framer),
     };
@@ -93,13 +95,16 @@ pub(super) fn write(
         let mut final_emd = emd.clone();
         if let Some(k) = &tkey {
             if header.expected.is_none() {
-                final_emd.data_size = outcome.bytes.div_ceil(4096).max(1) * 4096;
+                let ss = u64::from(final_emd.sector_size);
+                final_emd.data_size = outcome.bytes.next_multiple_of(ss).max(ss);
+                final_emd.data_len = outcome.bytes;
             }
             final_emd.provenance = Some(clone::provenance(
-                src_uuid,
+                clone::origin(src_emd.as_ref()),
                 job.started,
                 outcome.bytes,
                 outcome.digest,
+                final_emd.data_version,
             ));
             final_emd.seal(k);
         }
@@ -113,6 +118,7 @@ pub(super) fn write(
         }
         Ok(Report {
             mode,
+            stream_mode: None,
             bytes: outcome.bytes,
             seconds: job.clock.elapsed().as_secs_f64(),
             digest: outcome.digest,

@@ -13,13 +13,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::crypto::wrap::WRAPPED_LEN;
 use crate::crypto::{Cipher, VolumeKey};
 use crate::keys::KeyId;
+use crate::le::{array, put_u16, put_u32, put_u64, u16_at, u32_at, u64_at, zero};
 
 /// Bytes of one EMD copy.
 pub const EMD_SIZE: usize = 16384;
 /// First bytes of every copy.
 pub const MAGIC: &[u8; 8] = b"EVFS-EMD";
-/// The format version this code writes and reads.
-pub const VERSION: u16 = 1;
+/// The format version this code writes. It reads every version from 1 up.
+pub const VERSION: u16 = 2;
 /// Key slots in a copy.
 pub const MAX_SLOTS: usize = 32;
 /// Recovery slots allowed (pseudo-user `evfs`).
@@ -34,6 +35,9 @@ pub const MAX_DATA_END: u64 = 1 << 62;
 const SLOT_SIZE: usize = 256;
 const SLOTS_AT: usize = 512;
 const ID_FIELD: usize = 64;
+/// Version 2: the signature block, outside the MAC (a writer without the
+/// volume key may sign); all zero until a signature is defined.
+const SIGNATURE_AT: usize = 15872;
 const MAC_AT: usize = EMD_SIZE - 64;
 const CHECKSUM_AT: usize = EMD_SIZE - 32;
 /// Start of the authenticated body; bytes 0..16 (magic, version, size) are authenticated too.
@@ -127,20 +131,58 @@ pub struct Slot {
 /// Where the data of the last backup written into this volume came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Provenance {
-    pub source_uuid: [u8; 16],
+    pub origin: Origin,
     pub started: Timestamp,
     pub finished: Timestamp,
+    /// Bytes of plaintext the backup wrote (the exact data length).
     pub bytes: u64,
     /// BLAKE3 of the plaintext; absent for raw clones, whose plaintext was never seen.
     pub plaintext_blake3: Option<[u8; 32]>,
+    /// This volume's data version when the backup had written it; a later
+    /// data write (through `map`) moves the volume's own data version past
+    /// it: the data was modified since its backup. Zero in version 1.
+    pub data_version: u64,
 }
 
-/// Progress of a backup into this volume, so that `--resume` can continue it.
-/// Outside the MAC: a raw backup, which has no key, must be able to keep it.
+/// What a backup's data was read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A volume: its UUID, and its data version when the backup read it
+    /// (zero in version 1, which did not record it).
+    Volume { uuid: [u8; 16], data_version: u64 },
+    /// Plain data (a file, device or standard input) encrypted into the
+    /// volume. Its name is not recorded: anyone may read an EMD.
+    Plain,
+}
+
+impl Provenance {
+    /// The source volume's UUID, if the data came from a volume.
+    pub fn source_uuid(&self) -> Option<[u8; 16]> {
+        match self.origin {
+            Origin::Volume { uuid, .. } => Some(uuid),
+            Origin::Plain => None,
+        }
+    }
+}
+
+/// What an unfinished writer was doing when it left its checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    /// A backup into this volume (`evfs backup --resume` continues it).
+    Backup,
+    /// A restore of a stream onto this volume (run again to finish it).
+    Restore,
+}
+
+/// An unfinished backup or restore into this volume: while it is present the
+/// volume is incomplete, never clean. Outside the MAC: a raw backup, which
+/// has no key, must be able to keep it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
-    /// Names the backup run; a resumed run keeps it.
+    pub task: Task,
+    /// Names the run (a restore: the stream's ID); a resumed run keeps it.
     pub run_id: [u8; 16],
+    /// The source volume (a restore: the stream's volume).
     pub source_uuid: [u8; 16],
     /// Data bytes from offset 0 that are written and synced: a resume starts here.
     pub bytes_done: u64,
@@ -153,6 +195,10 @@ pub struct Checkpoint {
 /// One parsed EMD copy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Emd {
+    /// The layout version this copy was read in, and is written in: a copy
+    /// is re-encoded in its own version until a key holder re-seals it, which
+    /// moves it to [`VERSION`] (the MAC covers the layout).
+    pub version: u16,
     // Mutable header: changed without the volume key (dirty bit reset, repair).
     pub generation: u64,
     pub dirty: bool,
@@ -164,7 +210,20 @@ pub struct Emd {
     pub state: State,
     pub sector_size: u32,
     pub data_offset: u64,
+    /// Bytes of the data area: whole sectors.
     pub data_size: u64,
+    /// Bytes of plaintext the data area holds, at most `data_size`: what
+    /// `hash`, `cat` and exports cover (the rest of the last sector is padding).
+    pub data_len: u64,
+    /// Bumped by every write of data into the volume (a backup or restore
+    /// into it, a write through `map`) and copied by a raw clone, so that
+    /// a copy with an older data version is never written back over it
+    /// unasked (a rollback).
+    pub data_version: u64,
+    /// The UUID of the source volume this volume is an EMD clone of (made by
+    /// `backup`); `None` for a volume with an EMD of its own (made by
+    /// `create`, or by a backup into it with its own key).
+    pub clone_of: Option<[u8; 16]>,
     pub label: String,
     pub provenance: Option<Provenance>,
     pub slots: Vec<Slot>,
@@ -176,7 +235,9 @@ pub struct Emd {
 pub enum EmdError {
     /// Not an EMD at all (no magic).
     NoMagic,
-    /// An EMD of a version this build does not read.
+    /// An EMD of a newer version than this build reads.
+    Newer(u16),
+    /// Version 0: never written by any evfs.
     Version(u16),
     /// The checksum does not match: damaged or partly written.
     Checksum,
@@ -188,7 +249,11 @@ impl fmt::Display for EmdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EmdError::NoMagic => write!(f, "no EMD magic"),
-            EmdError::Version(v) => write!(f, "EMD format version {v} is not supported"),
+            EmdError::Newer(v) => write!(
+                f,
+                "EMD format version {v} is a newer format than this evfs reads (versions 1 to {VERSION}): upgrade evfs"
+            ),
+            EmdError::Version(v) => write!(f, "EMD format version {v} does not exist"),
             EmdError::Checksum => write!(f, "checksum mismatch"),
             EmdError::Field(name) => write!(f, "invalid field {name}"),
         }
@@ -196,7 +261,7 @@ impl fmt::Display for EmdError {
 }
 
 impl Emd {
-    /// Encode this copy, MAC as stored and a fresh checksum.
+    /// Encode this copy in its version, MAC as stored and a fresh checksum.
     pub fn encode(&self) -> Box<[u8; EMD_SIZE]> {
         let mut b = self.encode_unsealed();
         b[MAC_AT..CHECKSUM_AT].copy_from_slice(&self.mac);
@@ -205,8 +270,10 @@ impl Emd {
         b
     }
 
-    /// Recompute the MAC with `key`; call after any change to the body.
+    /// Recompute the MAC with `key`, in the current format version; call
+    /// after any change to the body.
     pub fn seal(&mut self, key: &VolumeKey) {
+        self.version = VERSION;
         self.mac = self.compute_mac(key);
     }
 
@@ -217,51 +284,85 @@ impl Emd {
 
     fn compute_mac(&self, key: &VolumeKey) -> [u8; 32] {
         let b = self.encode_unsealed();
+        let end = if self.version == 1 {
+            MAC_AT
+        } else {
+            SIGNATURE_AT
+        };
         let mut h = key.emd_mac_key().hasher();
         h.update(&b[..16]);
-        h.update(&b[BODY_AT..MAC_AT]);
+        h.update(&b[BODY_AT..end]);
         *h.finalize().as_bytes()
     }
 
     fn encode_unsealed(&self) -> Box<[u8; EMD_SIZE]> {
+        let v2 = self.version >= 2;
         let mut b = Box::new([0u8; EMD_SIZE]);
         b[0..8].copy_from_slice(MAGIC);
-        put16(&mut b[..], 8, VERSION);
-        put32(&mut b[..], 12, EMD_SIZE as u32);
-        put64(&mut b[..], 16, self.generation);
+        put_u16(&mut b[..], 8, self.version);
+        put_u32(&mut b[..], 12, EMD_SIZE as u32);
+        put_u64(&mut b[..], 16, self.generation);
         b[24] = u8::from(self.dirty);
         if let Some(c) = &self.checkpoint {
             b[32] = 1;
+            if v2 {
+                b[33] = match c.task {
+                    Task::Backup => 1,
+                    Task::Restore => 2,
+                };
+            }
             b[40..56].copy_from_slice(&c.run_id);
             b[56..72].copy_from_slice(&c.source_uuid);
-            put64(&mut b[..], 72, c.bytes_done);
-            put64(&mut b[..], 80, c.total);
-            put64(&mut b[..], 88, c.source_generation);
+            put_u64(&mut b[..], 72, c.bytes_done);
+            put_u64(&mut b[..], 80, c.total);
+            put_u64(&mut b[..], 88, c.source_generation);
         }
         b[128..144].copy_from_slice(&self.uuid);
-        put64(&mut b[..], 144, self.created);
+        put_u64(&mut b[..], 144, self.created);
         b[152] = self.cipher.code();
         b[153] = match self.state {
             State::Disabled => 0,
             State::Enabled => 1,
         };
-        put32(&mut b[..], 156, self.sector_size);
-        put64(&mut b[..], 160, self.data_offset);
-        put64(&mut b[..], 168, self.data_size);
+        put_u32(&mut b[..], 156, self.sector_size);
+        put_u64(&mut b[..], 160, self.data_offset);
+        put_u64(&mut b[..], 168, self.data_size);
         let label = self.label.as_bytes();
         let n = label.len().min(LABEL_MAX);
         b[176..176 + n].copy_from_slice(&label[..n]);
+        if v2 {
+            put_u64(&mut b[..], 240, self.data_len);
+            put_u64(&mut b[..], 248, self.data_version);
+            if let Some(u) = &self.clone_of {
+                b[154] = 1;
+                b[384..400].copy_from_slice(u);
+            }
+        }
         if let Some(p) = &self.provenance {
             b[256] = 1;
             b[257] = u8::from(p.plaintext_blake3.is_some());
-            b[264..280].copy_from_slice(&p.source_uuid);
-            put64(&mut b[..], 280, p.started.secs);
-            put32(&mut b[..], 288, p.started.nanos);
-            put64(&mut b[..], 296, p.finished.secs);
-            put32(&mut b[..], 304, p.finished.nanos);
-            put64(&mut b[..], 312, p.bytes);
+            match p.origin {
+                Origin::Volume { uuid, data_version } => {
+                    b[264..280].copy_from_slice(&uuid);
+                    if v2 {
+                        b[258] = 1;
+                        put_u64(&mut b[..], 352, data_version);
+                    }
+                }
+                // Version 1 wrote a zero UUID for plain data.
+                Origin::Plain if v2 => b[258] = 2,
+                Origin::Plain => {}
+            }
+            put_u64(&mut b[..], 280, p.started.secs);
+            put_u32(&mut b[..], 288, p.started.nanos);
+            put_u64(&mut b[..], 296, p.finished.secs);
+            put_u32(&mut b[..], 304, p.finished.nanos);
+            put_u64(&mut b[..], 312, p.bytes);
             if let Some(d) = &p.plaintext_blake3 {
                 b[320..352].copy_from_slice(d);
+            }
+            if v2 {
+                put_u64(&mut b[..], 360, p.data_version);
             }
         }
         for (i, s) in self.slots.iter().take(MAX_SLOTS).enumerate() {
@@ -276,22 +377,26 @@ impl Emd {
         b
     }
 
-    /// Parse one copy. Checks magic, version, checksum and every field; the MAC
-    /// needs the volume key and is checked at unlock ([`Emd::mac_ok`]).
+    /// Parse one copy of any version this build reads. Checks magic,
+    /// version, checksum and every field; the MAC needs the volume key and
+    /// is checked at unlock ([`Emd::mac_ok`]).
     pub fn parse(b: &[u8]) -> Result<Emd, EmdError> {
         if b.len() < EMD_SIZE || &b[0..8] != MAGIC {
             return Err(EmdError::NoMagic);
         }
         let b = &b[..EMD_SIZE];
-        let version = get16(b, 8);
-        if version != VERSION {
-            return Err(EmdError::Version(version));
+        let version = u16_at(b, 8);
+        match version {
+            0 => return Err(EmdError::Version(0)),
+            v if v > VERSION => return Err(EmdError::Newer(v)),
+            _ => {}
         }
-        if blake3::hash(&b[..CHECKSUM_AT]) != blake3::Hash::from(array32(b, CHECKSUM_AT)) {
+        let v2 = version >= 2;
+        if blake3::hash(&b[..CHECKSUM_AT]) != blake3::Hash::from(array::<32>(b, CHECKSUM_AT)) {
             return Err(EmdError::Checksum);
         }
-        zero(b, 10..12, "reserved")?;
-        if get32(b, 12) as usize != EMD_SIZE {
+        reserved(b, 10..12, "reserved")?;
+        if u32_at(b, 12) as usize != EMD_SIZE {
             return Err(EmdError::Field("size"));
         }
         let dirty = match b[24] {
@@ -299,20 +404,26 @@ impl Emd {
             1 => true,
             _ => return Err(EmdError::Field("dirty")),
         };
-        zero(b, 25..32, "reserved")?;
+        reserved(b, 25..32, "reserved")?;
         let checkpoint = match b[32] {
             0 => {
-                zero(b, 33..96, "checkpoint")?;
+                reserved(b, 33..96, "checkpoint")?;
                 None
             }
             1 => {
-                zero(b, 33..40, "checkpoint")?;
+                let task = match (v2, b[33]) {
+                    (false, 0) | (true, 1) => Task::Backup,
+                    (true, 2) => Task::Restore,
+                    _ => return Err(EmdError::Field("checkpoint")),
+                };
+                reserved(b, 34..40, "checkpoint")?;
                 let c = Checkpoint {
-                    run_id: array16(b, 40),
-                    source_uuid: array16(b, 56),
-                    bytes_done: get64(b, 72),
-                    total: get64(b, 80),
-                    source_generation: get64(b, 88),
+                    task,
+                    run_id: array(b, 40),
+                    source_uuid: array(b, 56),
+                    bytes_done: u64_at(b, 72),
+                    total: u64_at(b, 80),
+                    source_generation: u64_at(b, 88),
                 };
                 if c.bytes_done > c.total {
                     return Err(EmdError::Field("checkpoint"));
@@ -321,7 +432,7 @@ impl Emd {
             }
             _ => return Err(EmdError::Field("checkpoint")),
         };
-        zero(b, 96..128, "reserved")?;
+        reserved(b, 96..128, "reserved")?;
 
         let cipher = Cipher::from_code(b[152]).ok_or(EmdError::Field("cipher"))?;
         let state = match b[153] {
@@ -329,13 +440,21 @@ impl Emd {
             1 => State::Enabled,
             _ => return Err(EmdError::Field("state")),
         };
-        zero(b, 154..156, "reserved")?;
-        let sector_size = get32(b, 156);
+        let clone_of = match (v2, b[154]) {
+            (_, 0) => {
+                reserved(b, 384..400, "clone")?;
+                None
+            }
+            (true, 1) => Some(array::<16>(b, 384)),
+            _ => return Err(EmdError::Field("clone")),
+        };
+        reserved(b, 155..156, "reserved")?;
+        let sector_size = u32_at(b, 156);
         if sector_size != 512 && sector_size != 4096 {
             return Err(EmdError::Field("sector_size"));
         }
-        let data_offset = get64(b, 160);
-        let data_size = get64(b, 168);
+        let data_offset = u64_at(b, 160);
+        let data_size = u64_at(b, 168);
         let ss = u64::from(sector_size);
         if data_offset < EMD_SIZE as u64 || !data_offset.is_multiple_of(ss) {
             return Err(EmdError::Field("data_offset"));
@@ -353,43 +472,29 @@ impl Emd {
             .iter()
             .position(|&c| c == 0)
             .unwrap_or(LABEL_MAX);
-        zero(b, 176 + label_len..176 + LABEL_MAX, "label")?;
+        reserved(b, 176 + label_len..176 + LABEL_MAX, "label")?;
         let label = std::str::from_utf8(&label_field[..label_len])
             .map_err(|_| EmdError::Field("label"))?
             .to_string();
-        zero(b, 240..256, "reserved")?;
+        let (data_len, data_version) = if v2 {
+            (u64_at(b, 240), u64_at(b, 248))
+        } else {
+            reserved(b, 240..256, "reserved")?;
+            (data_size, 0)
+        };
+        if data_len > data_size {
+            return Err(EmdError::Field("data_len"));
+        }
 
         let provenance = match b[256] {
             0 => {
-                zero(b, 257..384, "provenance")?;
+                reserved(b, 257..384, "provenance")?;
                 None
             }
-            1 => {
-                zero(b, 258..264, "provenance")?;
-                zero(b, 292..296, "provenance")?;
-                zero(b, 308..312, "provenance")?;
-                zero(b, 352..384, "provenance")?;
-                let started = timestamp(b, 280)?;
-                let finished = timestamp(b, 296)?;
-                let plaintext_blake3 = match b[257] {
-                    0 => {
-                        zero(b, 320..352, "provenance")?;
-                        None
-                    }
-                    1 => Some(array32(b, 320)),
-                    _ => return Err(EmdError::Field("provenance")),
-                };
-                Some(Provenance {
-                    source_uuid: array16(b, 264),
-                    started,
-                    finished,
-                    bytes: get64(b, 312),
-                    plaintext_blake3,
-                })
-            }
+            1 => Some(provenance(b, v2)?),
             _ => return Err(EmdError::Field("provenance")),
         };
-        zero(b, 384..SLOTS_AT, "reserved")?;
+        reserved(b, 400..SLOTS_AT, "reserved")?;
 
         let mut slots = Vec::new();
         let mut ended = false;
@@ -397,7 +502,7 @@ impl Emd {
             let at = SLOTS_AT + i * SLOT_SIZE;
             let s = &b[at..at + SLOT_SIZE];
             if s[0] == 0 {
-                zero(s, 0..SLOT_SIZE, "empty slot")?;
+                reserved(s, 0..SLOT_SIZE, "empty slot")?;
                 ended = true;
                 continue;
             }
@@ -409,39 +514,51 @@ impl Emd {
             if id_len == 0 || id_len > ID_FIELD {
                 return Err(EmdError::Field("slot key ID"));
             }
-            zero(s, 2 + id_len..66, "slot key ID")?;
+            reserved(s, 2 + id_len..66, "slot key ID")?;
             let id = std::str::from_utf8(&s[2..2 + id_len])
                 .ok()
                 .and_then(|t| KeyId::parse(t).ok())
                 .filter(|id| id.as_str().len() == id_len)
                 .ok_or(EmdError::Field("slot key ID"))?;
-            zero(s, 66 + 32 + WRAPPED_LEN..SLOT_SIZE, "slot")?;
+            reserved(s, 66 + 32 + WRAPPED_LEN..SLOT_SIZE, "slot")?;
             slots.push(Slot {
                 role,
                 id,
-                public: array32(s, 66),
-                wrapped: s[98..98 + WRAPPED_LEN].try_into().expect("fixed width"),
+                public: array(s, 66),
+                wrapped: array(s, 98),
             });
         }
-        zero(b, SLOTS_AT + MAX_SLOTS * SLOT_SIZE..MAC_AT, "reserved")?;
+        reserved(b, SLOTS_AT + MAX_SLOTS * SLOT_SIZE..MAC_AT, "reserved")?;
         validate_slots(&slots)?;
 
         Ok(Emd {
-            generation: get64(b, 16),
+            version,
+            generation: u64_at(b, 16),
             dirty,
             checkpoint,
-            uuid: array16(b, 128),
-            created: get64(b, 144),
+            uuid: array(b, 128),
+            created: u64_at(b, 144),
             cipher,
             state,
             sector_size,
             data_offset,
             data_size,
+            data_len,
+            data_version,
+            clone_of,
             label,
             provenance,
             slots,
-            mac: array32(b, MAC_AT),
+            mac: array(b, MAC_AT),
         })
+    }
+
+    /// Whether data was written into the volume since its last backup (its
+    /// data version moved past the one the backup recorded).
+    pub fn modified_since_backup(&self) -> bool {
+        self.provenance
+            .as_ref()
+            .is_some_and(|p| self.data_version > p.data_version)
     }
 
     /// The slot of a key ID, if any.
@@ -510,10 +627,51 @@ pub fn new_uuid() -> crate::error::Result<[u8; 16]> {
     Ok(u)
 }
 
+/// The provenance block (bytes 256..384) of a copy whose byte 256 says present.
+fn provenance(b: &[u8], v2: bool) -> Result<Provenance, EmdError> {
+    reserved(b, 259..264, "provenance")?;
+    reserved(b, 292..296, "provenance")?;
+    reserved(b, 308..312, "provenance")?;
+    reserved(b, 368..384, "provenance")?;
+    let uuid = array::<16>(b, 264);
+    let origin = match (v2, b[258]) {
+        (false, 0) if uuid == [0; 16] => Origin::Plain,
+        (false, 0) => Origin::Volume {
+            uuid,
+            data_version: 0,
+        },
+        (true, 1) => Origin::Volume {
+            uuid,
+            data_version: u64_at(b, 352),
+        },
+        (true, 2) if uuid == [0; 16] && u64_at(b, 352) == 0 => Origin::Plain,
+        _ => return Err(EmdError::Field("provenance")),
+    };
+    if !v2 {
+        reserved(b, 352..368, "provenance")?;
+    }
+    let plaintext_blake3 = match b[257] {
+        0 => {
+            reserved(b, 320..352, "provenance")?;
+            None
+        }
+        1 => Some(array(b, 320)),
+        _ => return Err(EmdError::Field("provenance")),
+    };
+    Ok(Provenance {
+        origin,
+        started: timestamp(b, 280)?,
+        finished: timestamp(b, 296)?,
+        bytes: u64_at(b, 312),
+        plaintext_blake3,
+        data_version: if v2 { u64_at(b, 360) } else { 0 },
+    })
+}
+
 fn timestamp(b: &[u8], at: usize) -> Result<Timestamp, EmdError> {
     let t = Timestamp {
-        secs: get64(b, at),
-        nanos: get32(b, at + 8),
+        secs: u64_at(b, at),
+        nanos: u32_at(b, at + 8),
     };
     // Far beyond any real clock, and beyond what SystemTime formats.
     if t.nanos >= 1_000_000_000 || t.secs > 253_402_300_799 {
@@ -522,42 +680,10 @@ fn timestamp(b: &[u8], at: usize) -> Result<Timestamp, EmdError> {
     Ok(t)
 }
 
-fn zero(b: &[u8], range: std::ops::Range<usize>, name: &'static str) -> Result<(), EmdError> {
-    if b[range].iter().all(|&c| c == 0) {
+fn reserved(b: &[u8], range: std::ops::Range<usize>, name: &'static str) -> Result<(), EmdError> {
+    if zero(b, range) {
         Ok(())
     } else {
         Err(EmdError::Field(name))
     }
-}
-
-fn get16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))
-}
-
-fn get32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn get64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
-
-fn array16(b: &[u8], at: usize) -> [u8; 16] {
-    b[at..at + 16].try_into().expect("16 bytes")
-}
-
-fn array32(b: &[u8], at: usize) -> [u8; 32] {
-    b[at..at + 32].try_into().expect("32 bytes")
-}
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
-}
-
-fn put32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-fn put64(b: &mut [u8], at: usize, v: u64) {
-    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
 }

@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::volume::device::Device;
 use crate::volume::layout;
 
-pub use format::{Checkpoint, EMD_SIZE, Emd, EmdError, Provenance, Role, Slot, State, Timestamp};
+pub use format::{
+    Checkpoint, EMD_SIZE, Emd, EmdError, Origin, Provenance, Role, Slot, State, Task, Timestamp,
+};
 
 /// The state of one copy on the media.
 #[derive(Clone, Debug)]

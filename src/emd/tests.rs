@@ -19,6 +19,7 @@ pub(crate) fn example_key() -> VolumeKey {
 /// that its bytes never change.
 pub(crate) fn example() -> Emd {
     let mut e = Emd {
+        version: VERSION,
         generation: 3,
         dirty: false,
         checkpoint: None,
@@ -32,9 +33,15 @@ pub(crate) fn example() -> Emd {
         sector_size: 4096,
         data_offset: 1 << 20,
         data_size: 62 << 20,
+        data_len: (62 << 20) - 1000,
+        data_version: 2,
+        clone_of: Some([0x11; 16]),
         label: "payroll".to_string(),
         provenance: Some(Provenance {
-            source_uuid: [0x11; 16],
+            origin: Origin::Volume {
+                uuid: [0x11; 16],
+                data_version: 5,
+            },
             started: Timestamp {
                 secs: 1_795_000_100,
                 nanos: 250_000_000,
@@ -43,8 +50,9 @@ pub(crate) fn example() -> Emd {
                 secs: 1_795_000_160,
                 nanos: 0,
             },
-            bytes: 62 << 20,
+            bytes: (62 << 20) - 1000,
             plaintext_blake3: Some([0xab; 32]),
+            data_version: 2,
         }),
         slots: vec![
             Slot {
@@ -68,6 +76,7 @@ pub(crate) fn example() -> Emd {
 
 #[test]
 fn the_worked_example_in_formats_emd_md_parses_to_the_documented_fields() {
+    expect_listing("formats/EMD.md", 0, &example().encode()[..]);
     let listing = listing("formats/EMD.md", 0);
     let bytes = unhexdump(&listing);
     assert_eq!(bytes.len(), EMD_SIZE);
@@ -78,7 +87,44 @@ fn the_worked_example_in_formats_emd_md_parses_to_the_documented_fields() {
     assert_eq!(e.owner().id.as_str(), "alice.k1");
     assert_eq!(e.slots[1].role, Role::User);
     assert!(e.mac_ok(&example_key()), "the documented MAC checks out");
-    expect_listing("formats/EMD.md", 0, &example().encode()[..]);
+}
+
+/// The version-1 example of `formats/EMD.md` (the worked example of the
+/// first format): evfs still reads it, with the fields version 2 added at
+/// their version-1 meaning, checks its MAC over the version-1 range, and
+/// writes it back unchanged as long as no key holder re-seals it.
+#[test]
+fn the_version_1_example_in_formats_emd_md_still_parses() {
+    let bytes = unhexdump(&listing("formats/EMD.md", 1));
+    let e = Emd::parse(&bytes).expect("the version-1 example parses");
+    assert_eq!(e.version, 1);
+    assert_eq!(e.uuid_string(), "6b1f2c3d-4e5f-4071-8293-a4b5c6d7e8f9");
+    assert_eq!(
+        (e.data_len, e.data_version, e.clone_of),
+        (e.data_size, 0, None)
+    );
+    let p = e.provenance.as_ref().unwrap();
+    assert_eq!(
+        (p.origin, p.bytes, p.data_version),
+        (
+            Origin::Volume {
+                uuid: [0x11; 16],
+                data_version: 0
+            },
+            62 << 20,
+            0
+        )
+    );
+    assert!(e.mac_ok(&example_key()), "the version-1 MAC checks out");
+    assert_eq!(&e.encode()[..], &bytes[..], "re-encoded as version 1");
+    let mut resealed = e.clone();
+    resealed.seal(&example_key());
+    assert_eq!(resealed.version, VERSION);
+    assert!(
+        Emd::parse(&resealed.encode()[..])
+            .unwrap()
+            .mac_ok(&example_key())
+    );
 }
 
 #[test]
@@ -86,6 +132,7 @@ fn encode_then_parse_round_trips() {
     let mut e = example();
     e.dirty = true;
     e.checkpoint = Some(Checkpoint {
+        task: Task::Restore,
         run_id: [3; 16],
         source_uuid: [4; 16],
         bytes_done: 10,
@@ -134,13 +181,21 @@ fn tampering_with_state_slots_or_geometry_fails_the_mac() {
     });
     tamper(|e| e.slots.truncate(1));
     tamper(|e| e.slots[1].public[0] ^= 1);
-    tamper(|e| e.data_size -= 4096);
+    tamper(|e| e.data_size += 4096);
     tamper(|e| e.data_offset += 4096);
     tamper(|e| e.sector_size = 512);
     tamper(|e| e.uuid[0] ^= 1);
     tamper(|e| e.label = "other".into());
     tamper(|e| e.provenance.as_mut().unwrap().plaintext_blake3 = Some([0; 32]));
     tamper(|e| e.provenance = None);
+    tamper(|e| e.data_version += 1);
+    tamper(|e| e.data_len -= 1);
+    tamper(|e| e.clone_of = None);
+    tamper(|e| {
+        if let Some(p) = e.provenance.as_mut() {
+            p.origin = Origin::Plain;
+        }
+    });
 }
 
 #[test]
@@ -150,6 +205,7 @@ fn the_mutable_header_is_outside_the_mac() {
     e.dirty = true;
     e.generation += 7;
     e.checkpoint = Some(Checkpoint {
+        task: Task::Backup,
         run_id: [1; 16],
         source_uuid: [2; 16],
         bytes_done: 0,
@@ -183,9 +239,24 @@ fn invalid_tables_are_refused() {
 fn short_or_foreign_input_is_not_an_emd() {
     assert_eq!(Emd::parse(b""), Err(EmdError::NoMagic));
     assert_eq!(Emd::parse(&[0u8; EMD_SIZE]), Err(EmdError::NoMagic));
-    let mut v2 = example().encode();
-    v2[8] = 2;
-    assert_eq!(Emd::parse(&v2[..]), Err(EmdError::Version(2)));
+    // A newer version than this build reads is named as such, before its
+    // layout is judged; version 0 never existed.
+    for (version, err) in [(3, EmdError::Newer(3)), (0, EmdError::Version(0))] {
+        let mut b = example().encode();
+        b[8] = version;
+        assert_eq!(Emd::parse(&b[..]), Err(err.clone()));
+    }
+    assert!(EmdError::Newer(3).to_string().contains("newer format"));
+}
+
+#[test]
+fn a_data_length_beyond_the_data_area_is_refused() {
+    let mut e = example();
+    e.data_len = e.data_size + 1;
+    assert_eq!(
+        Emd::parse(&e.encode()[..]),
+        Err(EmdError::Field("data_len"))
+    );
 }
 
 /// Offset + size near 2^64 passed the parser, and `device_size_for` (size
@@ -232,6 +303,13 @@ fn arb_emd() -> impl Strategy<Value = Emd> {
             any::<u64>(),
             any::<u64>(),
         )),
+        (
+            any::<u64>(),
+            proptest::option::of(any::<[u8; 16]>()),
+            any::<u64>(),
+            any::<bool>(),
+            any::<bool>(),
+        ),
     )
         .prop_map(
             |(
@@ -246,6 +324,7 @@ fn arb_emd() -> impl Strategy<Value = Emd> {
                 n,
                 prov,
                 checkpoint,
+                (data_version, clone_of, prov_version, plain, restore),
             )| {
                 let slots = (0..n)
                     .map(|i| Slot {
@@ -255,11 +334,14 @@ fn arb_emd() -> impl Strategy<Value = Emd> {
                         wrapped: [i as u8 ^ 0x5a; WRAPPED_LEN],
                     })
                     .collect();
+                let data_size = sectors * u64::from(sector_size);
                 Emd {
+                    version: VERSION,
                     generation,
                     dirty,
                     checkpoint: checkpoint.map(|(run_id, source_uuid, a, b, source_generation)| {
                         Checkpoint {
+                            task: if restore { Task::Restore } else { Task::Backup },
                             run_id,
                             source_uuid,
                             bytes_done: a.min(b),
@@ -277,14 +359,25 @@ fn arb_emd() -> impl Strategy<Value = Emd> {
                     },
                     sector_size,
                     data_offset: 1 << 20,
-                    data_size: sectors * u64::from(sector_size),
+                    data_size,
+                    data_len: data_version % (data_size + 1),
+                    data_version,
+                    clone_of,
                     label,
-                    provenance: prov.map(|(source_uuid, bytes, plaintext_blake3)| Provenance {
-                        source_uuid,
+                    provenance: prov.map(|(uuid, bytes, plaintext_blake3)| Provenance {
+                        origin: if plain {
+                            Origin::Plain
+                        } else {
+                            Origin::Volume {
+                                uuid,
+                                data_version: prov_version,
+                            }
+                        },
                         started: Timestamp { secs: 1, nanos: 2 },
                         finished: Timestamp { secs: 3, nanos: 4 },
                         bytes,
                         plaintext_blake3,
+                        data_version: prov_version / 2,
                     }),
                     slots,
                     mac: [7; 32],

@@ -117,7 +117,9 @@ pub struct ChunkOut<'a> {
     pub offset: u64,
     /// What to write: ciphertext for an encrypting plan, else the input bytes.
     pub data: &'a [u8],
-    /// Bytes of real input; `data` may be longer when the last sector was padded.
+    /// Bytes of `data` that are data (see [`Plan::plain_len`]): `data` may be
+    /// longer, by the padding of the last sector. Cleartext sinks write
+    /// only these.
     pub plain_len: usize,
     /// The plaintext was all zeros (only when the plan detects zeros).
     pub zero: bool,
@@ -292,7 +294,7 @@ fn collect(
                 index: done.index,
                 offset: done.offset,
                 data,
-                plain_len: done.input.len(),
+                plain_len: done.counted,
                 zero: done.zero,
                 frame: done.frame.as_ref(),
             })?;
@@ -349,8 +351,10 @@ fn process(plan: &Plan, work: Work) -> Result<Done> {
     match out.as_deref_mut() {
         None => look(src),
         Some(dst) => {
-            // A plain input's last sector is padded with zeros to be encrypted.
-            if let (None, Some(enc)) = (&plan.decrypt, &plan.encrypt) {
+            // The input's last sector is padded with zeros to be encrypted
+            // (a plain input ending mid-sector, or a source whose sectors
+            // are smaller than the target's).
+            if let Some(enc) = &plan.encrypt {
                 out_len = len.div_ceil(enc.sector_size) * enc.sector_size;
             }
             let mut at = 0;
@@ -359,12 +363,15 @@ fn process(plan: &Plan, work: Work) -> Result<Done> {
                 let real = end.min(len);
                 let piece = &mut dst[at..end];
                 match (&plan.decrypt, &plan.encrypt) {
-                    (Some(dec), _) => dec.xts.decrypt_sectors_to(
-                        &src[at..end],
-                        piece,
-                        dec.sector_size,
-                        sector_of(offset + at as u64, dec.sector_size),
-                    ),
+                    (Some(dec), _) => {
+                        dec.xts.decrypt_sectors_to(
+                            &src[at..real],
+                            &mut piece[..real - at],
+                            dec.sector_size,
+                            sector_of(offset + at as u64, dec.sector_size),
+                        );
+                        piece[real - at..].fill(0);
+                    }
                     (None, Some(enc)) if real == end => {
                         look(&src[at..end]);
                         enc.xts.encrypt_sectors_to(

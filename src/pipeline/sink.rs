@@ -29,11 +29,25 @@ pub struct DeviceSink<'a> {
     pub dev: &'a Device,
     pub base: u64,
     pub limit: u64,
+    /// Write only the data bytes of each chunk, not the padding of its last
+    /// sector (a cleartext export is exactly as long as the data).
+    pub exact: bool,
+}
+
+impl DeviceSink<'_> {
+    fn bytes<'c>(&self, chunk: &'c ChunkOut) -> &'c [u8] {
+        if self.exact {
+            &chunk.data[..chunk.plain_len]
+        } else {
+            chunk.data
+        }
+    }
 }
 
 impl Sink for DeviceSink<'_> {
     fn put(&mut self, chunk: &ChunkOut) -> Result<()> {
-        let end = chunk.offset + chunk.data.len() as u64;
+        let data = self.bytes(chunk);
+        let end = chunk.offset + data.len() as u64;
         if end > self.limit {
             return Err(Error::refused(format!(
                 "the target is too small: the source has more than the {} bytes that fit into {}",
@@ -41,7 +55,7 @@ impl Sink for DeviceSink<'_> {
                 self.dev.path().display()
             )));
         }
-        self.dev.write_at(chunk.data, self.base + chunk.offset)
+        self.dev.write_at(data, self.base + chunk.offset)
     }
 }
 
@@ -135,14 +149,14 @@ impl<'a> DirectSink<'a> {
 
 impl Sink for DirectSink<'_> {
     fn put(&mut self, chunk: &ChunkOut) -> Result<()> {
-        let end = chunk.offset + chunk.data.len() as u64;
+        let mut data = self.inner.bytes(chunk);
+        let end = chunk.offset + data.len() as u64;
         if end > self.inner.limit {
             // The same refusal as the buffered sink.
             return self.inner.put(chunk);
         }
         let window = self.bounce.len() - DIRECT_ALIGN;
         let mut at = self.inner.base + chunk.offset;
-        let mut data = chunk.data;
         // Chunks start aligned (CHUNK is a multiple of DIRECT_ALIGN); only
         // the last one of a run may end unaligned.
         if !at.is_multiple_of(DIRECT_ALIGN as u64) {
@@ -188,6 +202,7 @@ mod tests {
             dev: &dev,
             base: 1 << 20,
             limit: 2 << 20,
+            exact: false,
         };
         let mut sink = match DirectSink::new(inner) {
             Ok(s) => s,

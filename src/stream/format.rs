@@ -9,13 +9,24 @@
 
 use crate::backup::decide::Mode;
 use crate::emd::{EMD_SIZE, Emd, EmdError};
+use crate::le::{array, put_u16, put_u32, put_u64, u16_at, u32_at, u64_at, zero};
 
 use super::MAGIC;
 
-/// The format version this code writes and reads.
-pub const VERSION: u16 = 1;
-/// Bytes of the header.
-pub const HEADER_LEN: usize = 64 + EMD_SIZE + 32;
+/// The format version this code writes. It reads every version from 1 up.
+pub const VERSION: u16 = 2;
+/// Bytes of the header's fixed part before the EMD, by version.
+const fn fixed_len(version: u16) -> usize {
+    if version == 1 { 64 } else { 128 }
+}
+/// Bytes of a version-1 header.
+pub const HEADER_LEN_V1: usize = 64 + EMD_SIZE + 32;
+/// Bytes of the header this code writes.
+pub const HEADER_LEN: usize = fixed_len(VERSION) + EMD_SIZE + 32;
+/// Bytes of the header of a stream of `version`.
+pub const fn header_len(version: u16) -> usize {
+    fixed_len(version) + EMD_SIZE + 32
+}
 /// Bytes of a frame header.
 pub const FRAME_HEADER_LEN: usize = 32;
 /// Bytes of a frame's trailing BLAKE3.
@@ -41,6 +52,9 @@ const FLAG_SPARSE: u16 = 4;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StreamError {
     NoMagic,
+    /// A version newer than this build reads.
+    Newer(u16),
+    /// Version 0: never written by any evfs.
     Version(u16),
     Checksum,
     Field(&'static str),
@@ -51,7 +65,11 @@ impl std::fmt::Display for StreamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StreamError::NoMagic => write!(f, "no magic"),
-            StreamError::Version(v) => write!(f, "stream format version {v} is not supported"),
+            StreamError::Newer(v) => write!(
+                f,
+                "stream format version {v} is a newer format than this evfs reads (versions 1 to {VERSION}): upgrade evfs"
+            ),
+            StreamError::Version(v) => write!(f, "stream format version {v} does not exist"),
             StreamError::Checksum => write!(f, "checksum mismatch"),
             StreamError::Field(name) => write!(f, "invalid field {name}"),
             StreamError::Emd(e) => write!(f, "its EMD is invalid ({e})"),
@@ -62,6 +80,8 @@ impl std::fmt::Display for StreamError {
 /// The stream header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// The layout version, which sets the header's length.
+    pub version: u16,
     /// How the backup made its data: re-encrypted, encrypted, or raw.
     pub mode: Mode,
     pub raw: bool,
@@ -73,22 +93,32 @@ pub struct Header {
     pub expected: Option<u64>,
     /// UUID of the backup's source volume (zero for a plain source).
     pub source_uuid: [u8; 16],
+    /// The source volume's data version when the backup read it (version 2;
+    /// zero in version 1): a restore onto that volume written since is a rollback.
+    pub source_data_version: u64,
     /// The EMD clone the target gets before its data (the final one is in the trailer).
     pub emd: Emd,
 }
 
 impl Header {
+    /// Bytes of this header.
+    pub fn encoded_len(&self) -> usize {
+        header_len(self.version)
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = vec![0u8; HEADER_LEN];
+        let len = self.encoded_len();
+        let fixed = fixed_len(self.version);
+        let mut b = vec![0u8; len];
         b[0..8].copy_from_slice(MAGIC);
-        b[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        put_u16(&mut b, 8, self.version);
         let flags = (u16::from(self.raw) * FLAG_RAW)
             | (u16::from(self.compressed) * FLAG_COMPRESSED)
             | (u16::from(self.sparse) * FLAG_SPARSE);
-        b[10..12].copy_from_slice(&flags.to_le_bytes());
-        b[12..16].copy_from_slice(&self.chunk_size.to_le_bytes());
+        put_u16(&mut b, 10, flags);
+        put_u32(&mut b, 12, self.chunk_size);
         b[16..32].copy_from_slice(&self.stream_id);
-        b[32..40].copy_from_slice(&self.expected.unwrap_or(u64::MAX).to_le_bytes());
+        put_u64(&mut b, 32, self.expected.unwrap_or(u64::MAX));
         b[40] = match self.mode {
             Mode::Reencrypt => 1,
             Mode::Encrypt => 2,
@@ -96,28 +126,40 @@ impl Header {
             Mode::Cleartext => 0,
         };
         b[48..64].copy_from_slice(&self.source_uuid);
-        b[64..64 + EMD_SIZE].copy_from_slice(&self.emd.encode()[..]);
-        let sum = blake3::hash(&b[..HEADER_LEN - 32]);
-        b[HEADER_LEN - 32..].copy_from_slice(sum.as_bytes());
+        if self.version >= 2 {
+            put_u64(&mut b, 64, self.source_data_version);
+        }
+        b[fixed..fixed + EMD_SIZE].copy_from_slice(&self.emd.encode()[..]);
+        let sum = blake3::hash(&b[..len - 32]);
+        b[len - 32..].copy_from_slice(sum.as_bytes());
         b
     }
 
-    pub fn parse(b: &[u8]) -> Result<Header, StreamError> {
-        if b.len() < 8 || &b[0..8] != MAGIC {
+    /// The version of the header `b` starts, once its first 10 bytes are
+    /// there: it says how long the header is.
+    pub fn version_of(b: &[u8]) -> Result<u16, StreamError> {
+        if b.len() < 10 || &b[0..8] != MAGIC {
             return Err(StreamError::NoMagic);
         }
-        if b.len() < HEADER_LEN {
+        match u16_at(b, 8) {
+            0 => Err(StreamError::Version(0)),
+            v if v > VERSION => Err(StreamError::Newer(v)),
+            v => Ok(v),
+        }
+    }
+
+    pub fn parse(b: &[u8]) -> Result<Header, StreamError> {
+        let version = Self::version_of(b)?;
+        let len = header_len(version);
+        let fixed = fixed_len(version);
+        if b.len() < len {
             return Err(StreamError::Field("header length"));
         }
-        let b = &b[..HEADER_LEN];
-        let version = u16::from_le_bytes([b[8], b[9]]);
-        if version != VERSION {
-            return Err(StreamError::Version(version));
-        }
-        if blake3::hash(&b[..HEADER_LEN - 32]) != blake3::Hash::from(arr32(b, HEADER_LEN - 32)) {
+        let b = &b[..len];
+        if blake3::hash(&b[..len - 32]) != blake3::Hash::from(array::<32>(b, len - 32)) {
             return Err(StreamError::Checksum);
         }
-        let flags = u16::from_le_bytes([b[10], b[11]]);
+        let flags = u16_at(b, 10);
         if flags & !(FLAG_RAW | FLAG_COMPRESSED | FLAG_SPARSE) != 0 {
             return Err(StreamError::Field("flags"));
         }
@@ -127,11 +169,11 @@ impl Header {
         if raw && (compressed || sparse) {
             return Err(StreamError::Field("flags"));
         }
-        let chunk_size = u32::from_le_bytes(b[12..16].try_into().expect("4 bytes"));
+        let chunk_size = u32_at(b, 12);
         if !chunk_size.is_power_of_two() || !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk_size) {
             return Err(StreamError::Field("chunk size"));
         }
-        if b[41..48].iter().any(|&c| c != 0) {
+        if !zero(b, 41..48) || !zero(b, 72.min(fixed)..fixed) {
             return Err(StreamError::Field("reserved"));
         }
         let mode = match b[40] {
@@ -143,26 +185,28 @@ impl Header {
         if raw != (mode == Mode::Raw) {
             return Err(StreamError::Field("mode"));
         }
-        let expected = match u64::from_le_bytes(b[32..40].try_into().expect("8 bytes")) {
+        let expected = match u64_at(b, 32) {
             u64::MAX => None,
             n => Some(n),
         };
-        let emd = Emd::parse(&b[64..64 + EMD_SIZE]).map_err(StreamError::Emd)?;
-        if chunk_size % emd.sector_size != 0 {
+        let emd = Emd::parse(&b[fixed..fixed + EMD_SIZE]).map_err(StreamError::Emd)?;
+        if !chunk_size.is_multiple_of(emd.sector_size) {
             return Err(StreamError::Field("chunk size"));
         }
         if expected.is_some_and(|n| n > emd.data_size) {
             return Err(StreamError::Field("expected bytes"));
         }
         Ok(Header {
+            version,
             mode,
             raw,
             compressed,
             sparse,
             chunk_size,
-            stream_id: b[16..32].try_into().expect("16 bytes"),
+            stream_id: array(b, 16),
             expected,
-            source_uuid: b[48..64].try_into().expect("16 bytes"),
+            source_uuid: array(b, 48),
+            source_data_version: if version >= 2 { u64_at(b, 64) } else { 0 },
             emd,
         })
     }
@@ -249,10 +293,10 @@ impl FrameHeader {
         }
         let f = FrameHeader {
             kind,
-            index: u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")),
-            offset: u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")),
-            plain_len: u32::from_le_bytes(b[24..28].try_into().expect("4 bytes")),
-            payload_len: u32::from_le_bytes(b[28..32].try_into().expect("4 bytes")),
+            index: u64_at(b, 8),
+            offset: u64_at(b, 16),
+            plain_len: u32_at(b, 24),
+            payload_len: u32_at(b, 28),
         };
         let payload = f.payload_len as usize;
         let ok = match kind {
@@ -323,7 +367,7 @@ impl Trailer {
         if flags & !3 != 0 || b[25..32].iter().any(|&c| c != 0) {
             return Err(StreamError::Field("trailer flags"));
         }
-        let digest = arr32(b, 32);
+        let digest = array::<32>(b, 32);
         let plaintext_blake3 = if flags & 1 != 0 {
             Some(digest)
         } else if digest.iter().any(|&c| c != 0) {
@@ -331,7 +375,7 @@ impl Trailer {
         } else {
             None
         };
-        let mac = arr32(b, TRAILER_MAC_AT);
+        let mac = array::<32>(b, TRAILER_MAC_AT);
         let mac = if flags & 2 != 0 {
             Some(mac)
         } else if mac.iter().any(|&c| c != 0) {
@@ -340,18 +384,14 @@ impl Trailer {
             None
         };
         Ok(Trailer {
-            frames: u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")),
-            bytes: u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")),
+            frames: u64_at(b, 8),
+            bytes: u64_at(b, 16),
             plaintext_blake3,
             emd: Emd::parse(&b[64..64 + EMD_SIZE]).map_err(StreamError::Emd)?,
             mac,
-            checksum: arr32(b, TRAILER_MAC_AT + 32),
+            checksum: array::<32>(b, TRAILER_MAC_AT + 32),
         })
     }
-}
-
-fn arr32(b: &[u8], at: usize) -> [u8; 32] {
-    b[at..at + 32].try_into().expect("32 bytes")
 }
 
 /// The nonce of a compressed frame: its index, little endian.

@@ -9,8 +9,8 @@
 use std::io::Read;
 
 use super::format::{
-    FRAME_HASH_LEN, FRAME_HEADER_LEN, FrameHeader, HEADER_LEN, Header, StreamError, TRAILER_LEN,
-    TRAILER_MAC_AT, TRAILER_MAGIC, Trailer, frame_hash,
+    FRAME_HASH_LEN, FRAME_HEADER_LEN, FrameHeader, Header, StreamError, TRAILER_LEN,
+    TRAILER_MAC_AT, TRAILER_MAGIC, Trailer, frame_hash, header_len,
 };
 use crate::crypto::secret::MacKey;
 use crate::error::{Error, Result};
@@ -40,20 +40,31 @@ pub struct StreamReader<R: Read> {
 impl<R: Read> StreamReader<R> {
     /// Read and check the header.
     pub fn open(mut input: R, name: &str) -> Result<Self> {
-        let mut head = vec![0u8; HEADER_LEN];
+        let invalid =
+            |e: StreamError| Error::integrity(format!("{name}: the stream header is invalid: {e}"));
+        let mut head = vec![0u8; 10];
         let n = read_full(&mut input, &mut head).map_err(|e| Error::io("reading", name, e))?;
         if n < 8 || &head[..8] != super::MAGIC {
             return Err(Error::integrity(format!("{name} is not an evfs backup stream")).with_hint(
                 "a stream starts with the bytes EVFS-STR; volumes are restored with `evfs emd restore` or copied with `evfs backup`",
             ));
         }
-        if n < HEADER_LEN {
-            return Err(Error::integrity(format!(
-                "{name}: the stream is truncated inside its header (at byte {n})"
-            )));
+        let truncated = |at: usize| {
+            Error::integrity(format!(
+                "{name}: the stream is truncated inside its header (at byte {at})"
+            ))
+        };
+        if n < head.len() {
+            return Err(truncated(n));
         }
-        let header = Header::parse(&head)
-            .map_err(|e| Error::integrity(format!("{name}: the stream header is invalid: {e}")))?;
+        let len = header_len(Header::version_of(&head).map_err(invalid)?);
+        head.resize(len, 0);
+        let n =
+            read_full(&mut input, &mut head[10..]).map_err(|e| Error::io("reading", name, e))?;
+        if 10 + n < len {
+            return Err(truncated(10 + n));
+        }
+        let header = Header::parse(&head).map_err(invalid)?;
         let mut manifest = blake3::Hasher::new();
         manifest.update(&head);
         let payload = vec![0u8; header.max_payload()];
@@ -67,7 +78,7 @@ impl<R: Read> StreamReader<R> {
             next_index: 0,
             next_offset: 0,
             short_seen: false,
-            position: HEADER_LEN as u64,
+            position: len as u64,
             payload,
             ended: false,
         })

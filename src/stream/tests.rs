@@ -16,6 +16,7 @@ const CHUNK: usize = 64 << 10;
 
 fn header(sparse: bool, compressed: bool, expected: u64) -> Header {
     Header {
+        version: VERSION,
         mode: Mode::Reencrypt,
         raw: false,
         compressed,
@@ -24,6 +25,7 @@ fn header(sparse: bool, compressed: bool, expected: u64) -> Header {
         stream_id: [0x5e; 16],
         expected: Some(expected),
         source_uuid: [0x11; 16],
+        source_data_version: 5,
         emd: example(),
     }
 }

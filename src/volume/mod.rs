@@ -181,6 +181,8 @@ pub struct NewVolume<'a> {
     pub cipher: crate::crypto::Cipher,
     pub sector_size: u32,
     pub data_size: u64,
+    /// Bytes of plaintext it will hold (at most `data_size`).
+    pub data_len: u64,
     pub label: &'a str,
     pub owner: (&'a crate::keys::KeyId, [u8; 32]),
     pub recovery: Vec<(crate::keys::KeyId, [u8; 32])>,
@@ -207,6 +209,7 @@ impl NewVolume<'_> {
         emd::format::validate_slots(&slots)
             .map_err(|e| Error::usage(format!("these keys do not make a valid slot table: {e}")))?;
         let mut emd = Emd {
+            version: emd::format::VERSION,
             generation: 0,
             dirty: false,
             checkpoint: None,
@@ -217,6 +220,9 @@ impl NewVolume<'_> {
             sector_size: self.sector_size,
             data_offset: layout::DATA_OFFSET,
             data_size: self.data_size,
+            data_len: self.data_len,
+            data_version: 0,
+            clone_of: None,
             label: self.label.to_string(),
             provenance: None,
             slots,
