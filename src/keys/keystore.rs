@@ -6,15 +6,15 @@
 //! are stored beside it. A `.pass` holds the passphrase sealed under a key
 //! derived from the host key, so that the `.pass` alone reveals nothing.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use super::KeyId;
+use super::files::Dir;
 use crate::crypto::kdf::{self, KdfParams};
 use crate::crypto::{self, Passphrase};
 use crate::error::{Error, IoContext, Result};
@@ -119,9 +119,12 @@ impl Keystore {
     }
 
     fn file(&self, id: &KeyId, ext: &str) -> PathBuf {
-        self.root
-            .join(id.user())
-            .join(format!("{}.{ext}", id.keyname()))
+        self.root.join(id.user()).join(file_name(id, ext))
+    }
+
+    /// The user directory of `id`, made (0700, with the keystore) if missing.
+    fn create_user_dir(&self, id: &KeyId) -> Result<Dir> {
+        Dir::create(&self.root)?.create_subdir(id.user())
     }
 
     pub fn pub_path(&self, id: &KeyId) -> PathBuf {
@@ -138,12 +141,10 @@ impl Keystore {
 
     /// Make a new key pair sealed under `pass`; refuses to overwrite one.
     pub fn generate(&self, id: &KeyId, pass: &Passphrase, params: KdfParams) -> Result<[u8; 32]> {
+        // Checked again when the files are linked into place; this early
+        // check only spares the user the KDF's wait.
         if self.pub_path(id).exists() || self.priv_path(id).exists() {
-            return Err(Error::usage(format!(
-                "key {id} already exists in {}",
-                self.root.display()
-            ))
-            .with_hint("choose another key name, or remove the old key's files first"));
+            return Err(self.exists_error(id));
         }
         let params = params.validate()?;
         let secret = StaticSecret::from(crypto::random_array::<32>()?);
@@ -164,32 +165,47 @@ impl Keystore {
             hex::encode(sealed.as_ref()),
             hex::encode(&tag),
         );
-        self.ensure_user_dir(id)?;
-        write_file(&self.priv_path(id), text.as_bytes(), 0o600)?;
-        write_file(
-            &self.pub_path(id),
-            public_line(id, &public).as_bytes(),
-            0o644,
-        )?;
+        // Linked into place, not renamed: of two runs making the same key at
+        // once, one fails here instead of both succeeding with one .priv and
+        // the other's .pub.
+        let dir = self.create_user_dir(id)?;
+        let (priv_name, pub_name) = (file_name(id, "priv"), file_name(id, "pub"));
+        if !dir.create_new(&priv_name, text.as_bytes(), 0o600)? {
+            return Err(self.exists_error(id));
+        }
+        if !dir.create_new(&pub_name, public_line(id, &public).as_bytes(), 0o644)? {
+            // Someone imported a public key under this ID meanwhile; keep
+            // theirs and leave no private key without its public half.
+            dir.remove(&priv_name)?;
+            return Err(self.exists_error(id));
+        }
         Ok(public)
+    }
+
+    fn exists_error(&self, id: &KeyId) -> Error {
+        Error::usage(format!(
+            "key {id} already exists in {}",
+            self.root.display()
+        ))
+        .with_hint("choose another key name, or remove the old key's files first")
     }
 
     /// Add someone else's public key under `id`.
     pub fn import(&self, id: &KeyId, public: &[u8; 32]) -> Result<()> {
-        let path = self.pub_path(id);
-        if path.exists() {
-            let old = self.public(id)?;
-            if &old == public {
-                return Ok(());
-            }
-            return Err(Error::usage(format!(
-                "key {id} already exists in {} with another public key",
-                self.root.display()
-            ))
-            .with_hint("import it under another key ID"));
+        let dir = self.create_user_dir(id)?;
+        let line = public_line(id, public);
+        if dir.create_new(&file_name(id, "pub"), line.as_bytes(), 0o644)? {
+            return Ok(());
         }
-        self.ensure_user_dir(id)?;
-        write_file(&path, public_line(id, public).as_bytes(), 0o644)
+        // Importing the same key again is fine; another key under its ID is not.
+        if &self.public(id)? == public {
+            return Ok(());
+        }
+        Err(Error::usage(format!(
+            "key {id} already exists in {} with another public key",
+            self.root.display()
+        ))
+        .with_hint("import it under another key ID"))
     }
 
     /// The public key of `id`.
@@ -270,8 +286,8 @@ impl Keystore {
             hex::encode(&sealed),
             hex::encode(&tag)
         );
-        self.ensure_user_dir(id)?;
-        write_file(&self.pass_path(id), text.as_bytes(), 0o600)
+        self.create_user_dir(id)?
+            .replace(&file_name(id, "pass"), text.as_bytes(), 0o600)
     }
 
     /// The stored passphrase of `id`, if there is one.
@@ -363,19 +379,6 @@ impl Keystore {
         Ok(out)
     }
 
-    fn ensure_user_dir(&self, id: &KeyId) -> Result<()> {
-        for dir in [self.root.clone(), self.root.join(id.user())] {
-            if !dir.exists() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&dir)
-                    .ctx("creating", &dir)?;
-            }
-        }
-        Ok(())
-    }
-
     fn hostkey(&self, create: bool) -> Result<Zeroizing<[u8; 32]>> {
         let path = self.root.join(HOSTKEY);
         if !path.exists() {
@@ -386,10 +389,11 @@ impl Keystore {
                 ))
                 .with_hint("store the passphrase again with `evfs key store-passphrase ID`"));
             }
+            // Two runs storing their first passphrases at once both get
+            // here. Only one link succeeds; both then use the key on disk,
+            // so that neither seals a passphrase under a key that is lost.
             let key = Zeroizing::new(crypto::random_array::<32>()?);
-            fs::create_dir_all(&self.root).ctx("creating", &self.root)?;
-            write_file(&path, key.as_ref(), 0o600)?;
-            return Ok(key);
+            Dir::create(&self.root)?.create_new(HOSTKEY, key.as_ref(), 0o600)?;
         }
         check_private_mode(&path)?;
         let bytes = Zeroizing::new(fs::read(&path).ctx("reading", &path)?);
@@ -469,6 +473,11 @@ fn parse_kdf(v: &str) -> Option<KdfParams> {
     .ok()
 }
 
+/// `<keyname>.<ext>`, the name of a key file in its user directory.
+fn file_name(id: &KeyId, ext: &str) -> String {
+    format!("{}.{ext}", id.keyname())
+}
+
 fn priv_aad(id: &KeyId, public: &[u8; 32]) -> Vec<u8> {
     let mut aad = PRIV_HEADER.as_bytes().to_vec();
     aad.extend_from_slice(id.as_str().as_bytes());
@@ -507,27 +516,10 @@ fn read_secret_file(path: &Path, id: &KeyId) -> Result<Zeroizing<String>> {
         .map_err(|_| Error::integrity(format!("{} is damaged", path.display())))
 }
 
-/// Write a whole file through a temporary name, with `mode`, synced.
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let mut f: File = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .ctx("creating", &tmp)?;
-    // The umask may have narrowed the mode; a public key must stay readable.
-    f.set_permissions(fs::Permissions::from_mode(mode))
-        .ctx("setting the mode of", &tmp)?;
-    f.write_all(data).ctx("writing", &tmp)?;
-    f.sync_all().ctx("syncing", &tmp)?;
-    fs::rename(&tmp, path).ctx("renaming into place", path)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     const SMALL: KdfParams = KdfParams {
@@ -624,5 +616,34 @@ mod tests {
             crate::error::expect_err(ks.unlock(&id, &pw("pp"))).exit_code(),
             5
         );
+    }
+
+    /// Regression (issue case 9): runs storing their first passphrases at
+    /// once each made a host key and the last replaced the others.
+    #[test]
+    fn concurrent_first_stored_passphrases_share_one_host_key() {
+        let (_d, ks) = store();
+        let ids: Vec<KeyId> = (0..6)
+            .map(|i| KeyId::parse(&format!("u{i}.k")).unwrap())
+            .collect();
+        for id in &ids {
+            ks.generate(id, &pw(id.as_str()), SMALL).unwrap();
+        }
+        let barrier = std::sync::Barrier::new(ids.len());
+        std::thread::scope(|s| {
+            for id in &ids {
+                let (root, barrier) = (ks.root(), &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    Keystore::at(root)
+                        .store_passphrase(id, &pw(id.as_str()))
+                        .unwrap();
+                });
+            }
+        });
+        for id in &ids {
+            let back = ks.stored_passphrase(id).unwrap().unwrap();
+            assert_eq!(back.expose(), id.as_str().as_bytes());
+        }
     }
 }
