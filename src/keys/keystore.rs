@@ -5,16 +5,20 @@
 //! a key derived from the passphrase by Argon2id; the KDF parameters and salt
 //! are stored beside it. A `.pass` holds the passphrase sealed under a key
 //! derived from the host key, so that the `.pass` alone reveals nothing.
+//!
+//! Every file is read and written through [`files`](super::files), which
+//! refuses links, files and directories that another user could have put in
+//! place, and creates files so that concurrent runs cannot replace each
+//! other's keys.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use super::KeyId;
+use super::files::{Dir, Trust};
 use crate::crypto::kdf::{self, KdfParams};
 use crate::crypto::{self, Passphrase};
 use crate::error::{Error, IoContext, Result};
@@ -119,9 +123,24 @@ impl Keystore {
     }
 
     fn file(&self, id: &KeyId, ext: &str) -> PathBuf {
-        self.root
-            .join(id.user())
-            .join(format!("{}.{ext}", id.keyname()))
+        self.root.join(id.user()).join(file_name(id, ext))
+    }
+
+    /// The user directory of `id`, made (0700, with the keystore) if missing.
+    fn create_user_dir(&self, id: &KeyId) -> Result<Dir> {
+        Dir::create(&self.root)?.create_subdir(id.user())
+    }
+
+    /// The key file `<keyname>.<ext>` of `id`, checked for `trust`; `None`
+    /// when it or its directories do not exist.
+    fn read(&self, id: &KeyId, ext: &str, trust: Trust) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let Some(root) = Dir::open(&self.root)? else {
+            return Ok(None);
+        };
+        let Some(dir) = root.subdir(id.user())? else {
+            return Ok(None);
+        };
+        dir.read(&file_name(id, ext), trust)
     }
 
     pub fn pub_path(&self, id: &KeyId) -> PathBuf {
@@ -138,14 +157,14 @@ impl Keystore {
 
     /// Make a new key pair sealed under `pass`; refuses to overwrite one.
     pub fn generate(&self, id: &KeyId, pass: &Passphrase, params: KdfParams) -> Result<[u8; 32]> {
-        if self.pub_path(id).exists() || self.priv_path(id).exists() {
-            return Err(Error::usage(format!(
-                "key {id} already exists in {}",
-                self.root.display()
-            ))
-            .with_hint("choose another key name, or remove the old key's files first"));
-        }
         let params = params.validate()?;
+        let dir = self.create_user_dir(id)?;
+        let (priv_name, pub_name) = (file_name(id, "priv"), file_name(id, "pub"));
+        // Checked again when the files are linked into place; this early
+        // check only spares the user the KDF's wait.
+        if dir.exists(&priv_name)? || dir.exists(&pub_name)? {
+            return Err(self.exists_error(id));
+        }
         let secret = StaticSecret::from(crypto::random_array::<32>()?);
         let public = PublicKey::from(&secret).to_bytes();
         let salt = crypto::random_array::<16>()?;
@@ -164,51 +183,61 @@ impl Keystore {
             hex::encode(sealed.as_ref()),
             hex::encode(&tag),
         );
-        self.ensure_user_dir(id)?;
-        write_file(&self.priv_path(id), text.as_bytes(), 0o600)?;
-        write_file(
-            &self.pub_path(id),
-            public_line(id, &public).as_bytes(),
-            0o644,
-        )?;
+        // Linked into place, not renamed: of two runs making the same key at
+        // once, one fails here instead of both succeeding with one .priv and
+        // the other's .pub.
+        if !dir.create_new(&priv_name, text.as_bytes(), 0o600)? {
+            return Err(self.exists_error(id));
+        }
+        if !dir.create_new(&pub_name, public_line(id, &public).as_bytes(), 0o644)? {
+            // Someone imported a public key under this ID meanwhile; keep
+            // theirs and leave no private key without its public half.
+            dir.remove(&priv_name)?;
+            return Err(self.exists_error(id));
+        }
         Ok(public)
+    }
+
+    fn exists_error(&self, id: &KeyId) -> Error {
+        Error::usage(format!(
+            "key {id} already exists in {}",
+            self.root.display()
+        ))
+        .with_hint("choose another key name, or remove the old key's files first")
     }
 
     /// Add someone else's public key under `id`.
     pub fn import(&self, id: &KeyId, public: &[u8; 32]) -> Result<()> {
-        let path = self.pub_path(id);
-        if path.exists() {
-            let old = self.public(id)?;
-            if &old == public {
-                return Ok(());
-            }
-            return Err(Error::usage(format!(
-                "key {id} already exists in {} with another public key",
-                self.root.display()
-            ))
-            .with_hint("import it under another key ID"));
+        let dir = self.create_user_dir(id)?;
+        let line = public_line(id, public);
+        if dir.create_new(&file_name(id, "pub"), line.as_bytes(), 0o644)? {
+            return Ok(());
         }
-        self.ensure_user_dir(id)?;
-        write_file(&path, public_line(id, public).as_bytes(), 0o644)
+        // Importing the same key again is fine; another key under its ID is not.
+        if &self.public(id)? == public {
+            return Ok(());
+        }
+        Err(Error::usage(format!(
+            "key {id} already exists in {} with another public key",
+            self.root.display()
+        ))
+        .with_hint("import it under another key ID"))
     }
 
     /// The public key of `id`.
     pub fn public(&self, id: &KeyId) -> Result<[u8; 32]> {
         let path = self.pub_path(id);
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::runtime(format!(
-                    "no key {id} in keystore {}",
-                    self.root.display()
-                ))
-                .with_hint(format!(
-                    "see `evfs key list`; add someone's public key with `evfs key import {id} FILE`"
-                )));
-            }
-            Err(e) => return Err(Error::io("reading", &path, e)),
+        let Some(bytes) = self.read(id, "pub", Trust::Public)? else {
+            return Err(Error::runtime(format!(
+                "no key {id} in keystore {}",
+                self.root.display()
+            ))
+            .with_hint(format!(
+                "see `evfs key list`; add someone's public key with `evfs key import {id} FILE`"
+            )));
         };
-        parse_public_line(&text).ok_or_else(|| {
+        let text = std::str::from_utf8(&bytes).unwrap_or("");
+        parse_public_line(text).ok_or_else(|| {
             Error::integrity(format!("{} is not an evfs public key file", path.display()))
         })
     }
@@ -222,7 +251,16 @@ impl Keystore {
     /// is wrong or there is no private key.
     pub fn unlock(&self, id: &KeyId, pass: &Passphrase) -> Result<PrivateKey> {
         let path = self.priv_path(id);
-        let text = read_secret_file(&path, id)?;
+        let Some(bytes) = self.read(id, "priv", Trust::Secret)? else {
+            return Err(Error::access(format!(
+                "no private key for {id} ({} does not exist)",
+                path.display()
+            ))
+            .with_hint(
+                "generate one with `evfs key gen`, or use --keystore to point at the right keystore",
+            ));
+        };
+        let text = secret_text(&bytes, &path)?;
         let parsed = PrivFile::parse(&text)
             .ok_or_else(|| Error::integrity(format!("{} is damaged", path.display())))?;
         if &parsed.id != id {
@@ -270,17 +308,17 @@ impl Keystore {
             hex::encode(&sealed),
             hex::encode(&tag)
         );
-        self.ensure_user_dir(id)?;
-        write_file(&self.pass_path(id), text.as_bytes(), 0o600)
+        self.create_user_dir(id)?
+            .replace(&file_name(id, "pass"), text.as_bytes(), 0o600)
     }
 
     /// The stored passphrase of `id`, if there is one.
     pub fn stored_passphrase(&self, id: &KeyId) -> Result<Option<Passphrase>> {
         let path = self.pass_path(id);
-        if !path.exists() {
+        let Some(bytes) = self.read(id, "pass", Trust::Secret)? else {
             return Ok(None);
-        }
-        let text = read_secret_file(&path, id)?;
+        };
+        let text = secret_text(&bytes, &path)?;
         let damaged = || Error::integrity(format!("{} is damaged", path.display()));
         let mut nonce = None;
         let mut sealed = None;
@@ -328,11 +366,12 @@ impl Keystore {
     /// Every key in the store, sorted by ID.
     pub fn list(&self) -> Result<Vec<KeyEntry>> {
         let mut out = Vec::new();
-        let users = match fs::read_dir(&self.root) {
-            Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Error::io("reading", &self.root, e)),
-        };
+        // The keystore's own checks first; each public key is read with its
+        // directory's checks below.
+        if Dir::open(&self.root)?.is_none() {
+            return Ok(out);
+        }
+        let users = fs::read_dir(&self.root).ctx("reading", &self.root)?;
         for user in users {
             let user = user.ctx("reading", &self.root)?;
             if !user.file_type().ctx("reading", user.path())?.is_dir() {
@@ -351,9 +390,11 @@ impl Keystore {
                     continue;
                 };
                 let public = self.public(&id)?;
+                // A link counts as present here; using it is refused.
+                let present = |p: PathBuf| fs::symlink_metadata(p).is_ok();
                 out.push(KeyEntry {
-                    has_private: self.priv_path(&id).exists(),
-                    has_passphrase: self.pass_path(&id).exists(),
+                    has_private: present(self.priv_path(&id)),
+                    has_passphrase: present(self.pass_path(&id)),
                     id,
                     public,
                 });
@@ -363,36 +404,33 @@ impl Keystore {
         Ok(out)
     }
 
-    fn ensure_user_dir(&self, id: &KeyId) -> Result<()> {
-        for dir in [self.root.clone(), self.root.join(id.user())] {
-            if !dir.exists() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&dir)
-                    .ctx("creating", &dir)?;
-            }
-        }
-        Ok(())
-    }
-
     fn hostkey(&self, create: bool) -> Result<Zeroizing<[u8; 32]>> {
         let path = self.root.join(HOSTKEY);
-        if !path.exists() {
-            if !create {
-                return Err(Error::access(format!(
-                    "the host key {} is missing, so stored passphrases cannot be opened",
-                    path.display()
-                ))
-                .with_hint("store the passphrase again with `evfs key store-passphrase ID`"));
+        let missing = || {
+            Error::access(format!(
+                "the host key {} is missing, so stored passphrases cannot be opened",
+                path.display()
+            ))
+            .with_hint("store the passphrase again with `evfs key store-passphrase ID`")
+        };
+        let root = if create {
+            Dir::create(&self.root)?
+        } else {
+            Dir::open(&self.root)?.ok_or_else(missing)?
+        };
+        let bytes = match root.read(HOSTKEY, Trust::Secret)? {
+            Some(bytes) => bytes,
+            None if create => {
+                // Two runs storing their first passphrases at once both get
+                // here. Only one link succeeds; both then use the key on
+                // disk, so that neither seals a passphrase under a key that
+                // is lost.
+                let key = Zeroizing::new(crypto::random_array::<32>()?);
+                root.create_new(HOSTKEY, key.as_ref(), 0o600)?;
+                root.read(HOSTKEY, Trust::Secret)?.ok_or_else(missing)?
             }
-            let key = Zeroizing::new(crypto::random_array::<32>()?);
-            fs::create_dir_all(&self.root).ctx("creating", &self.root)?;
-            write_file(&path, key.as_ref(), 0o600)?;
-            return Ok(key);
-        }
-        check_private_mode(&path)?;
-        let bytes = Zeroizing::new(fs::read(&path).ctx("reading", &path)?);
+            None => return Err(missing()),
+        };
         let key: [u8; 32] = bytes
             .as_slice()
             .try_into()
@@ -469,6 +507,11 @@ fn parse_kdf(v: &str) -> Option<KdfParams> {
     .ok()
 }
 
+/// `<keyname>.<ext>`, the name of a key file in its user directory.
+fn file_name(id: &KeyId, ext: &str) -> String {
+    format!("{}.{ext}", id.keyname())
+}
+
 fn priv_aad(id: &KeyId, public: &[u8; 32]) -> Vec<u8> {
     let mut aad = PRIV_HEADER.as_bytes().to_vec();
     aad.extend_from_slice(id.as_str().as_bytes());
@@ -476,58 +519,17 @@ fn priv_aad(id: &KeyId, public: &[u8; 32]) -> Vec<u8> {
     aad
 }
 
-/// Refuse a secret file that group or others may read or write.
-fn check_private_mode(path: &Path) -> Result<()> {
-    let meta = fs::metadata(path).ctx("reading", path)?;
-    if meta.mode() & 0o077 != 0 {
-        return Err(Error::access(format!(
-            "{} is accessible by group or others (mode {:o}); refusing to use it",
-            path.display(),
-            meta.mode() & 0o777
-        ))
-        .with_hint(format!("run `chmod 600 {}`", path.display())));
-    }
-    Ok(())
-}
-
-fn read_secret_file(path: &Path, id: &KeyId) -> Result<Zeroizing<String>> {
-    if !path.exists() {
-        return Err(Error::access(format!(
-            "no private key for {id} ({} does not exist)",
-            path.display()
-        ))
-        .with_hint(
-            "generate one with `evfs key gen`, or use --keystore to point at the right keystore",
-        ));
-    }
-    check_private_mode(path)?;
-    let bytes = fs::read(path).ctx("reading", path)?;
-    String::from_utf8(bytes)
-        .map(Zeroizing::new)
+/// The text of a secret file, as UTF-8, wiped on drop.
+fn secret_text(bytes: &[u8], path: &Path) -> Result<Zeroizing<String>> {
+    std::str::from_utf8(bytes)
+        .map(|t| Zeroizing::new(t.to_string()))
         .map_err(|_| Error::integrity(format!("{} is damaged", path.display())))
-}
-
-/// Write a whole file through a temporary name, with `mode`, synced.
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let mut f: File = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .ctx("creating", &tmp)?;
-    // The umask may have narrowed the mode; a public key must stay readable.
-    f.set_permissions(fs::Permissions::from_mode(mode))
-        .ctx("setting the mode of", &tmp)?;
-    f.write_all(data).ctx("writing", &tmp)?;
-    f.sync_all().ctx("syncing", &tmp)?;
-    fs::rename(&tmp, path).ctx("renaming into place", path)?;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
     use super::*;
 
     const SMALL: KdfParams = KdfParams {
@@ -624,5 +626,74 @@ mod tests {
             crate::error::expect_err(ks.unlock(&id, &pw("pp"))).exit_code(),
             5
         );
+    }
+
+    /// Regression (issue case 9): runs storing their first passphrases at
+    /// once each made a host key and the last replaced the others.
+    #[test]
+    fn concurrent_first_stored_passphrases_share_one_host_key() {
+        let (_d, ks) = store();
+        let ids: Vec<KeyId> = (0..6)
+            .map(|i| KeyId::parse(&format!("u{i}.k")).unwrap())
+            .collect();
+        for id in &ids {
+            ks.generate(id, &pw(id.as_str()), SMALL).unwrap();
+        }
+        let barrier = std::sync::Barrier::new(ids.len());
+        std::thread::scope(|s| {
+            for id in &ids {
+                let (root, barrier) = (ks.root(), &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    Keystore::at(root)
+                        .store_passphrase(id, &pw(id.as_str()))
+                        .unwrap();
+                });
+            }
+        });
+        for id in &ids {
+            let back = ks.stored_passphrase(id).unwrap().unwrap();
+            assert_eq!(back.expose(), id.as_str().as_bytes());
+        }
+    }
+
+    #[test]
+    fn links_and_loose_directories_are_refused_with_exit_4() {
+        let (_d, ks) = store();
+        let id = KeyId::parse("frank.k").unwrap();
+        ks.generate(&id, &pw("pp"), SMALL).unwrap();
+        ks.store_passphrase(&id, &pw("pp")).unwrap();
+        let moved = ks.root().join("elsewhere");
+        for path in [
+            ks.priv_path(&id),
+            ks.pass_path(&id),
+            ks.root().join(HOSTKEY),
+        ] {
+            fs::rename(&path, &moved).unwrap();
+            std::os::unix::fs::symlink(&moved, &path).unwrap();
+            let e = match path.extension().and_then(|e| e.to_str()) {
+                Some("priv") => crate::error::expect_err(ks.unlock(&id, &pw("pp"))),
+                _ => crate::error::expect_err(ks.stored_passphrase(&id)),
+            };
+            assert_eq!(e.exit_code(), 4, "{e}");
+            assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+            fs::remove_file(&path).unwrap();
+            fs::rename(&moved, &path).unwrap();
+        }
+        assert_eq!(ks.stored_passphrase(&id).unwrap().unwrap().expose(), b"pp");
+        let user_dir = ks.root().join("frank");
+        fs::set_permissions(&user_dir, fs::Permissions::from_mode(0o770)).unwrap();
+        for e in [
+            crate::error::expect_err(ks.unlock(&id, &pw("pp"))),
+            crate::error::expect_err(ks.public(&id).map(|_| ())),
+            crate::error::expect_err(ks.generate(
+                &KeyId::parse("frank.k2").unwrap(),
+                &pw("x"),
+                SMALL,
+            )),
+        ] {
+            assert_eq!(e.exit_code(), 4, "{e}");
+            assert!(e.hint().unwrap().contains("chmod 700"), "{e:?}");
+        }
     }
 }

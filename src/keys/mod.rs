@@ -1,5 +1,6 @@
 //! Key pairs, key IDs, the keystore on disk and where passphrases come from.
 
+mod files;
 pub mod id;
 pub mod keystore;
 pub mod passphrase;
