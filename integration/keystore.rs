@@ -368,9 +368,7 @@ fn another_user_may_use_roots_directories_and_public_keys_but_not_its_secrets() 
     chmod(Path::new(&pb), 0o644);
     let as_stranger = |args: &[&str]| {
         let out = env
-            .process(args)
-            .uid(STRANGER)
-            .gid(STRANGER)
+            .process_as(STRANGER, STRANGER, args)
             .stdin(Stdio::null())
             .output();
         match out {

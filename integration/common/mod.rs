@@ -123,6 +123,28 @@ impl Env {
         self.ok(&["create", vol, "--owner", owner, "--size", size]);
     }
 
+    /// [`Env::process`] as another user: the binary is copied into the
+    /// scratch directory first (made 0755), since the build directory may
+    /// be out of that user's reach (a checkout under a 0700 home).
+    pub fn process_as(&self, uid: u32, gid: u32, args: &[&str]) -> std::process::Command {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        let exe = self.path("evfs-binary");
+        if !exe.exists() {
+            std::fs::copy(bin(), &exe).expect("copy the evfs binary");
+            std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let mut c = std::process::Command::new(&exe);
+        c.current_dir(self.dir.path())
+            .arg("--keystore")
+            .arg(self.keystore())
+            .args(args)
+            .env_remove("EVFS_KEYSTORE")
+            .uid(uid)
+            .gid(gid);
+        c
+    }
+
     /// Write `len` bytes of [`mixed_data`] to `image` and encrypt them into a
     /// new volume `vol` owned by `owner`; returns the data.
     pub fn volume_from_data(
