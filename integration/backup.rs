@@ -512,7 +512,7 @@ fn big_volume(env: &Env, name: &str, size: &str) {
 }
 
 #[test]
-fn a_killed_backup_leaves_a_dirty_target_that_check_r_resets() {
+fn a_killed_backup_leaves_an_incomplete_target_that_check_names_and_resume_finishes() {
     let env = Env::new();
     let pa = env.gen_key("alice.k1");
     big_volume(&env, "big.vol", "1G");
@@ -552,12 +552,49 @@ fn a_killed_backup_leaves_a_dirty_target_that_check_r_resets() {
             eprintln!("attempt {attempt}: the backup finished before it could be killed; again");
             continue;
         }
-        let (out, _) = env.expect(6, &["check", "t.vol"]);
-        assert!(out.contains("has not been properly shut down"), "{out}");
-        let out = env.ok(&["check", "-r", "t.vol"]);
-        assert!(out.contains("Resetting dirty bit..."), "{out}");
-        assert!(out.contains("has been successfully recovered"), "{out}");
+        // Case 6 of the safety issue: `check -r` said "successfully
+        // recovered" and made the half-copied target look clean. Now the
+        // unfinished backup is named, kept, and finished by --resume.
+        let (out, err) = env.expect(6, &["check", "t.vol"]);
+        assert!(
+            out.contains("holds an unfinished backup from volume"),
+            "{out}"
+        );
+        assert!(err.contains("--resume"), "{err}");
+        let (out, err) = env.expect(6, &["check", "-r", "t.vol"]);
+        assert!(!out.contains("successfully recovered"), "{out}");
+        assert!(
+            out.contains("unfinished backup") && err.contains("--resume"),
+            "{out}{err}"
+        );
+        let (json, _) = env.expect(6, &["check", "t.vol", "--json"]);
+        let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(report["ok"], false);
+        assert_eq!(report["exit"], 6);
+        assert_eq!(report["incomplete"]["task"], "backup");
+        assert!(report["hint"].as_str().unwrap().contains("--resume"));
+        let info = env.info("t.vol");
+        assert_eq!(info["dirty"], true);
+        assert!(info["checkpoint"].is_object(), "{info}");
+        env.ok(&[
+            "backup",
+            "big.vol",
+            "t.vol",
+            "-k",
+            "alice.k1",
+            "--passphrase-file",
+            &pa,
+            "--resume",
+        ]);
         env.ok(&["check", "t.vol"]);
+        env.ok(&[
+            "verify",
+            "t.vol",
+            "-k",
+            "alice.k1",
+            "--passphrase-file",
+            &pa,
+        ]);
         return;
     }
     panic!("the backup could never be caught while running");

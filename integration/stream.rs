@@ -312,7 +312,7 @@ fn a_stream_fed_to_backup_is_refused_with_a_hint() {
     let (_, err) = env.expect(3, &["backup", "s.evfs", "x.vol", "--owner", "alice.k1"]);
     assert!(err.contains("evfs restore"), "{err}");
     // A stream where a volume is expected is named as a stream.
-    let (_, err) = env.expect(5, &["info", "s.evfs"]);
+    let (_, err) = env.expect(2, &["info", "s.evfs"]);
     assert!(
         err.contains("backup stream") && err.contains("evfs restore"),
         "{err}"

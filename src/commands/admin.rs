@@ -22,6 +22,18 @@ pub fn set_state(ctx: &Ctx, vol: &Path, key: &KeyArgs, enable: bool) -> Result<(
     } else {
         State::Disabled
     };
+    if enable && v.emd.dirty {
+        let why = if v.emd.checkpoint.is_some() {
+            "holds an unfinished backup or restore"
+        } else {
+            "is dirty: a writer did not shut it down"
+        };
+        ctx.note(format!(
+            "evfs: warning: {} {why}; its data may be inconsistent: check it with `evfs check {}`",
+            vol.display(),
+            vol.display()
+        ));
+    }
     if v.emd.state == state {
         ctx.note(format!("{} is already {}", vol.display(), state.name()));
         return Ok(());

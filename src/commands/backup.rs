@@ -52,6 +52,7 @@ pub struct Report {
 impl Report {
     pub fn json(&self) -> serde_json::Value {
         json!({
+            "ok": true,
             "mode": self.mode.name(),
             "stream_mode": self.stream_mode.map(Mode::name),
             "bytes": self.bytes,

@@ -43,11 +43,7 @@ pub fn run(ctx: &Ctx, dir: Option<PathBuf>, size: u64, threads: Option<usize>) -
 
 fn steps(parent: &Ctx, dir: &Path, size: u64, threads: Option<usize>) -> Result<()> {
     let ks_dir = dir.join("keystore");
-    let ctx = Ctx {
-        keystore_flag: Some(ks_dir.clone()),
-        quiet: true,
-        verbose: 0,
-    };
+    let ctx = Ctx::new(Some(ks_dir.clone()), true, 0);
     let line = |text: String| {
         if !parent.quiet {
             let _ = writeln!(std::io::stdout(), "{text}");

@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::{Ctx, DATA_ROLES, quoted};
 use crate::cli::{KeyArgs, MapArgs};
+use crate::crypto::VolumeKey;
 use crate::emd::Copies;
 use crate::error::{Error, IoContext, Result};
 use crate::nbd::{self, ServeEvent};
@@ -42,7 +43,7 @@ pub fn run(ctx: &Ctx, args: MapArgs) -> Result<()> {
     // may have replaced it.
     let mut v = Volume::from_device(dev)?;
 
-    let xts = if args.raw {
+    let key = if args.raw {
         if args.key.is_some() {
             ctx.note("evfs map: --raw serves the ciphertext; -k is not used");
         }
@@ -57,7 +58,7 @@ pub fn run(ctx: &Ctx, args: MapArgs) -> Result<()> {
         let pk = ctx.private_key(&key)?;
         let unlocked = v.unlock(&pk, DATA_ROLES, "map its data")?;
         v.require_enabled("served decrypted")?;
-        Some(unlocked.key.xts())
+        Some(unlocked.key)
     };
 
     let listener = listen(&args.socket)?;
@@ -80,6 +81,13 @@ pub fn run(ctx: &Ctx, args: MapArgs) -> Result<()> {
         // once the data changes, resuming it would be wrong.
         v.emd.dirty = true;
         v.emd.checkpoint = None;
+        // Writes through the map are data writes: the data version moves
+        // on now (a crash keeps it moved), and back at a clean stop if
+        // nothing was written. A raw map has no key to re-seal it with.
+        if let Some(k) = &key {
+            v.emd.data_version += 1;
+            v.emd.seal(k);
+        }
         v.commit()?;
     }
 
@@ -88,7 +96,7 @@ pub fn run(ctx: &Ctx, args: MapArgs) -> Result<()> {
         file,
         v.data_range(),
         v.emd.sector_size,
-        xts,
+        key.as_ref().map(VolumeKey::xts),
         !write,
     ));
     announce(ctx, &args, &v);
@@ -126,8 +134,9 @@ pub fn run(ctx: &Ctx, args: MapArgs) -> Result<()> {
 
     if write {
         v.dev.sync()?;
-        if !was_dirty {
-            mark_clean(&mut v)?;
+        let unwritten = key.as_ref().filter(|_| stats.bytes_written == 0);
+        if !was_dirty || unwritten.is_some() {
+            mark_clean(&mut v, !was_dirty, unwritten)?;
         }
     }
     ctx.note(format!(
@@ -141,12 +150,12 @@ pub fn run(ctx: &Ctx, args: MapArgs) -> Result<()> {
     Ok(())
 }
 
-/// Clear the dirty bit in the EMD as it is on the media now, not as it was
-/// when the map started: the administration commands (enable, disable, user
-/// add, owner, ...) do not take the volume's lock, and what they changed
-/// meanwhile must survive. The dirty bit lies outside the MAC, so no key is
-/// needed.
-fn mark_clean(v: &mut Volume) -> Result<()> {
+/// Clear the dirty bit (when `clean`), and put the data version back when
+/// nothing was written (`unwritten` holds the key to re-seal with), in the
+/// EMD as it is on the media now, not as it was when the map started: what
+/// administration commands changed meanwhile must survive. The dirty bit
+/// lies outside the MAC, so clearing it needs no key.
+fn mark_clean(v: &mut Volume, clean: bool, unwritten: Option<&VolumeKey>) -> Result<()> {
     let copies = Copies::read(&v.dev)?;
     let Some(current) = copies.current().cloned() else {
         return Err(crate::emd::no_valid_emd(&v.dev, &copies)
@@ -154,7 +163,16 @@ fn mark_clean(v: &mut Volume) -> Result<()> {
     };
     v.emd = current;
     v.copies = copies;
-    v.emd.dirty = false;
+    if clean {
+        v.emd.dirty = false;
+    }
+    if let Some(k) = unwritten
+        && v.emd.mac_ok(k)
+        && v.emd.data_version > 0
+    {
+        v.emd.data_version -= 1;
+        v.emd.seal(k);
+    }
     v.commit()
 }
 

@@ -30,15 +30,33 @@ pub struct Ctx {
     pub keystore_flag: Option<std::path::PathBuf>,
     pub quiet: bool,
     pub verbose: u8,
+    /// The report a `--json` command had made when it failed (`check`,
+    /// `verify`): the failure's JSON object is merged into it.
+    report: std::sync::Mutex<Option<serde_json::Value>>,
 }
 
 impl Ctx {
-    pub fn from_cli(cli: &Cli) -> Ctx {
+    pub fn new(keystore_flag: Option<std::path::PathBuf>, quiet: bool, verbose: u8) -> Ctx {
         Ctx {
-            keystore_flag: cli.keystore.clone(),
-            quiet: cli.quiet,
-            verbose: cli.verbose,
+            keystore_flag,
+            quiet,
+            verbose,
+            report: std::sync::Mutex::new(None),
         }
+    }
+
+    pub fn from_cli(cli: &Cli) -> Ctx {
+        Ctx::new(cli.keystore.clone(), cli.quiet, cli.verbose)
+    }
+
+    /// Fail with `err`, keeping `report` for the JSON object of the failure.
+    pub fn fail_with_report(&self, report: serde_json::Value, err: Error) -> Error {
+        *self.report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+        err
+    }
+
+    fn take_report(&self) -> Option<serde_json::Value> {
+        self.report.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     pub fn keystore(&self) -> Result<Keystore> {
@@ -80,9 +98,76 @@ pub fn out(text: impl AsRef<str>) -> Result<()> {
         .map_err(|e| Error::io("writing", "standard output", e))
 }
 
-/// Run the parsed command line.
+/// Where a command's `--json` object goes, when it was asked for one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum JsonTo {
+    Stdout,
+    /// Standard output carries data (`backup ... -`).
+    Stderr,
+}
+
+fn json_to(cmd: &Command) -> Option<JsonTo> {
+    let to = |json: bool| json.then_some(JsonTo::Stdout);
+    match cmd {
+        Command::Info { json, .. } | Command::Check { json, .. } => to(*json),
+        Command::Key(crate::cli::KeyCommand::List { json }) => to(*json),
+        Command::Restore(a) => to(a.json),
+        Command::Verify(a) => to(a.json),
+        Command::Backup(a) if a.json && a.dst.as_deref() == Some(Path::new("-")) => {
+            Some(JsonTo::Stderr)
+        }
+        Command::Backup(a) => to(a.json),
+        _ => None,
+    }
+}
+
+/// The JSON object of a failure: at least `ok`, `exit`, `error` and `hint`,
+/// merged into the report the command had made, if any.
+pub fn failure_json(err: &Error, report: Option<serde_json::Value>) -> serde_json::Value {
+    let mut obj = match report {
+        Some(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    obj.insert("ok".into(), false.into());
+    obj.insert("exit".into(), err.exit_code().into());
+    obj.insert("error".into(), err.to_string().into());
+    obj.insert(
+        "hint".into(),
+        err.hint()
+            .map_or(serde_json::Value::Null, |h| h.to_string().into()),
+    );
+    serde_json::Value::Object(obj)
+}
+
+/// Run the parsed command line. With `--json`, a failure prints its JSON
+/// object too (on stdout, or on stderr where stdout carries data), so that
+/// a cron job logs one object on every exit.
 pub fn run(cli: Cli) -> Result<()> {
+    let json = json_to(&cli.command);
     let ctx = Ctx::from_cli(&cli);
+    let closed_pipe_is_fine = matches!(cli.command, Command::Cat { .. } | Command::Hash { .. });
+    let result = dispatch(&ctx, cli);
+    match result {
+        // A reader that stops reading (`evfs cat vol | head`) is not an
+        // error for the commands that only write data, as for `cat(1)`.
+        Err(e) if e.is_broken_pipe() && closed_pipe_is_fine => Ok(()),
+        Err(e) => {
+            if let Some(to) = json {
+                let text = format!("{}\n", failure_json(&e, ctx.take_report()));
+                match to {
+                    JsonTo::Stdout => {
+                        let _ = out(text);
+                    }
+                    JsonTo::Stderr => eprint!("{text}"),
+                }
+            }
+            Err(e)
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+fn dispatch(ctx: &Ctx, cli: Cli) -> Result<()> {
     if let Err(e) = crate::crypto::secret::protect_process() {
         ctx.detail(format!(
             "evfs: warning: could not keep keys out of core dumps: {e}"
@@ -92,30 +177,30 @@ pub fn run(cli: Cli) -> Result<()> {
         ctx.detail(format!("evfs: warning: no SIGBUS guard: {e}"));
     }
     match cli.command {
-        Command::Key(cmd) => key::run(&ctx, cmd),
-        Command::Create(args) => create::run(&ctx, args),
-        Command::Info { vol, json } => info::run(&ctx, &vol, json),
-        Command::Enable { vol, key } => admin::set_state(&ctx, &vol, &key, true),
-        Command::Disable { vol, key } => admin::set_state(&ctx, &vol, &key, false),
-        Command::Check { vol, reset, json } => check::run(&ctx, &vol, reset, json),
-        Command::User(UserCommand::Add { vol, id, key }) => admin::user_add(&ctx, &vol, &id, &key),
+        Command::Key(cmd) => key::run(ctx, cmd),
+        Command::Create(args) => create::run(ctx, args),
+        Command::Info { vol, json } => info::run(ctx, &vol, json),
+        Command::Enable { vol, key } => admin::set_state(ctx, &vol, &key, true),
+        Command::Disable { vol, key } => admin::set_state(ctx, &vol, &key, false),
+        Command::Check { vol, reset, json } => check::run(ctx, &vol, reset, json),
+        Command::User(UserCommand::Add { vol, id, key }) => admin::user_add(ctx, &vol, &id, &key),
         Command::User(UserCommand::Remove { vol, id, key }) => {
-            admin::user_remove(&ctx, &vol, &id, &key)
+            admin::user_remove(ctx, &vol, &id, &key)
         }
-        Command::Owner { vol, id, key } => admin::owner(&ctx, &vol, &id, &key),
-        Command::Emd(EmdCommand::Backup { vol, file }) => emd_file::backup(&ctx, &vol, &file),
+        Command::Owner { vol, id, key } => admin::owner(ctx, &vol, &id, &key),
+        Command::Emd(EmdCommand::Backup { vol, file }) => emd_file::backup(ctx, &vol, &file),
         Command::Emd(EmdCommand::Restore { vol, file, force }) => {
-            emd_file::restore(&ctx, &vol, &file, force)
+            emd_file::restore(ctx, &vol, &file, force)
         }
-        Command::Destroy { vol, key } => admin::destroy(&ctx, &vol, &key),
-        Command::Hash { vol, key, threads } => data::hash(&ctx, &vol, &key, threads),
-        Command::Cat { vol, key, threads } => data::cat(&ctx, &vol, &key, threads),
-        Command::Backup(args) => backup::run(&ctx, args),
-        Command::Demo { dir, size, threads } => demo::run(&ctx, dir, size, threads),
-        Command::Restore(args) => restore::run(&ctx, args),
-        Command::Verify(args) => verify::run(&ctx, args),
-        Command::Map(args) => map::run(&ctx, args),
-        Command::Dmtable { vol, key } => dmtable::run(&ctx, &vol, &key),
+        Command::Destroy { vol, key } => admin::destroy(ctx, &vol, &key),
+        Command::Hash { vol, key, threads } => data::hash(ctx, &vol, &key, threads),
+        Command::Cat { vol, key, threads } => data::cat(ctx, &vol, &key, threads),
+        Command::Backup(args) => backup::run(ctx, args),
+        Command::Demo { dir, size, threads } => demo::run(ctx, dir, size, threads),
+        Command::Restore(args) => restore::run(ctx, args),
+        Command::Verify(args) => verify::run(ctx, args),
+        Command::Map(args) => map::run(ctx, args),
+        Command::Dmtable { vol, key } => dmtable::run(ctx, &vol, &key),
         Command::Completions { shell } => completions::run(shell),
     }
 }

@@ -111,38 +111,35 @@ impl Verdict {
 pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
     let v = check(ctx, &args)?;
     let (f, kind, reported) = (&v.findings, v.kind, v.digest);
+    let failure = f
+        .first_failure()
+        .map(|what| Error::integrity(format!("{}: {what}", args.target.display())));
     if args.json {
         let checks: Vec<_> = f
             .checks
             .iter()
             .map(|c| json!({"ok": c.ok, "check": c.what}))
             .collect();
-        out(format!(
-            "{}\n",
-            json!({
-                "ok": f.ok(),
-                "target": args.target.display().to_string(),
-                "kind": match kind { Kind::Stream => "stream", Kind::Volume => "volume", Kind::Plain => "plain" },
-                "plaintext_blake3": reported.map(|d| d.hash.to_hex().to_string()),
-                "bytes": reported.map(|d| d.bytes),
-                "against": args.against.as_ref().map(|p| p.display().to_string()),
-                "checks": checks,
-            })
-        ))?;
-    } else {
-        let mut text: String = v.lines().iter().map(|l| format!("{l}\n")).collect();
-        if f.ok() {
-            text.push_str(&format!("{}: verified\n", args.target.display()));
-        }
-        out(text)?;
+        let report = json!({
+            "ok": f.ok(),
+            "target": args.target.display().to_string(),
+            "kind": match kind { Kind::Stream => "stream", Kind::Volume => "volume", Kind::Plain => "plain" },
+            "plaintext_blake3": reported.map(|d| d.hash.to_hex().to_string()),
+            "bytes": reported.map(|d| d.bytes),
+            "against": args.against.as_ref().map(|p| p.display().to_string()),
+            "checks": checks,
+        });
+        return match failure {
+            Some(err) => Err(ctx.fail_with_report(report, err)),
+            None => out(format!("{report}\n")),
+        };
     }
-    match f.first_failure() {
-        None => Ok(()),
-        Some(what) => Err(Error::integrity(format!(
-            "{}: {what}",
-            args.target.display()
-        ))),
+    let mut text: String = v.lines().iter().map(|l| format!("{l}\n")).collect();
+    if f.ok() {
+        text.push_str(&format!("{}: verified\n", args.target.display()));
     }
+    out(text)?;
+    failure.map_or(Ok(()), Err)
 }
 
 /// Run every check `args` asks for; failures are findings, not errors.
@@ -155,8 +152,8 @@ pub fn check(ctx: &Ctx, args: &VerifyArgs) -> Result<Verdict> {
         Kind::Volume => verify_volume(ctx, &args.target, &args.key, threads, &mut f)?,
         Kind::Plain => {
             if args.against.is_none() {
-                return Err(Error::integrity(format!(
-                    "{} is neither an EVFS volume nor a backup stream: there is nothing in it to verify",
+                return Err(Error::usage(format!(
+                    "{} is plain data (no EVFS metadata), neither an EVFS volume nor a backup stream: there is nothing in it to verify",
                     args.target.display()
                 ))
                 .with_hint("compare it with its source: evfs verify TARGET --against SRC"));

@@ -8,7 +8,7 @@ pub(crate) mod tests;
 
 use crate::error::{Error, Result};
 use crate::volume::device::Device;
-use crate::volume::layout;
+use crate::volume::{layout, sniff};
 
 pub use format::{
     Checkpoint, EMD_SIZE, Emd, EmdError, Origin, Provenance, Role, Slot, State, Task, Timestamp,
@@ -104,32 +104,34 @@ fn parse_state(buf: &[u8]) -> CopyState {
     }
 }
 
-/// The error for a path that holds no valid EMD.
+/// The error for a path that holds no valid EMD: exit 5 when EMD magic is
+/// there but both copies are damaged; exit 2 (a wrong kind of argument)
+/// when it holds something else, saying what.
 pub fn no_valid_emd(dev: &Device, copies: &Copies) -> Error {
     let path = dev.path().display();
     if copies.any_magic() {
-        Error::integrity(format!(
+        return Error::integrity(format!(
             "{path}: both EMD copies are damaged (primary {}, backup {})",
             Copies::describe(&copies.primary, None),
             Copies::describe(&copies.backup, None)
         ))
-        .with_hint("restore a saved EMD with `evfs emd restore VOL FILE`")
-    } else if is_stream(dev) {
-        Error::integrity(format!(
-            "{path} is a backup stream, not an EVFS volume"
-        ))
-        .with_hint("check it with `evfs verify STREAM`, or write it onto a volume with `evfs restore STREAM DST`")
-    } else {
-        Error::integrity(format!("{path} is not an EVFS volume (no EMD found)"))
-            .with_hint("create one with `evfs create`, or check the path")
+        .with_hint("restore a saved EMD with `evfs emd restore VOL FILE`");
     }
-}
-
-fn is_stream(dev: &Device) -> bool {
-    let mut head = [0u8; crate::volume::sniff::SNIFF_LEN];
+    let mut head = [0u8; sniff::SNIFF_LEN];
     let n = head.len().min(dev.size() as usize);
-    dev.read_at(&mut head[..n], 0).is_ok()
-        && crate::volume::sniff::sniff(&head[..n]) == crate::volume::sniff::Kind::Stream
+    let kind = match dev.read_at(&mut head[..n], 0) {
+        Ok(()) => sniff::sniff(&head[..n]),
+        Err(e) => return e,
+    };
+    let hint = match kind {
+        sniff::Kind::Stream => {
+            "check it with `evfs verify STREAM`, or write it onto a volume with `evfs restore STREAM DST`"
+        }
+        _ => {
+            "make a volume of its data with `evfs backup FILE VOL --owner ID`, or make it a new volume with `evfs create`"
+        }
+    };
+    Error::usage(format!("{path} is {}, not an EVFS volume", kind.describe())).with_hint(hint)
 }
 
 /// Write `emd` to both copies of `dev`: primary, sync, backup, sync.

@@ -44,16 +44,28 @@ impl<R: Read> StreamReader<R> {
             |e: StreamError| Error::integrity(format!("{name}: the stream header is invalid: {e}"));
         let mut head = vec![0u8; 10];
         let n = read_full(&mut input, &mut head).map_err(|e| Error::io("reading", name, e))?;
-        if n < 8 || &head[..8] != super::MAGIC {
-            return Err(Error::integrity(format!("{name} is not an evfs backup stream")).with_hint(
-                "a stream starts with the bytes EVFS-STR; volumes are restored with `evfs emd restore` or copied with `evfs backup`",
-            ));
-        }
         let truncated = |at: usize| {
             Error::integrity(format!(
                 "{name}: the stream is truncated inside its header (at byte {at})"
             ))
         };
+        if n < 8 && super::MAGIC.starts_with(&head[..n]) {
+            return Err(truncated(n));
+        }
+        if &head[..8] != super::MAGIC {
+            // A wrong kind of argument, named: a volume or plain data.
+            let kind = crate::volume::sniff::sniff(&head[..n]);
+            return Err(Error::usage(format!(
+                "{name} is {}, not a backup stream",
+                kind.describe()
+            ))
+            .with_hint(match kind {
+                crate::volume::sniff::Kind::Volume => {
+                    "copy a volume with `evfs backup SRC DST`; check it with `evfs verify VOL`"
+                }
+                _ => "a backup stream starts with the bytes EVFS-STR (made by `evfs backup SRC -` or `--stream FILE`)",
+            }));
+        }
         if n < head.len() {
             return Err(truncated(n));
         }
