@@ -13,4 +13,5 @@ mod keystore;
 mod man;
 mod map;
 mod reliability;
+mod safety;
 mod stream;

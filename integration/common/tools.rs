@@ -28,12 +28,15 @@ pub fn unavailable(test: &str, why: &str) {
 /// Whether every tool runs (`TOOL --version`); if not, [`unavailable`].
 pub fn have_tools(test: &str, tools: &[&str]) -> bool {
     for tool in tools {
-        let ok = Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        // `--version`, or `-V` for tools such as mke2fs.
+        let ok = ["--version", "-V"].iter().any(|flag| {
+            Command::new(tool)
+                .arg(flag)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
         if !ok {
             unavailable(test, &format!("`{tool}` is not installed or not runnable"));
             return false;

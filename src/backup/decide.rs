@@ -300,10 +300,17 @@ fn reencrypt_row(dst: Dst, f: Flags) -> Result<Decision> {
             relation: Relation::Clone,
             ..
         } => Write::Refresh,
+        // The same volume in another copy: written with its own key (which
+        // is the source's), keeping its identity; --force only lets a
+        // rollback through.
+        Volume {
+            relation: Relation::Same,
+            ..
+        } => Write::IntoVolume,
         // Only --force replaces a volume's own EMD with a clone.
         Volume { .. } if f.force => Write::NewClone,
         Volume {
-            relation: Relation::Same | Relation::Own { key_slot: true },
+            relation: Relation::Own { key_slot: true },
             ..
         } => Write::IntoVolume,
         Volume { .. } => {
@@ -507,7 +514,7 @@ mod tests {
             );
         }
         let force = with(|f| f.force = true);
-        for rel in [SAME, OWN, OWN_SLOT] {
+        for rel in [OWN, OWN_SLOT] {
             assert_eq!(
                 ok(Src::Enabled, vol(EN, rel), force),
                 (Reencrypt, Write::NewClone),
@@ -517,6 +524,10 @@ mod tests {
         assert_eq!(
             ok(Src::Enabled, vol(EN, CLONE), force),
             (Reencrypt, Write::Refresh)
+        );
+        assert_eq!(
+            ok(Src::Enabled, vol(EN, SAME), force),
+            (Reencrypt, Write::IntoVolume)
         );
     }
 

@@ -41,6 +41,22 @@ impl OpenSource {
         lock::lock(dev.file(), path, false, "read it as a backup source")?;
         let copies = Copies::read(&dev)?;
         if let Some(current) = copies.current() {
+            if !copies.primary.has_magic() {
+                // Only the copy at the end is there: a volume whose first
+                // MiB was wiped, or a disk image holding a volume further
+                // in (whose backup copy is the image's last 16 KiB). The
+                // latter's data area is not where this EMD says.
+                let mut head = vec![0u8; (sniff::SCAN_LEN as u64).min(dev.size()) as usize];
+                dev.read_at(&mut head, 0)?;
+                if let Some(s @ sniff::Suspect::EmdAt(_)) = sniff::ciphertext(&head, &[]) {
+                    return Err(Error::refused(format!(
+                        "{} looks like {}, not a volume: its primary EMD copy is missing and its last 16 KiB are that volume's backup copy",
+                        path.display(),
+                        s.describe()
+                    ))
+                    .with_hint("back up the volume itself (a partition or loop device with an offset), not the disk image"));
+                }
+            }
             crate::volume::data_fits(&dev, current)?;
             return Ok(OpenSource {
                 name: path.display().to_string(),

@@ -476,16 +476,6 @@ impl Emd {
         let label = std::str::from_utf8(&label_field[..label_len])
             .map_err(|_| EmdError::Field("label"))?
             .to_string();
-        let (data_len, data_version) = if v2 {
-            (u64_at(b, 240), u64_at(b, 248))
-        } else {
-            reserved(b, 240..256, "reserved")?;
-            (data_size, 0)
-        };
-        if data_len > data_size {
-            return Err(EmdError::Field("data_len"));
-        }
-
         let provenance = match b[256] {
             0 => {
                 reserved(b, 257..384, "provenance")?;
@@ -494,6 +484,18 @@ impl Emd {
             1 => Some(provenance(b, v2)?),
             _ => return Err(EmdError::Field("provenance")),
         };
+        let (data_len, data_version) = if v2 {
+            (u64_at(b, 240), u64_at(b, 248))
+        } else {
+            // Version 1 recorded no length, but its provenance counts the
+            // bytes the last backup wrote (a plain source's exact size).
+            reserved(b, 240..256, "reserved")?;
+            let written = provenance.as_ref().map(|p| p.bytes);
+            (written.filter(|&n| n <= data_size).unwrap_or(data_size), 0)
+        };
+        if data_len > data_size {
+            return Err(EmdError::Field("data_len"));
+        }
         reserved(b, 400..SLOTS_AT, "reserved")?;
 
         let mut slots = Vec::new();

@@ -29,7 +29,8 @@ impl CopyState {
         }
     }
 
-    fn has_magic(&self) -> bool {
+    /// Whether the copy at least carries the EMD magic.
+    pub fn has_magic(&self) -> bool {
         !matches!(self, CopyState::Bad(EmdError::NoMagic))
     }
 }
