@@ -23,7 +23,7 @@ fn setup() -> (Env, Vec<u8>, String, String) {
     (env, data, pa, pb)
 }
 
-fn k<'a>(pa: &'a str) -> [&'a str; 4] {
+fn k(pa: &str) -> [&str; 4] {
     ["-k", "alice.k1", "--passphrase-file", pa]
 }
 
