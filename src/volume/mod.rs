@@ -2,6 +2,7 @@
 
 pub mod device;
 pub mod export;
+pub mod identity;
 pub mod layout;
 pub mod lock;
 pub mod sniff;
