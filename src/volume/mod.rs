@@ -5,6 +5,7 @@ pub mod export;
 pub mod identity;
 pub mod layout;
 pub mod lock;
+pub mod partial;
 pub mod sniff;
 
 use std::path::Path;
