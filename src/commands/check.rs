@@ -8,12 +8,12 @@ use serde_json::json;
 use super::{Ctx, out, quoted};
 use crate::emd::{self, Copies};
 use crate::error::{Error, Result};
-use crate::volume::{Device, Volume, lock};
+use crate::volume::{Device, Volume};
 
 pub fn run(ctx: &Ctx, vol: &Path, reset: bool, json: bool) -> Result<()> {
     let dev = if reset {
-        let dev = Device::open_write(vol)?;
-        lock::lock(dev.file(), vol, true, "reset or repair it")?;
+        let mut dev = Device::open_write(vol)?;
+        dev.lock(true, "reset or repair it")?;
         dev
     } else {
         Device::open_read(vol)?
