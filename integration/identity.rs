@@ -340,6 +340,7 @@ fn locks_follow_the_storage_through_a_loop_device_and_name_the_holder() {
     // The file mapped read-write: every writer through the loop device waits.
     let map = Mapped::start(&env, "a.sock", &with(&["vol.img"], &k));
     let holder = format!("in use by process {}", map.pid());
+    let during = hashes(&env, &["vol.img", "other.img"]);
     expect_within(
         &env,
         1,
@@ -359,12 +360,15 @@ fn locks_follow_the_storage_through_a_loop_device_and_name_the_holder() {
         &with(&["backup", l.path(), "copy.img"], &k),
         &holder,
     );
+    assert_eq!(hashes(&env, &["vol.img", "other.img"]), during);
+    assert!(!env.path("copy.img").exists());
     let (status, log) = map.stop();
     assert!(status.success(), "{log}");
 
     // The loop device mapped read-write: the file is held.
     let map = Mapped::start(&env, "b.sock", &with(&[l.path()], &k));
     let holder = format!("in use by process {}", map.pid());
+    let during = hashes(&env, &["vol.img", "other.img"]);
     expect_within(
         &env,
         1,
@@ -385,6 +389,7 @@ fn locks_follow_the_storage_through_a_loop_device_and_name_the_holder() {
         &["create", l.path(), "--owner", "alice.k1", "--force"],
         &holder,
     );
+    assert_eq!(hashes(&env, &["vol.img", "other.img"]), during);
     let (status, log) = map.stop();
     assert!(status.success(), "{log}");
 
@@ -455,6 +460,7 @@ fn partitions_lock_only_their_range() {
         .unwrap()
         .write_all(&vec![9u8; 1 << 20])
         .unwrap();
+    let during = hashes(&env, &["disk.img"]);
     expect_within(
         &env,
         1,
@@ -467,6 +473,7 @@ fn partitions_lock_only_their_range() {
         &["create", l.path(), "--owner", "alice.k1", "--force"],
         &holder,
     );
+    assert_eq!(hashes(&env, &["disk.img"]), during);
     let (status, log) = map.stop();
     assert!(status.success(), "{log}");
     env.ok(&with(&["user", "add", p1, "bob.k1"], &k));
@@ -611,6 +618,7 @@ fn a_fifo_or_character_device_where_a_volume_is_needed_is_refused_at_once() {
     ));
     let fifo = mkfifo(&env, "vol.fifo");
     let k = key(&pa);
+    let before = hashes(&env, &["vol.img", "s.evfs"]);
     for (target, what) in [
         (
             fifo.as_str(),
@@ -642,6 +650,7 @@ fn a_fifo_or_character_device_where_a_volume_is_needed_is_refused_at_once() {
         }
     }
     assert!(!env.path("saved.emd").exists() && !env.path("copy.img").exists());
+    assert_eq!(hashes(&env, &["vol.img", "s.evfs"]), before);
 }
 
 /// Write `file` into the FIFO `fifo` from a thread.

@@ -284,7 +284,8 @@ impl Storage {
                     (Some(x), None) | (None, Some(x)) => x.to_string(),
                     (None, None) => "the end".to_string(),
                 };
-                text.push_str(&format!(" (both reach bytes {lo} to {hi} of it)"));
+                let base = a.route.last().map_or("it", |h| h.name.as_str());
+                text.push_str(&format!(" (both reach bytes {lo} to {hi} of {base})"));
             }
             text
         };
