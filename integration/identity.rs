@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::tools::{Loop, Mapped, SmallFs, unavailable, write_mbr};
+use crate::common::tools::{Loop, Mapped, SmallFs, write_mbr};
 use crate::common::{Env, b3};
 
 const MIB: u64 = 1 << 20;
@@ -583,9 +583,11 @@ fn a_failed_create_leaves_no_file() {
     // after the file was made.
     let out = env.run(&["create", "x", "--owner", "alice.k1", "--size", "100T"]);
     if out.status.success() {
-        unavailable(
-            "a_failed_create_leaves_no_file",
-            "the scratch file system takes a 100 TiB file",
+        // XFS, btrfs, tmpfs: the size is taken. The failing size is covered
+        // by the unit test of Device::create_file; the failing write below.
+        let _ = writeln!(
+            std::io::stderr(),
+            "PARTLY SKIPPED a_failed_create_leaves_no_file: the scratch file system takes a 100 TiB file"
         );
     } else {
         assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
