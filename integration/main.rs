@@ -9,6 +9,7 @@ mod admin;
 mod backup;
 mod blockdev;
 mod crash;
+mod identity;
 mod keystore;
 mod man;
 mod map;

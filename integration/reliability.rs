@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::tools::SmallFs;
 use crate::common::{Env, contains};
 use evfs::emd::format::{EMD_SIZE, Emd};
 use evfs::emd::{Copies, Role, State};
@@ -41,60 +42,7 @@ fn assert_clean_failure(out: &Output, code: i32, words: &str) {
     assert!(err.contains(words), "expected {words:?} in: {err}");
 }
 
-/// Run a shell script (bash) in the scratch directory with `$EVFS` set.
-fn bash(env: &Env, script: &str) -> Output {
-    Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(env.dir.path())
-        .env(
-            "EVFS",
-            format!(
-                "{} --keystore {}",
-                crate::common::bin(),
-                env.keystore().display()
-            ),
-        )
-        .output()
-        .expect("bash")
-}
-
 // ---------------------------------------------------------------- faults
-
-/// A small tmpfs, unmounted when dropped.
-struct SmallFs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> Option<SmallFs> {
-        let dir = tempfile::tempdir().ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            crate::common::tools::unavailable(
-                "SmallFs::mount",
-                "mounting a tmpfs is not permitted here (needs root)",
-            );
-            return None;
-        }
-        Some(SmallFs { dir })
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
 
 #[test]
 fn a_full_target_fails_with_exit_1_and_is_left_dirty() {
@@ -134,12 +82,9 @@ fn a_full_target_fails_with_exit_1_and_is_left_dirty() {
 #[test]
 fn a_closed_stdout_is_a_broken_pipe_with_exit_1() {
     let (env, pw) = setup(8);
-    let out = bash(
-        &env,
-        &format!(
-            "$EVFS cat src -k alice --passphrase-file {pw} 2>err | head -c 64 >/dev/null; echo \"${{PIPESTATUS[0]}}\""
-        ),
-    );
+    let out = env.bash(&format!(
+        "$EVFS cat src -k alice --passphrase-file {pw} 2>err | head -c 64 >/dev/null; echo \"${{PIPESTATUS[0]}}\""
+    ));
     let err = std::fs::read_to_string(env.path("err")).unwrap();
     assert_eq!(text(&out.stdout).trim(), "0", "cat: {err}");
     assert!(err.is_empty(), "cat: {err}");
@@ -147,10 +92,9 @@ fn a_closed_stdout_is_a_broken_pipe_with_exit_1() {
         format!("$EVFS backup src - -k alice --passphrase-file {pw}"),
         format!("$EVFS backup src - --cleartext -k alice --passphrase-file {pw}"),
     ] {
-        let out = bash(
-            &env,
-            &format!("{cmd} 2>err | head -c 1000 >/dev/null; echo \"${{PIPESTATUS[0]}}\""),
-        );
+        let out = env.bash(&format!(
+            "{cmd} 2>err | head -c 1000 >/dev/null; echo \"${{PIPESTATUS[0]}}\""
+        ));
         let err = std::fs::read_to_string(env.path("err")).unwrap();
         assert_eq!(text(&out.stdout).trim(), "1", "{cmd}: {err}");
         assert!(err.contains("broken pipe"), "{cmd}: {err}");
@@ -182,9 +126,7 @@ fn a_source_that_ends_early_or_shrinks_fails_with_exit_1() {
     // A mapped file cut short while it is read: the backup waits on a full
     // pipe until the file was truncated, then meets the missing pages.
     std::fs::write(env.path("big"), crate::common::mixed_data(64 << 20, 9)).unwrap();
-    let out = bash(
-        &env,
-        "$EVFS backup big - --owner alice 2>err | { head -c 1 >/dev/null; truncate -s 1M big; cat >/dev/null; }; echo \"${PIPESTATUS[0]}\"",
+    let out = env.bash("$EVFS backup big - --owner alice 2>err | { head -c 1 >/dev/null; truncate -s 1M big; cat >/dev/null; }; echo \"${PIPESTATUS[0]}\"",
     );
     let err = std::fs::read_to_string(env.path("err")).unwrap();
     assert_eq!(text(&out.stdout).trim(), "1", "{err}");

@@ -72,6 +72,23 @@ impl Env {
         c
     }
 
+    /// Run a bash script in the scratch directory with `$EVFS` set to the
+    /// binary and its keystore: for real shell redirections and pipes.
+    pub fn bash(&self, script: &str) -> Output {
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .current_dir(self.dir.path())
+            .env(
+                "EVFS",
+                format!("{} --keystore {}", bin(), self.keystore().display()),
+            )
+            .env_remove("EVFS_KEYSTORE")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("bash")
+    }
+
     /// Run and return the output, whatever the exit code.
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("run evfs")

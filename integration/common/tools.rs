@@ -127,6 +127,11 @@ impl Mapped {
         mapped
     }
 
+    /// The process id of the running map.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// The URI qemu tools take.
     pub fn uri(&self) -> String {
         format!("nbd+unix:///?socket={}", self.socket.display())
@@ -163,16 +168,60 @@ impl Drop for Mapped {
     }
 }
 
-/// A loop device over a file, detached on drop.
+/// A small tmpfs, unmounted when dropped.
+pub struct SmallFs {
+    pub dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    /// Mount a tmpfs of `size` (as `mount -o size=` takes it); `None`
+    /// (with the reason, see [`unavailable`]) where mounting is not permitted.
+    pub fn mount(size: &str) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            unavailable(
+                "SmallFs::mount",
+                "mounting a tmpfs is not permitted here (needs root)",
+            );
+            return None;
+        }
+        Some(SmallFs { dir })
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// A loop device over a file, detached on drop (its partitions removed first).
 pub struct Loop {
     pub dev: PathBuf,
+    partitions: bool,
 }
 
 impl Loop {
     /// `losetup --find --show FILE`; `None` (with the reason printed) where
     /// loop devices cannot be set up.
     pub fn attach(test: &str, file: &Path) -> Option<Loop> {
+        Loop::attach_with(test, file, &[])
+    }
+
+    /// [`Loop::attach`] with more `losetup` options (`--offset N`, `--sizelimit N`).
+    pub fn attach_with(test: &str, file: &Path, options: &[&str]) -> Option<Loop> {
         let out = match Command::new("losetup")
+            .args(options)
             .arg("--find")
             .arg("--show")
             .arg(file)
@@ -195,7 +244,42 @@ impl Loop {
             return None;
         }
         let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        Some(Loop { dev })
+        Some(Loop {
+            dev,
+            partitions: false,
+        })
+    }
+
+    /// A loop device over `file`, which starts with an MBR, with its
+    /// partitions added by `partx -a` (the kernel may have no partition
+    /// table parser of its own); `None` where that cannot be done.
+    pub fn attach_partitioned(test: &str, file: &Path) -> Option<Loop> {
+        let mut l = Loop::attach(test, file)?;
+        if !have_tools(test, &["partx"]) {
+            return None;
+        }
+        let (ok, text) = run_tool("partx", &["-a", l.path()]);
+        if !ok {
+            unavailable(test, &format!("partx -a {} failed: {text}", l.path()));
+            return None;
+        }
+        l.partitions = true;
+        // The nodes appear when devtmpfs or udev makes them.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !l.partition(1).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            l.partition(1).exists(),
+            "no node for {}",
+            l.partition(1).display()
+        );
+        Some(l)
+    }
+
+    /// The node of partition `n`.
+    pub fn partition(&self, n: u32) -> PathBuf {
+        PathBuf::from(format!("{}p{n}", self.dev.display()))
     }
 
     pub fn path(&self) -> &str {
@@ -203,8 +287,32 @@ impl Loop {
     }
 }
 
+/// Write an MBR with primary partitions (start sector, sectors) at the
+/// start of `file`.
+pub fn write_mbr(file: &Path, parts: &[(u32, u32)]) {
+    use std::os::unix::fs::FileExt;
+    assert!(parts.len() <= 4);
+    let mut mbr = [0u8; 512];
+    for (i, (start, sectors)) in parts.iter().enumerate() {
+        let e = &mut mbr[446 + 16 * i..446 + 16 * (i + 1)];
+        e[4] = 0x83;
+        e[8..12].copy_from_slice(&start.to_le_bytes());
+        e[12..16].copy_from_slice(&sectors.to_le_bytes());
+    }
+    mbr[510..].copy_from_slice(&[0x55, 0xaa]);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .expect("open the disk image")
+        .write_all_at(&mbr, 0)
+        .expect("write the MBR");
+}
+
 impl Drop for Loop {
     fn drop(&mut self) {
+        if self.partitions {
+            let _ = Command::new("partx").arg("-d").arg(&self.dev).status();
+        }
         let _ = Command::new("losetup")
             .arg("--detach")
             .arg(&self.dev)

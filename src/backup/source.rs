@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use crate::emd::{self, Copies, EMD_SIZE, Emd};
 use crate::error::{Error, IoContext, Result};
 use crate::pipeline::source::{MappedSource, ReaderSource};
-use crate::pipeline::{CHUNK, Source};
-use crate::volume::device::{Device, Identity};
-use crate::volume::lock;
+use crate::pipeline::{CHUNK, Input, Source};
+use crate::volume::device::Device;
+use crate::volume::identity::Storage;
 use crate::volume::sniff::{self, Kind};
 
 /// Where the source's bytes come from.
@@ -37,8 +37,8 @@ impl OpenSource {
         if path == Path::new("-") {
             return Self::open_stdin();
         }
-        let dev = Device::open_read(path)?;
-        lock::lock(dev.file(), path, false, "read it as a backup source")?;
+        let mut dev = Device::open_read(path)?;
+        dev.lock(false, "read it as a backup source")?;
         let copies = Copies::read(&dev)?;
         if let Some(current) = copies.current() {
             if !copies.primary.has_magic() {
@@ -125,10 +125,11 @@ impl OpenSource {
         }
     }
 
-    pub fn identity(&self) -> Option<Identity> {
+    /// The storage the source is read from (standard input's, by `fstat`).
+    pub fn storage(&self) -> Result<Storage> {
         match &self.data {
-            Data::Device(d) => Some(d.identity()),
-            Data::Stdin { .. } => None,
+            Data::Device(d) => d.storage(),
+            Data::Stdin { .. } => Storage::of_stdin(),
         }
     }
 
@@ -203,9 +204,9 @@ impl OpenSource {
                     .file()
                     .try_clone()
                     .map_err(|e| Error::io("reopening", &path, e))?;
-                let mut s = MappedSource::new(file, path, offset, size);
-                s.skip(start);
-                Ok(Box::new(s))
+                let mut source = MappedSource::new(file, path, offset, size);
+                source.skip(start);
+                Ok(Box::new(Held { source, _dev: dev }))
             }
             Data::Stdin { head } => {
                 let reader = std::io::Cursor::new(head).chain(std::io::stdin());
@@ -232,6 +233,23 @@ impl OpenSource {
                 )))
             }
         }
+    }
+}
+
+/// A mapped source that keeps its device open, and with it the shared
+/// lock on the source's storage, until the pipeline is done reading.
+struct Held {
+    source: MappedSource,
+    _dev: Device,
+}
+
+impl Source for Held {
+    fn total(&self) -> Option<u64> {
+        self.source.total()
+    }
+
+    fn next(&mut self, max: usize) -> Result<Option<Input>> {
+        self.source.next(max)
     }
 }
 

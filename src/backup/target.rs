@@ -6,7 +6,8 @@ use super::decide::{Dst, Relation, Room};
 use crate::emd::{Copies, Emd};
 use crate::error::{Error, Result};
 use crate::keys::KeyId;
-use crate::volume::device::{Device, Identity, identity_of};
+use crate::volume::device::{Device, require_volume_kind};
+use crate::volume::identity::Storage;
 
 /// Where the backup goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,18 +24,22 @@ pub struct Classified {
     pub emd: Option<Emd>,
 }
 
-/// Classify `place`. `source` identifies the source's storage; `source_uuid`
-/// is the source volume's UUID (none for plain sources); `key` is the key
-/// ID of `-k`, whose slot in a target volume lets it be written with its
-/// own key.
+/// Classify `place`. `source` is the storage the source is read from;
+/// `source_uuid` is the source volume's UUID (none for plain sources);
+/// `key` is the key ID of `-k`, whose slot in a target volume lets it be
+/// written with its own key. A target that is the same storage as the
+/// source, by any name (a link, a loop device over it, a partition of it,
+/// standard output redirected onto it), is refused here with exit 3,
+/// saying how the two are one.
 pub fn classify(
     place: &Place,
-    source: Option<Identity>,
+    source: &Storage,
     source_uuid: Option<[u8; 16]>,
     key: Option<&KeyId>,
 ) -> Result<Classified> {
     let path = match place {
         Place::Stdout => {
+            not_the_source(&Storage::of_stdout()?, source)?;
             return Ok(Classified {
                 dst: Dst::Stdout,
                 room: Room::Grows,
@@ -42,8 +47,8 @@ pub fn classify(
             });
         }
         Place::StreamFile(p) => {
-            if source.is_some() && identity_of(p)? == source {
-                return Ok(same());
+            if let Some(target) = Storage::of_path(p)? {
+                not_the_source(&target, source)?;
             }
             return Ok(Classified {
                 dst: Dst::StreamFile,
@@ -53,21 +58,15 @@ pub fn classify(
         }
         Place::Path(p) => p,
     };
-    let Some(id) = identity_of(path)? else {
+    if !require_volume_kind(path)? {
         return Ok(Classified {
             dst: Dst::Blank,
             room: Room::Grows,
             emd: None,
         });
-    };
-    if Some(id) == source {
-        return Ok(same());
     }
-    if matches!(id, Identity::Other { .. }) {
-        return Err(Error::usage(format!(
-            "{} is neither a regular file nor a block device",
-            path.display()
-        )));
+    if let Some(target) = Storage::of_path(path)? {
+        not_the_source(&target, source)?;
     }
     let dev = Device::open_read(path)?;
     let room = if dev.is_block() {
@@ -108,11 +107,15 @@ pub fn classify(
     })
 }
 
-fn same() -> Classified {
-    Classified {
-        dst: Dst::Source,
-        room: Room::Grows,
-        emd: None,
+/// Exit 3 when `target` and `source` are one storage, saying how.
+pub fn not_the_source(target: &Storage, source: &Storage) -> Result<()> {
+    match target.overlap(source) {
+        None => Ok(()),
+        Some(why) => Err(
+            Error::refused(format!("the target is the source itself: {why}")).with_hint(
+                "choose a target on other storage: writing a volume over itself destroys it",
+            ),
+        ),
     }
 }
 

@@ -2,6 +2,7 @@
 //! classified target and unlocked keys; let the configuration table decide;
 //! run the pipeline; write the EMD; report.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::time::Instant;
 
@@ -24,7 +25,7 @@ use crate::pipeline::digest::TreeMerger;
 use crate::pipeline::progress::{ProgressMode, with_progress};
 use crate::pipeline::sink::{DeviceSink, DirectSink, Sink, WriteSink, stdout_file};
 use crate::pipeline::{self, Outcome, Plan, SectorKey};
-use crate::volume::device::{partial_path, rename_into_place};
+use crate::volume::partial::Partial;
 use crate::volume::{Device, NewVolume, Volume, layout, lock, unlock_emd};
 
 /// Sector size of volumes made from plain data, unless `--sector-size`.
@@ -162,7 +163,7 @@ pub fn execute(ctx: &Ctx, args: &BackupArgs) -> Result<Report> {
     let src = OpenSource::open(&args.src)?;
     let src_uuid = src.emd.as_ref().map(|e| e.uuid);
     let k_id = args.key.key.as_deref().map(KeyId::parse).transpose()?;
-    let classified = target::classify(&place, src.identity(), src_uuid, k_id.as_ref())?;
+    let classified = target::classify(&place, &src.storage()?, src_uuid, k_id.as_ref())?;
     if let Place::Path(p) = &place
         && classified.dst != Dst::Source
     {
@@ -682,7 +683,7 @@ impl Job<'_> {
         } else {
             Device::open_write(path)?
         };
-        lock::lock(dev.file(), path, true, "write a backup into it")?;
+        dev.lock(true, "write a backup into it")?;
         if resume.is_some() {
             same_emd_under_lock(&dev, cl)?;
         }
@@ -787,8 +788,8 @@ impl Job<'_> {
         id: &KeyId,
         src_key: Option<VolumeKey>,
     ) -> Result<Report> {
-        let dev = Device::open_write(path)?;
-        lock::lock(dev.file(), path, true, "write a backup into it")?;
+        let mut dev = Device::open_write(path)?;
+        dev.lock(true, "write a backup into it")?;
         let mut tv = Volume::from_device(dev)?;
         let resume = self.resume.as_ref();
         if let Some(r) = resume
@@ -930,42 +931,42 @@ impl Job<'_> {
                 (outcome, "standard output".to_string())
             }
             Place::Path(path) => {
-                // A new file is written under a temporary name and renamed
-                // when complete: a cut-off export never looks like a whole one.
-                let tmp = (!path.exists()).then(|| partial_path(path));
-                let dev = match &tmp {
-                    None => Device::open_write(path)?,
-                    Some(tmp) => Device::create_file(tmp, len)?,
+                // A file is written unnamed and takes its name when
+                // complete: a cut-off export never looks like a whole one,
+                // leaves no plaintext behind, and an old file stays as it
+                // was until then. A block device is written in place.
+                let block = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device());
+                let (mut dev, partial) = if block {
+                    (Device::open_write(path)?, None)
+                } else {
+                    let partial = Partial::create(path)?;
+                    partial
+                        .file()
+                        .set_len(len)
+                        .map_err(|e| Error::io("setting the size of", path, e))?;
+                    (Device::over_partial(&partial)?, Some(partial))
                 };
-                lock::lock(dev.file(), path, true, "write a backup into it")?;
+                dev.lock(true, "write a backup into it")?;
                 let limit = if dev.is_block() { dev.size() } else { len };
-                let written = (|| {
-                    let outcome = {
-                        let mut sink = self.device_sink(DeviceSink {
-                            dev: &dev,
-                            base: 0,
-                            limit,
-                            exact: true,
-                        })?;
-                        self.run_pipeline(&plan, src, &mut *sink)?.0
-                    };
-                    if !dev.is_block() {
-                        dev.file()
-                            .set_len(len)
-                            .map_err(|e| Error::io("setting the size of", dev.path(), e))?;
-                    }
-                    dev.sync()?;
-                    if let Some(tmp) = &tmp {
-                        rename_into_place(tmp, path)?;
-                    }
-                    Ok(outcome)
-                })();
-                if written.is_err()
-                    && let Some(tmp) = &tmp
-                {
-                    let _ = std::fs::remove_file(tmp);
+                let outcome = {
+                    let mut sink = self.device_sink(DeviceSink {
+                        dev: &dev,
+                        base: 0,
+                        limit,
+                        exact: true,
+                    })?;
+                    self.run_pipeline(&plan, src, &mut *sink)?.0
+                };
+                if !dev.is_block() {
+                    dev.file()
+                        .set_len(len)
+                        .map_err(|e| Error::io("setting the size of", dev.path(), e))?;
                 }
-                (written?, path.display().to_string())
+                dev.sync()?;
+                if let Some(partial) = partial {
+                    partial.commit()?;
+                }
+                (outcome, path.display().to_string())
             }
             Place::StreamFile(_) => {
                 return Err(Error::runtime("internal: cleartext into a stream"));

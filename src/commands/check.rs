@@ -15,18 +15,18 @@ use super::{Ctx, out, quoted};
 use crate::emd::format::uuid_string;
 use crate::emd::{self, Checkpoint, Copies, Task};
 use crate::error::{Error, Result};
-use crate::volume::{Device, Volume, lock};
+use crate::volume::{Device, Volume};
 
 pub fn run(ctx: &Ctx, vol: &Path, reset: bool, json: bool) -> Result<()> {
     let dev = if reset {
-        let dev = Device::open_write(vol)?;
-        lock::lock(dev.file(), vol, true, "reset or repair it")?;
+        let mut dev = Device::open_write(vol)?;
+        dev.lock(true, "reset or repair it")?;
         dev
     } else {
         // A writer (backup, restore, map) holds the volume: its dirty bit
         // is that writer's, not the sign of a crash. Name the writer.
-        let dev = Device::open_read(vol)?;
-        lock::lock(dev.file(), vol, false, "check it")?;
+        let mut dev = Device::open_read(vol)?;
+        dev.lock(false, "check it")?;
         dev
     };
     let mut v = Volume::from_device(dev)?;

@@ -116,7 +116,7 @@ fn open_or_make(path: &Path, size: Option<u64>) -> Result<Device> {
         return Device::create_file(path, size);
     }
     let mut dev = Device::open_write(path)?;
-    crate::volume::lock::lock(dev.file(), path, true, "make it a volume")?;
+    dev.lock(true, "make it a volume")?;
     if let Some(size) = size
         && size != dev.size()
     {

@@ -12,6 +12,7 @@ use crate::pipeline::progress::{ProgressMode, with_progress};
 use crate::pipeline::sink::{NullSink, WriteSink, stdout_file};
 use crate::pipeline::source::MappedSource;
 use crate::pipeline::{self, Plan, SectorKey};
+use crate::volume::identity::Storage;
 use crate::volume::{Device, Volume};
 
 /// `--threads`, defaulting to every core.
@@ -146,6 +147,7 @@ pub fn hash(ctx: &Ctx, vol: &Path, key: &OptKeyArgs, threads_flag: Option<usize>
 pub fn cat(ctx: &Ctx, vol: &Path, key: &KeyArgs, threads_flag: Option<usize>) -> Result<()> {
     let threads = threads(threads_flag)?;
     let v = Volume::open(vol, false)?;
+    crate::backup::target::not_the_source(&Storage::of_stdout()?, &v.dev.storage()?)?;
     let pk = ctx.private_key(key)?;
     let unlocked = v.unlock(&pk, DATA_ROLES, "read its data")?;
     v.require_enabled("decrypted")?;

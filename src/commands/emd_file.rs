@@ -8,7 +8,7 @@ use std::path::Path;
 use super::Ctx;
 use crate::emd::{self, Copies, EMD_SIZE, Emd};
 use crate::error::{Error, IoContext, Result};
-use crate::volume::{Device, Volume, layout, lock};
+use crate::volume::{Device, Volume, layout};
 
 pub fn backup(ctx: &Ctx, vol: &Path, file: &Path) -> Result<()> {
     let v = Volume::open(vol, false)?;
@@ -55,8 +55,8 @@ pub fn restore(ctx: &Ctx, vol: &Path, file: &Path, force: bool) -> Result<()> {
     let mut saved = Emd::parse(&bytes).map_err(|e| {
         Error::integrity(format!("{} is not a valid saved EMD: {e}", file.display()))
     })?;
-    let dev = Device::open_write(vol)?;
-    lock::lock(dev.file(), vol, true, "restore its EMD")?;
+    let mut dev = Device::open_write(vol)?;
+    dev.lock(true, "restore its EMD")?;
     let end = saved.data_offset + saved.data_size;
     if layout::backup_emd_offset(dev.size()).is_none_or(|b| end > b) {
         return Err(Error::refused(format!(

@@ -23,12 +23,12 @@ use crate::error::{Error, IoContext, Result};
 use crate::nbd::{self, ServeEvent};
 use crate::size::human;
 use crate::volume::export::VolumeExport;
-use crate::volume::{Device, Volume, lock};
+use crate::volume::{Device, Volume};
 
 pub fn run(ctx: &Ctx, args: MapArgs) -> Result<()> {
     let write = !args.read_only;
     let vol = args.vol.as_path();
-    let dev = if write {
+    let mut dev = if write {
         Device::open_write(vol)?
     } else {
         Device::open_read(vol)?
@@ -38,7 +38,7 @@ pub fn run(ctx: &Ctx, args: MapArgs) -> Result<()> {
     } else {
         "map it read-only"
     };
-    lock::lock(dev.file(), vol, write, purpose)?;
+    dev.lock(write, purpose)?;
     // Read the EMD only under the lock: a writer that finished just before
     // may have replaced it.
     let mut v = Volume::from_device(dev)?;

@@ -21,7 +21,8 @@ use crate::pipeline::progress::{ProgressMode, with_progress};
 use crate::stream::decode::FrameDecoder;
 use crate::stream::format::Header;
 use crate::stream::reader::{Item, StreamReader};
-use crate::volume::device::identity_of;
+use crate::volume::device::require_volume_kind;
+use crate::volume::identity::Storage;
 use crate::volume::{Device, layout, lock, unlock_emd};
 
 pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<()> {
@@ -89,6 +90,24 @@ pub fn execute(ctx: &Ctx, args: &RestoreArgs) -> Result<Report> {
             "restore writes a volume: name a file or block device as DST",
         ));
     }
+    let dst = &args.dst;
+    // Before a byte of the stream is read: a target that is no volume (a
+    // FIFO would hang) or that is the stream itself (by any name, or as
+    // standard input) is refused.
+    require_volume_kind(dst)?;
+    if let Some(target) = Storage::of_path(dst)? {
+        let stream = if args.stream.as_os_str() == "-" {
+            Some(Storage::of_stdin()?)
+        } else {
+            Storage::of_path(&args.stream)?
+        };
+        if let Some(why) = stream.and_then(|s| target.overlap(&s)) {
+            return Err(
+                Error::refused(format!("the target is the stream itself: {why}"))
+                    .with_hint("restore onto other storage: writing over the stream destroys it"),
+            );
+        }
+    }
     let (input, name) = open_stream(&args.stream)?;
     let mut reader = StreamReader::open(input, &name)?;
     let header = reader.header.clone();
@@ -105,11 +124,6 @@ pub fn execute(ctx: &Ctx, args: &RestoreArgs) -> Result<Report> {
         reader.set_mac_key(&k.stream_mac_key());
     }
 
-    let dst = &args.dst;
-    let dst_id = identity_of(dst)?;
-    if args.stream.as_os_str() != "-" && dst_id.is_some() && dst_id == identity_of(&args.stream)? {
-        return Err(Error::refused("the target is the stream file itself"));
-    }
     // Busy before foreign: a target another writer holds is reported as such.
     lock::probe(dst, "restore into it")?;
     let existing = check_target(dst, &header, args.force)?;
@@ -127,7 +141,7 @@ pub fn execute(ctx: &Ctx, args: &RestoreArgs) -> Result<Report> {
     } else {
         Device::open_write(dst)?
     };
-    lock::lock(dev.file(), dst, true, "restore into it")?;
+    dev.lock(true, "restore into it")?;
     if !dev.is_block() {
         dev.grow_to(needed)?;
     }

@@ -4,8 +4,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 
 use super::backup::{Job, Report, sector_key};
 use crate::backup::clone;
@@ -18,7 +18,7 @@ use crate::pipeline::sink::stdout_file;
 use crate::pipeline::{CHUNK, Plan};
 use crate::stream::format::Header;
 use crate::stream::writer::{StreamFramer, StreamWriter};
-use crate::volume::device::{partial_path, rename_into_place};
+use crate::volume::partial::Partial;
 
 /// Writes through large buffers: frame headers and hashes are small writes.
 const OUT_BUFFER: usize = 4 << 20;
@@ -83,8 +83,9 @@ pub(super) fn write(
     };
     let mac_key = tkey.as_ref().map(VolumeKey::stream_mac_key);
 
-    let (out, target, tmp) = open_output(place, args.force)?;
-    let result = (|| {
+    let (out, target, partial) = open_output(place, args.force)?;
+    // On failure the partial file is dropped: nothing takes the name.
+    (|| {
         let mut writer = StreamWriter::start(
             BufWriter::with_capacity(OUT_BUFFER, out),
             &target,
@@ -112,9 +113,9 @@ pub(super) fn write(
         let file = buffered
             .into_inner()
             .map_err(|e| Error::io("writing", &target, e.into_error()))?;
-        if let Some((tmp, path)) = &tmp {
-            file.sync_all().ctx("syncing", tmp)?;
-            rename_into_place(tmp, path)?;
+        drop(file);
+        if let Some(partial) = partial {
+            partial.commit()?;
         }
         Ok(Report {
             mode,
@@ -130,23 +131,18 @@ pub(super) fn write(
             stream_bytes: Some(stream_bytes),
             resumed_at: None,
         })
-    })();
-    if result.is_err()
-        && let Some((tmp, _)) = &tmp
-    {
-        let _ = std::fs::remove_file(tmp);
-    }
-    result
+    })()
 }
 
 /// An output file, its name for messages, and for a regular `--stream FILE`
-/// the temporary path and the final one.
-type Output = (File, String, Option<(PathBuf, PathBuf)>);
+/// the file that takes that name when the stream is complete (dropped on
+/// failure: nothing is left behind).
+type Output = (File, String, Option<Partial>);
 
 /// Standard output; a character device or FIFO (`/dev/null`, a named pipe)
-/// written as it is; or for a regular file, a temporary file beside it that
-/// is renamed into place once the stream is complete, so an old stream is
-/// kept until a new one has replaced it whole.
+/// written as it is; or for a regular file, an unnamed file in its
+/// directory that takes its name once the stream is complete, so an old
+/// stream is kept until a new one has replaced it whole.
 fn open_output(place: &Place, force: bool) -> Result<Output> {
     let path = match place {
         Place::Stdout => return Ok((stdout_file()?, "standard output".to_string(), None)),
@@ -188,14 +184,12 @@ fn open_output(place: &Place, force: bool) -> Result<Output> {
             .with_hint("use --force to replace it, or choose a new file"));
         }
     }
-    let tmp = partial_path(path);
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .ctx("creating", &tmp)?;
-    Ok((file, name, Some((tmp, path.clone()))))
+    let partial = Partial::create(path)?;
+    let file = partial
+        .file()
+        .try_clone()
+        .ctx("duplicating the descriptor of", path)?;
+    Ok((file, name, Some(partial)))
 }
 
 fn is_stream(path: &Path) -> Result<bool> {

@@ -6,6 +6,7 @@
 //! the plaintext BLAKE3 of TARGET equals SRC's. Exit 0 only when every check
 //! passed; exit 5 on any mismatch, naming where.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use serde_json::json;
@@ -218,6 +219,13 @@ pub fn check(ctx: &Ctx, args: &VerifyArgs) -> Result<Verdict> {
 
 fn kind_of(path: &Path) -> Result<Kind> {
     if path == Path::new("-") {
+        return Ok(Kind::Stream);
+    }
+    // A FIFO or character device (`<(ssh ...)`, a tape) can only be a
+    // stream; it is never opened as a volume.
+    if std::fs::metadata(path)
+        .is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_char_device())
+    {
         return Ok(Kind::Stream);
     }
     let dev = Device::open_read(path)?;

@@ -117,7 +117,7 @@ impl<'a> DirectSink<'a> {
                 path.display()
             )));
         }
-        let direct = Device::open_write_direct(path, true).map_err(|e| match e {
+        let direct = inner.dev.reopen_direct().map_err(|e| match e {
             Error::Io { source, .. } if source.raw_os_error() == Some(libc::EINVAL) => {
                 Error::runtime(format!(
                     "{} cannot be opened with O_DIRECT: its file system does not support it",
@@ -127,12 +127,6 @@ impl<'a> DirectSink<'a> {
             }
             other => other,
         })?;
-        if direct.identity() != inner.dev.identity() {
-            return Err(Error::runtime(format!(
-                "{} changed while it was opened",
-                path.display()
-            )));
-        }
         let bounce = vec![0u8; super::CHUNK + DIRECT_ALIGN];
         let start = bounce.as_ptr().align_offset(DIRECT_ALIGN);
         if start >= DIRECT_ALIGN {

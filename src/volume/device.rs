@@ -9,24 +9,17 @@ use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use super::identity::{Storage, kind_name};
+use super::lock::{self, StorageLock};
 use crate::error::{Error, IoContext, Result};
 
-/// What a path is, as far as identity goes: two paths name the same storage
-/// when their identities are equal (hard links, symlinks, device nodes).
+/// What a path is, as far as the device node or inode goes (see
+/// [`super::identity`] for whether two names reach the same storage).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Identity {
     File { dev: u64, ino: u64 },
     Block { rdev: u64 },
     Other { dev: u64, ino: u64 },
-}
-
-/// The identity of `path` if it exists.
-pub fn identity_of(path: &Path) -> Result<Option<Identity>> {
-    match std::fs::metadata(path) {
-        Ok(m) => Ok(Some(identity(&m))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("reading the metadata of", path, e)),
-    }
 }
 
 fn identity(m: &std::fs::Metadata) -> Identity {
@@ -46,7 +39,8 @@ fn identity(m: &std::fs::Metadata) -> Identity {
     }
 }
 
-/// An open volume, plain file or block device.
+/// An open volume, plain file or block device, and the lock on its
+/// storage once [`Device::lock`] took it (held as long as the device).
 pub struct Device {
     file: File,
     path: PathBuf,
@@ -54,38 +48,86 @@ pub struct Device {
     block: bool,
     writable: bool,
     identity: Identity,
+    /// Where to open it again (`--direct`): the path, or for an unnamed
+    /// temporary file its `/proc/self/fd` link.
+    reopen: PathBuf,
+    lock: Option<StorageLock>,
+}
+
+/// Refuse what is not a volume (a FIFO, a character device, a directory,
+/// ...) with exit 2, naming what it is.
+pub fn not_a_volume(path: &Path, t: std::fs::FileType) -> Error {
+    Error::usage(format!(
+        "{} is {}, not a volume: a volume is a regular file or a block device",
+        path.display(),
+        kind_name(t)
+    ))
+}
+
+/// Check, without opening it, that `path` is a regular file or a block
+/// device where it exists: opening a FIFO would wait for a writer forever.
+/// Returns whether it exists.
+pub fn require_volume_kind(path: &Path) -> Result<bool> {
+    Ok(volume_metadata(path)?.is_some())
+}
+
+/// The metadata of the regular file or block device at `path`, `None` where
+/// nothing is there, exit 2 for anything else.
+fn volume_metadata(path: &Path) -> Result<Option<std::fs::Metadata>> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_file() || m.file_type().is_block_device() => Ok(Some(m)),
+        Ok(m) => Err(not_a_volume(path, m.file_type())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("reading the metadata of", path, e)),
+    }
 }
 
 impl Device {
     /// Open read-only. The source of a backup is only ever opened this way.
     pub fn open_read(path: &Path) -> Result<Device> {
-        Self::open(path, false, false)
+        Self::open(path, false)
     }
 
     /// Open for reading and writing.
     pub fn open_write(path: &Path) -> Result<Device> {
-        Self::open(path, true, false)
+        Self::open(path, true)
     }
 
-    /// Open for reading and writing with O_DIRECT where `direct` asks for it.
-    pub fn open_write_direct(path: &Path, direct: bool) -> Result<Device> {
-        Self::open(path, true, direct)
-    }
-
-    fn open(path: &Path, write: bool, direct: bool) -> Result<Device> {
-        let mut opts = OpenOptions::new();
-        opts.read(true).write(write);
-        if direct {
-            opts.custom_flags(libc::O_DIRECT);
+    /// Open a regular file or block device, after checking its kind (a
+    /// FIFO or character device is refused at once, not opened). A block
+    /// device opened for writing is opened with O_EXCL, so that the kernel
+    /// refuses one that is mounted or held by another program.
+    /// O_NONBLOCK covers the race of a FIFO put in its place after the
+    /// check; it is cleared once the file is known to be a volume.
+    fn open(path: &Path, write: bool) -> Result<Device> {
+        let block = volume_metadata(path)?.is_some_and(|m| m.file_type().is_block_device());
+        let mut flags = libc::O_NONBLOCK;
+        if write && block {
+            flags |= libc::O_EXCL;
         }
-        let mut file = opts.open(path).ctx("opening", path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(flags)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EBUSY) => busy_device(path),
+                _ => Error::io("opening", path, e),
+            })?;
+        let dev = Self::from_file(file, path, write, path.to_path_buf())?;
+        let status = rustix::fs::fcntl_getfl(&dev.file)
+            .and_then(|f| rustix::fs::fcntl_setfl(&dev.file, f - rustix::fs::OFlags::NONBLOCK));
+        status.map_err(|e| Error::io("opening", path, e.into()))?;
+        Ok(dev)
+    }
+
+    /// A device over an open file, named `path` in messages and opened
+    /// again through `reopen`.
+    fn from_file(mut file: File, path: &Path, write: bool, reopen: PathBuf) -> Result<Device> {
         let meta = file.metadata().ctx("reading the metadata of", path)?;
         let t = meta.file_type();
         if !(t.is_file() || t.is_block_device()) {
-            return Err(Error::usage(format!(
-                "{} is neither a regular file nor a block device",
-                path.display()
-            )));
+            return Err(not_a_volume(path, t));
         }
         let size = file
             .seek(SeekFrom::End(0))
@@ -96,8 +138,61 @@ impl Device {
             block: t.is_block_device(),
             writable: write,
             identity: identity(&meta),
+            reopen,
+            lock: None,
             file,
         })
+    }
+
+    /// A device over the temporary file of a [`super::partial::Partial`],
+    /// named after the file it becomes.
+    pub fn over_partial(partial: &super::partial::Partial) -> Result<Device> {
+        let file = partial
+            .file()
+            .try_clone()
+            .ctx("duplicating the descriptor of", partial.path())?;
+        Self::from_file(file, partial.path(), true, partial.reopen_path())
+    }
+
+    /// The same file or device opened a second time for writing with
+    /// O_DIRECT (`--direct`). Not with O_EXCL: this descriptor is a second
+    /// one of the process that holds the device.
+    pub fn reopen_direct(&self) -> Result<Device> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&self.reopen)
+            .ctx("opening", &self.path)?;
+        let dev = Self::from_file(file, &self.path, true, self.reopen.clone())?;
+        if dev.identity != self.identity {
+            return Err(Error::runtime(format!(
+                "{} changed while it was opened",
+                self.path.display()
+            )));
+        }
+        Ok(dev)
+    }
+
+    /// The storage this device reaches (see [`super::identity`]).
+    pub fn storage(&self) -> Result<Storage> {
+        Storage::of_file(&self.file, &self.path.display().to_string())
+    }
+
+    /// Lock the storage shared (readers) or `exclusive` (writers), for as
+    /// long as this device is open; exit 1 naming the holder when another
+    /// process holds a conflicting lock through any name.
+    pub fn lock(&mut self, exclusive: bool, purpose: &str) -> Result<()> {
+        let storage = self.storage()?;
+        self.lock = Some(lock::lock(
+            &storage,
+            &self.file,
+            self.writable,
+            &self.path,
+            exclusive,
+            purpose,
+        )?);
+        Ok(())
     }
 
     /// Create a new regular file of `size` bytes (sparse) and open it.
@@ -110,9 +205,13 @@ impl Device {
             .mode(0o600)
             .open(path)
             .ctx("creating", path)?;
-        file.set_len(size).ctx("setting the size of", path)?;
-        drop(file);
-        Self::open_write(path)
+        if let Err(e) = file.set_len(size) {
+            // Nothing of a file that could not get its size stays behind.
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(Error::io("setting the size of", path, e));
+        }
+        Self::from_file(file, path, true, path.to_path_buf())
     }
 
     pub fn path(&self) -> &Path {
@@ -193,28 +292,17 @@ impl Device {
     }
 }
 
-/// A temporary name beside `path` for a file that is renamed into place only
-/// once complete, so that a half-written file never takes the real name.
-pub fn partial_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "evfs".to_string());
-    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
-}
-
-/// Rename a finished temporary file into place and sync the directory, so
-/// the rename itself survives a crash.
-pub fn rename_into_place(tmp: &Path, path: &Path) -> Result<()> {
-    std::fs::rename(tmp, path).ctx("renaming into place", path)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+/// The kernel refused exclusive access to a block device: an evfs that
+/// holds it is named; otherwise it is mounted or held by another program.
+fn busy_device(path: &Path) -> Error {
+    if let Err(e) = lock::probe(path, "write it") {
+        return e;
     }
-    Ok(())
+    Error::runtime(format!(
+        "{} is mounted or in use by another program (the kernel refused exclusive access)",
+        path.display()
+    ))
+    .with_hint("unmount it, or stop what holds it (a file system, a mapping, a loop device, another writer), then try again")
 }
 
 #[cfg(test)]
@@ -237,15 +325,49 @@ mod tests {
     }
 
     #[test]
-    fn hard_links_and_symlinks_have_one_identity() {
+    fn fifos_and_character_devices_are_refused_without_opening_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from(0o600)).unwrap();
+        // Opening it would block: the kind is checked first.
+        for write in [false, true] {
+            let e = Device::open(&fifo, write).err().unwrap();
+            assert_eq!(e.exit_code(), 2);
+            assert!(
+                e.to_string()
+                    .contains("is a FIFO (named pipe), not a volume"),
+                "{e}"
+            );
+        }
+        let e = Device::open_read(Path::new("/dev/null")).err().unwrap();
+        assert!(
+            e.to_string()
+                .contains("/dev/null is a character device, not a volume"),
+            "{e}"
+        );
+        let e = Device::open_read(dir.path()).err().unwrap();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        assert!(!require_volume_kind(&dir.path().join("none")).unwrap());
+    }
+
+    #[test]
+    fn a_file_that_cannot_get_its_size_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("huge");
+        // Past what any file system takes (i64::MAX is the limit of off_t).
+        assert!(Device::create_file(&p, u64::MAX).is_err());
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_lock_lives_as_long_as_its_device() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("v");
-        std::fs::write(&p, b"x").unwrap();
-        std::fs::hard_link(&p, dir.path().join("h")).unwrap();
-        std::os::unix::fs::symlink(&p, dir.path().join("s")).unwrap();
-        let id = identity_of(&p).unwrap();
-        assert_eq!(identity_of(&dir.path().join("h")).unwrap(), id);
-        assert_eq!(identity_of(&dir.path().join("s")).unwrap(), id);
-        assert_eq!(identity_of(&dir.path().join("none")).unwrap(), None);
+        let mut d = Device::create_file(&p, 4096).unwrap();
+        d.lock(true, "write it").unwrap();
+        let mut r = Device::open_read(&p).unwrap();
+        assert_eq!(r.lock(false, "read it").err().unwrap().exit_code(), 1);
+        drop(d);
+        r.lock(false, "read it").unwrap();
     }
 }

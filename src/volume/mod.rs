@@ -2,8 +2,10 @@
 
 pub mod device;
 pub mod export;
+pub mod identity;
 pub mod layout;
 pub mod lock;
+pub mod partial;
 pub mod sniff;
 
 use std::path::Path;
@@ -29,8 +31,8 @@ impl Volume {
     /// metadata changes (and the EMD read is the one in force).
     pub fn open(path: &Path, write: bool) -> Result<Volume> {
         let dev = if write {
-            let dev = Device::open_write(path)?;
-            lock::lock(dev.file(), path, true, "change its metadata")?;
+            let mut dev = Device::open_write(path)?;
+            dev.lock(true, "change its metadata")?;
             dev
         } else {
             Device::open_read(path)?
