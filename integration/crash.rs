@@ -16,7 +16,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::Env;
-use evfs::emd::{Copies, Emd};
+use evfs::emd::Emd;
 use evfs::volume::Device;
 
 /// Data area of the source: big enough that a release build takes a
@@ -96,7 +96,7 @@ struct Tally {
 fn judge(f: &Fixture, target: &str, may_be_absent: bool, tally: &mut Tally) {
     let path = f.env.path(target);
     let has_magic = path.exists()
-        && Copies::read(&Device::open_read(&path).unwrap())
+        && evfs::volume::metadata::read(&Device::open_read(&path).unwrap())
             .unwrap()
             .any_magic();
     if !has_magic {
@@ -215,7 +215,7 @@ fn killed_backups_and_restores_leave_a_dirty_or_a_complete_target_and_the_source
 /// The checkpoint in force on `path`, if any: (bytes done, total).
 fn checkpoint(path: &Path) -> Option<(u64, u64)> {
     let dev = Device::open_read(path).ok()?;
-    let copies = Copies::read(&dev).ok()?;
+    let copies = evfs::volume::metadata::read(&dev).ok()?;
     let e: &Emd = copies.current()?;
     e.checkpoint.as_ref().map(|c| (c.bytes_done, c.total))
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::common::tools::SmallFs;
 use crate::common::{Env, contains};
 use evfs::emd::format::{EMD_SIZE, Emd};
-use evfs::emd::{Copies, Role, State};
+use evfs::emd::{Role, State};
 use evfs::volume::Device;
 use proptest::prelude::*;
 
@@ -554,7 +554,7 @@ fn secrets_of(env: &Env, pass: &str, vols: &[&str]) -> Vec<Vec<u8>> {
     add(pk.secret().as_bytes());
     for vol in vols {
         let dev = Device::open_read(&env.path(vol)).unwrap();
-        let copies = Copies::read(&dev).unwrap();
+        let copies = evfs::volume::metadata::read(&dev).unwrap();
         let emd = copies.current().unwrap();
         let unlocked =
             evfs::volume::unlock_emd(emd, &env.path(vol), &pk, &[Role::Owner, Role::User], "test")
@@ -838,7 +838,7 @@ fn hold_target(env: &Env) -> (Child, std::process::ChildStdin) {
     loop {
         let begun = Device::open_read(&env.path("held"))
             .ok()
-            .and_then(|d| Copies::read(&d).ok())
+            .and_then(|d| evfs::volume::metadata::read(&d).ok())
             .is_some_and(|c| c.current().is_some_and(|e| e.dirty));
         if begun {
             break;

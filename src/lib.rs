@@ -5,7 +5,6 @@
 //! metadata format ([`emd`]), key pairs and the keystore ([`keys`]), devices
 //! and volumes ([`volume`]), and the data pipeline ([`pipeline`]).
 
-pub mod backup;
 pub mod cli;
 pub mod commands;
 pub mod crypto;
@@ -15,7 +14,9 @@ pub mod hex;
 pub mod keys;
 pub mod le;
 pub mod nbd;
+pub mod ops;
 pub mod pipeline;
+pub mod positional;
 pub mod size;
 pub mod stream;
 pub mod text;

@@ -1,173 +1,116 @@
-//! Volume administration that changes the EMD: enable, disable, user add and
-//! remove, owner, destroy. Each unlocks with `-k`, checks the role, re-seals
-//! the MAC with the volume key and commits both copies.
+//! The administration commands: `create`, `check [-r]`, `enable`,
+//! `disable`, `user add|remove`, `owner`, `destroy`, `emd backup|restore`,
+//! each resolved and handed to `ops::admin`.
 
 use std::path::Path;
 
-use super::{Ctx, DATA_ROLES};
-use crate::cli::KeyArgs;
-use crate::crypto::wrap;
-use crate::emd::{self, Role, Slot, State};
-use crate::error::{Error, Result};
+use serde_json::json;
+
+use super::progress::{CliObserver, ProgressMode};
+use super::{CliKeys, Ctx, out};
+use crate::cli::{CreateArgs, KeyArgs};
+use crate::error::Result;
 use crate::keys::KeyId;
-use crate::volume::Volume;
+use crate::ops::admin::{self, check, create, emd_file};
+
+/// The key provider and observer of a command unlocking with `key`.
+fn with_key<'a>(ctx: &'a Ctx, key: &KeyArgs) -> Result<(KeyId, CliKeys<'a>, CliObserver<'a>)> {
+    Ok((
+        KeyId::parse(&key.key)?,
+        CliKeys::new(ctx, key.passphrase_file.clone(), None),
+        CliObserver::new(ctx, ProgressMode::silent()),
+    ))
+}
 
 pub fn set_state(ctx: &Ctx, vol: &Path, key: &KeyArgs, enable: bool) -> Result<()> {
-    let mut v = Volume::open(vol, true)?;
-    let pk = ctx.private_key(key)?;
-    let action = if enable { "enable it" } else { "disable it" };
-    let unlocked = v.unlock(&pk, DATA_ROLES, action)?;
-    let state = if enable {
-        State::Enabled
-    } else {
-        State::Disabled
-    };
-    if enable && v.emd.dirty {
-        let why = if v.emd.checkpoint.is_some() {
-            "holds an unfinished backup or restore"
-        } else {
-            "is dirty: a writer did not shut it down"
-        };
-        ctx.note(format!(
-            "evfs: warning: {} {why}; its data may be inconsistent: check it with `evfs check {}`",
-            vol.display(),
-            vol.display()
-        ));
-    }
-    if v.emd.state == state {
-        ctx.note(format!("{} is already {}", vol.display(), state.name()));
-        return Ok(());
-    }
-    v.emd.state = state;
-    v.emd.seal(&unlocked.key);
-    v.commit()?;
-    ctx.note(format!("{} is now {}", vol.display(), state.name()));
-    Ok(())
+    let (id, keys, obs) = with_key(ctx, key)?;
+    admin::set_state(&keys, &obs, vol, &id, enable)
 }
 
-pub fn user_add(ctx: &Ctx, vol: &Path, id: &str, key: &KeyArgs) -> Result<()> {
-    let new_id = KeyId::parse(id)?;
-    let mut v = Volume::open(vol, true)?;
-    let pk = ctx.private_key(key)?;
-    let unlocked = v.unlock(&pk, &[Role::Owner], "add users")?;
-    if let Some(slot) = v.emd.slot(&new_id) {
-        return Err(Error::usage(format!(
-            "{new_id} already has a slot on {} (as {})",
-            vol.display(),
-            slot.role.name()
-        )));
-    }
-    let public = ctx.keystore()?.public(&new_id)?;
-    let role = if new_id.is_recovery() {
-        Role::Recovery
-    } else {
-        Role::User
-    };
-    v.emd.slots.push(Slot {
-        role,
-        wrapped: wrap::wrap(&unlocked.key, &public, new_id.as_str())?,
-        id: new_id.clone(),
-        public,
-    });
-    emd::format::validate_slots(&v.emd.slots).map_err(|_| {
-        Error::usage(format!(
-            "{} has no room for {new_id}: at most {} slots and {} recovery keys",
-            vol.display(),
-            emd::format::MAX_SLOTS,
-            emd::format::MAX_RECOVERY
-        ))
-    })?;
-    v.emd.seal(&unlocked.key);
-    v.commit()?;
-    ctx.note(format!(
-        "added {new_id} to {} as {}",
-        vol.display(),
-        role.name()
-    ));
-    Ok(())
+pub fn user_add(ctx: &Ctx, vol: &Path, user: &str, key: &KeyArgs) -> Result<()> {
+    let (id, keys, obs) = with_key(ctx, key)?;
+    admin::user_add(&keys, &obs, vol, &KeyId::parse(user)?, &id)
 }
 
-pub fn user_remove(ctx: &Ctx, vol: &Path, id: &str, key: &KeyArgs) -> Result<()> {
-    let gone = KeyId::parse(id)?;
-    let mut v = Volume::open(vol, true)?;
-    let pk = ctx.private_key(key)?;
-    let unlocked = v.unlock(&pk, &[Role::Owner], "remove users")?;
-    let Some(slot) = v.emd.slot(&gone) else {
-        return Err(Error::usage(format!(
-            "{gone} has no slot on {}",
-            vol.display()
-        )));
-    };
-    if slot.role == Role::Owner {
-        return Err(Error::usage(format!(
-            "{gone} is the owner of {}; make another key the owner first",
-            vol.display()
-        ))
-        .with_hint("evfs owner VOL NEW_OWNER -k OWNER"));
-    }
-    v.emd.slots.retain(|s| s.id != gone);
-    v.emd.seal(&unlocked.key);
-    v.commit()?;
-    ctx.note(format!("removed {gone} from {}", vol.display()));
-    Ok(())
+pub fn user_remove(ctx: &Ctx, vol: &Path, user: &str, key: &KeyArgs) -> Result<()> {
+    let (id, keys, obs) = with_key(ctx, key)?;
+    admin::user_remove(&keys, &obs, vol, &KeyId::parse(user)?, &id)
 }
 
-pub fn owner(ctx: &Ctx, vol: &Path, id: &str, key: &KeyArgs) -> Result<()> {
-    let new_owner = KeyId::parse(id)?;
-    if new_owner.is_recovery() {
-        return Err(Error::usage(format!(
-            "{new_owner} is a recovery key; a recovery key cannot own a volume"
-        )));
-    }
-    let mut v = Volume::open(vol, true)?;
-    let pk = ctx.private_key(key)?;
-    let unlocked = v.unlock(&pk, &[Role::Owner, Role::Recovery], "change the owner")?;
-    if v.emd.owner().id == new_owner {
-        ctx.note(format!("{new_owner} already owns {}", vol.display()));
-        return Ok(());
-    }
-    for s in v.emd.slots.iter_mut() {
-        if s.role == Role::Owner {
-            s.role = Role::User;
-        }
-    }
-    if let Some(s) = v.emd.slots.iter_mut().find(|s| s.id == new_owner) {
-        s.role = Role::Owner;
-    } else {
-        let public = ctx.keystore()?.public(&new_owner)?;
-        v.emd.slots.push(Slot {
-            role: Role::Owner,
-            wrapped: wrap::wrap(&unlocked.key, &public, new_owner.as_str())?,
-            id: new_owner.clone(),
-            public,
-        });
-    }
-    // The owner's slot first, so that `info` lists it first.
-    v.emd.slots.sort_by_key(|s| s.role != Role::Owner);
-    emd::format::validate_slots(&v.emd.slots).map_err(|_| {
-        Error::usage(format!(
-            "{} has no free slot for {new_owner}",
-            vol.display()
-        ))
-    })?;
-    v.emd.seal(&unlocked.key);
-    v.commit()?;
-    ctx.note(format!(
-        "{new_owner} now owns {}; the previous owner stays an authorized user",
-        vol.display()
-    ));
-    Ok(())
+pub fn owner(ctx: &Ctx, vol: &Path, new_owner: &str, key: &KeyArgs) -> Result<()> {
+    let (id, keys, obs) = with_key(ctx, key)?;
+    admin::owner(&keys, &obs, vol, &KeyId::parse(new_owner)?, &id)
 }
 
 pub fn destroy(ctx: &Ctx, vol: &Path, key: &KeyArgs) -> Result<()> {
-    let v = Volume::open(vol, true)?;
-    let pk = ctx.private_key(key)?;
-    v.unlock(&pk, &[Role::Owner], "destroy it")?;
-    emd::wipe_both(&v.dev)?;
-    ctx.note(format!(
-        "destroyed the EMD of {} (uuid {}): its data cannot be decrypted without a saved EMD",
-        vol.display(),
-        v.emd.uuid_string()
-    ));
-    Ok(())
+    let (id, keys, obs) = with_key(ctx, key)?;
+    admin::destroy(&keys, &obs, vol, &id)
+}
+
+pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
+    let req = create::CreateRequest {
+        vol: args.vol,
+        owner: KeyId::parse(&args.owner)?,
+        size: args.size,
+        cipher: args.cipher.cipher(),
+        sector_size: args.sector_size,
+        label: args.label,
+        recovery: args
+            .recovery
+            .iter()
+            .map(|r| KeyId::parse(r))
+            .collect::<Result<_>>()?,
+        force: args.force,
+    };
+    let keys = CliKeys::new(ctx, None, None);
+    create::run(&req, &keys, &CliObserver::new(ctx, ProgressMode::silent()))
+}
+
+pub fn emd_backup(ctx: &Ctx, vol: &Path, file: &Path) -> Result<()> {
+    emd_file::backup(&CliObserver::new(ctx, ProgressMode::silent()), vol, file)
+}
+
+pub fn emd_restore(ctx: &Ctx, vol: &Path, file: &Path, force: bool) -> Result<()> {
+    emd_file::restore(
+        &CliObserver::new(ctx, ProgressMode::silent()),
+        vol,
+        file,
+        force,
+    )
+}
+
+/// `check`: the HP-UX lines on stdout (on stderr with `--json`, whose object
+/// goes to stdout), exit 6 or 5 when the volume is not clean.
+pub fn check(ctx: &Ctx, vol: &Path, reset: bool, json: bool) -> Result<()> {
+    let r = check::run(vol, reset)?;
+    let text: String = r.lines.iter().map(|l| format!("{l}\n")).collect();
+    if !json {
+        out(text)?;
+        return r.error().map_or(Ok(()), Err);
+    }
+    if reset && !text.is_empty() {
+        ctx.note(text.trim_end());
+    }
+    let report = json!({
+        "path": vol.display().to_string(),
+        "dirty": r.dirty,
+        "was_dirty": r.was_dirty,
+        "incomplete": r.unfinished.as_ref().map(|c| json!({
+            "task": match c.task { crate::emd::Task::Backup => "backup", crate::emd::Task::Restore => "restore" },
+            "source_uuid": crate::emd::format::uuid_string(&c.source_uuid),
+            "bytes_done": c.bytes_done,
+            "total": c.total,
+            "percent": check::percent(c),
+        })),
+        "emd": {
+            "primary": if r.copies_ok.0 { "ok" } else { "bad" },
+            "backup": if r.copies_ok.1 { "ok" } else { "bad" },
+        },
+        "repaired": r.repaired,
+        "ok": r.ok(),
+    });
+    match r.error() {
+        Some(err) => Err(ctx.fail_with_report(report, err)),
+        None => out(format!("{report}\n")),
+    }
 }

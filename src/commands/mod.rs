@@ -3,25 +3,22 @@
 
 mod admin;
 mod backup;
-mod check;
 mod completions;
-mod create;
 mod data;
 mod demo;
 mod dmtable;
-mod emd_file;
 mod info;
 mod key;
 mod map;
+mod progress;
+mod report;
 mod restore;
-mod stream_out;
 mod verify;
 
 use std::io::Write;
 use std::path::Path;
 
 use crate::cli::{Cli, Command, EmdCommand, KeyArgs, UserCommand};
-use crate::emd::Role;
 use crate::error::{Error, Result};
 use crate::keys::{KeyId, Keystore, PassphraseSource, PrivateKey, passphrase};
 
@@ -86,6 +83,51 @@ impl Ctx {
             &id,
             &PassphraseSource::file(args.passphrase_file.as_deref()),
         )
+    }
+}
+
+/// The command line's key provider: passphrases from `--passphrase-file`
+/// (for `-k`) and `--target-passphrase-file` (for `--target-key`), else the
+/// stored passphrase, else a prompt on the terminal.
+pub struct CliKeys<'a> {
+    ctx: &'a Ctx,
+    volume_file: Option<std::path::PathBuf>,
+    target_file: Option<std::path::PathBuf>,
+}
+
+impl<'a> CliKeys<'a> {
+    pub fn new(
+        ctx: &'a Ctx,
+        volume_file: Option<std::path::PathBuf>,
+        target_file: Option<std::path::PathBuf>,
+    ) -> CliKeys<'a> {
+        CliKeys {
+            ctx,
+            volume_file,
+            target_file,
+        }
+    }
+}
+
+impl crate::ops::Keys for CliKeys<'_> {
+    fn keystore(&self) -> Result<Keystore> {
+        self.ctx.keystore()
+    }
+
+    fn unlock(&self, id: &KeyId, purpose: crate::ops::KeyUse) -> Result<PrivateKey> {
+        let file = match purpose {
+            crate::ops::KeyUse::Volume => self.volume_file.as_deref(),
+            crate::ops::KeyUse::Target => self.target_file.as_deref(),
+        };
+        passphrase::unlock(&self.keystore()?, id, &PassphraseSource::file(file))
+    }
+}
+
+/// `--threads`, defaulting to every core.
+pub fn threads(flag: Option<usize>) -> Result<usize> {
+    match flag {
+        Some(0) => Err(Error::usage("--threads must be at least 1")),
+        flag => Ok(crate::ops::threads(flag)),
     }
 }
 
@@ -178,19 +220,19 @@ fn dispatch(ctx: &Ctx, cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Key(cmd) => key::run(ctx, cmd),
-        Command::Create(args) => create::run(ctx, args),
+        Command::Create(args) => admin::create(ctx, args),
         Command::Info { vol, json } => info::run(ctx, &vol, json),
         Command::Enable { vol, key } => admin::set_state(ctx, &vol, &key, true),
         Command::Disable { vol, key } => admin::set_state(ctx, &vol, &key, false),
-        Command::Check { vol, reset, json } => check::run(ctx, &vol, reset, json),
+        Command::Check { vol, reset, json } => admin::check(ctx, &vol, reset, json),
         Command::User(UserCommand::Add { vol, id, key }) => admin::user_add(ctx, &vol, &id, &key),
         Command::User(UserCommand::Remove { vol, id, key }) => {
             admin::user_remove(ctx, &vol, &id, &key)
         }
         Command::Owner { vol, id, key } => admin::owner(ctx, &vol, &id, &key),
-        Command::Emd(EmdCommand::Backup { vol, file }) => emd_file::backup(ctx, &vol, &file),
+        Command::Emd(EmdCommand::Backup { vol, file }) => admin::emd_backup(ctx, &vol, &file),
         Command::Emd(EmdCommand::Restore { vol, file, force }) => {
-            emd_file::restore(ctx, &vol, &file, force)
+            admin::emd_restore(ctx, &vol, &file, force)
         }
         Command::Destroy { vol, key } => admin::destroy(ctx, &vol, &key),
         Command::Hash { vol, key, threads } => data::hash(ctx, &vol, &key, threads),
@@ -205,8 +247,7 @@ fn dispatch(ctx: &Ctx, cli: Cli) -> Result<()> {
     }
 }
 
-/// The roles that may read and write a volume's data.
-pub const DATA_ROLES: &[Role] = &[Role::Owner, Role::User];
+pub use crate::ops::DATA_ROLES;
 
 /// Quote a path the way HP-UX messages do.
 pub fn quoted(path: &Path) -> String {

@@ -1,132 +1,39 @@
-//! `evfs verify TARGET [-k ID] [--against SRC]`: restore verification.
-//!
-//! A volume: both EMD copies valid and clean; with `-k`, the MAC and the
-//! plaintext BLAKE3 against the provenance. A stream: every frame, the
-//! trailer, and with `-k` the MAC and the plaintext digest. `--against SRC`:
-//! the plaintext BLAKE3 of TARGET equals SRC's. Exit 0 only when every check
-//! passed; exit 5 on any mismatch, naming where.
-
-use std::os::unix::fs::FileTypeExt;
-use std::path::Path;
+//! `evfs verify TARGET [-k ID] [--against SRC]`: the use-case's verdict,
+//! printed as lines or one JSON object; exit 5 on any failed check.
 
 use serde_json::json;
 
-use super::data::{plaintext_digest, sector_key, threads};
-use super::restore::{open_stream, stream_key};
-use super::{Ctx, DATA_ROLES, out};
-use crate::cli::{KeyArgs, OptKeyArgs, VerifyArgs};
-use crate::emd::{Copies, State};
+use super::{CliKeys, Ctx, out, threads};
+use crate::cli::VerifyArgs;
 use crate::error::{Error, Result};
-use crate::pipeline::digest::{TreeMerger, hash_chunk};
-use crate::stream::decode::FrameDecoder;
-use crate::stream::reader::{Item, StreamReader};
-use crate::volume::sniff::{self, Kind};
-use crate::volume::{Device, Volume};
-
-/// One line of the report.
-struct Check {
-    ok: bool,
-    what: String,
-}
-
-/// The findings so far; the first failure is what the exit message names.
-#[derive(Default)]
-struct Findings {
-    checks: Vec<Check>,
-}
-
-impl Findings {
-    fn pass(&mut self, what: impl Into<String>) {
-        self.checks.push(Check {
-            ok: true,
-            what: what.into(),
-        });
-    }
-
-    fn fail(&mut self, what: impl Into<String>) {
-        self.checks.push(Check {
-            ok: false,
-            what: what.into(),
-        });
-    }
-
-    fn check(&mut self, ok: bool, what: impl Into<String>) {
-        if ok { self.pass(what) } else { self.fail(what) }
-    }
-
-    fn ok(&self) -> bool {
-        self.checks.iter().all(|c| c.ok)
-    }
-
-    /// Compare a computed plaintext digest with a recorded one.
-    fn digest(&mut self, hash: blake3::Hash, recorded: [u8; 32], what: &str, whose: &str) {
-        let ok = blake3::Hash::from(recorded) == hash;
-        self.check(
-            ok,
-            format!(
-                "plaintext BLAKE3 {what} {} {whose}: {}",
-                if ok { "matches" } else { "does NOT match" },
-                hash.to_hex()
-            ),
-        );
-    }
-
-    fn first_failure(&self) -> Option<&str> {
-        self.checks.iter().find(|c| !c.ok).map(|c| c.what.as_str())
-    }
-}
-
-/// A plaintext digest and how many bytes it covers.
-#[derive(Clone, Copy)]
-struct Digest {
-    hash: blake3::Hash,
-    bytes: u64,
-}
-
-/// What `verify` found: every check, and the plaintext digest it computed or read.
-pub struct Verdict {
-    findings: Findings,
-    kind: Kind,
-    digest: Option<Digest>,
-}
-
-impl Verdict {
-    pub fn ok(&self) -> bool {
-        self.findings.ok()
-    }
-
-    pub fn digest(&self) -> Option<blake3::Hash> {
-        self.digest.map(|d| d.hash)
-    }
-
-    /// The report's lines, `ok` or `FAIL` first.
-    pub fn lines(&self) -> Vec<String> {
-        self.findings
-            .checks
-            .iter()
-            .map(|c| format!("{}  {}", if c.ok { "ok  " } else { "FAIL" }, c.what))
-            .collect()
-    }
-}
+use crate::keys::KeyId;
+use crate::ops::verify::{self, VerifyRequest};
+use crate::volume::sniff::Kind;
 
 pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
-    let v = check(ctx, &args)?;
-    let (f, kind, reported) = (&v.findings, v.kind, v.digest);
-    let failure = f
+    let req = VerifyRequest {
+        target: args.target.clone(),
+        key: args.key.key.as_deref().map(KeyId::parse).transpose()?,
+        against: args.against.clone(),
+        threads: threads(args.threads)?,
+    };
+    let keys = CliKeys::new(ctx, args.key.passphrase_file.clone(), None);
+    let v = verify::check(&req, &keys)?;
+    let failure = v
         .first_failure()
         .map(|what| Error::integrity(format!("{}: {what}", args.target.display())));
     if args.json {
-        let checks: Vec<_> = f
-            .checks
+        let checks: Vec<_> = v
+            .checks()
             .iter()
             .map(|c| json!({"ok": c.ok, "check": c.what}))
             .collect();
         let report = json!({
-            "ok": f.ok(),
+            "ok": v.ok(),
             "target": args.target.display().to_string(),
-            "kind": match kind { Kind::Stream => "stream", Kind::Volume => "volume", Kind::Plain => "plain" },
-            "plaintext_blake3": reported.map(|d| d.hash.to_hex().to_string()),
-            "bytes": reported.map(|d| d.bytes),
+            "kind": match v.kind { Kind::Stream => "stream", Kind::Volume => "volume", Kind::Plain => "plain" },
+            "plaintext_blake3": v.plaintext.map(|d| d.hash.to_hex().to_string()),
+            "bytes": v.plaintext.map(|d| d.bytes),
             "against": args.against.as_ref().map(|p| p.display().to_string()),
             "checks": checks,
         });
@@ -136,341 +43,9 @@ pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
         };
     }
     let mut text: String = v.lines().iter().map(|l| format!("{l}\n")).collect();
-    if f.ok() {
+    if v.ok() {
         text.push_str(&format!("{}: verified\n", args.target.display()));
     }
     out(text)?;
     failure.map_or(Ok(()), Err)
-}
-
-/// Run every check `args` asks for; failures are findings, not errors.
-pub fn check(ctx: &Ctx, args: &VerifyArgs) -> Result<Verdict> {
-    let threads = threads(args.threads)?;
-    let mut f = Findings::default();
-    let kind = kind_of(&args.target)?;
-    let target_digest = match kind {
-        Kind::Stream => verify_stream(ctx, &args.target, &args.key, &mut f)?,
-        Kind::Volume => verify_volume(ctx, &args.target, &args.key, threads, &mut f)?,
-        Kind::Plain => {
-            if args.against.is_none() {
-                return Err(Error::usage(format!(
-                    "{} is plain data (no EVFS metadata), neither an EVFS volume nor a backup stream: there is nothing in it to verify",
-                    args.target.display()
-                ))
-                .with_hint("compare it with its source: evfs verify TARGET --against SRC"));
-            }
-            None
-        }
-    };
-    let mut reported = target_digest;
-    if let Some(src) = &args.against {
-        let src_digest = digest_of(ctx, src, &args.key, threads)?;
-        let target = match target_digest {
-            Some(d) => Some(d),
-            None => match digest_of(ctx, &args.target, &args.key, threads) {
-                Ok(d) => Some(d),
-                Err(e) if e.exit_code() == 5 => {
-                    f.fail(
-                        e.to_string()
-                            .trim_start_matches("integrity failure: ")
-                            .to_string(),
-                    );
-                    None
-                }
-                Err(e) => return Err(e),
-            },
-        };
-        match target {
-            Some(t) => {
-                let same = t.hash == src_digest.hash && t.bytes == src_digest.bytes;
-                let how = if same {
-                    "equals"
-                } else if t.bytes != src_digest.bytes {
-                    "differs in length from"
-                } else {
-                    "differs from"
-                };
-                f.check(
-                    same,
-                    format!(
-                        "plaintext BLAKE3 of {} ({} bytes) {how} that of {} ({} bytes)",
-                        args.target.display(),
-                        t.bytes,
-                        src.display(),
-                        src_digest.bytes
-                    ),
-                );
-                reported = Some(t);
-            }
-            None if f.ok() => f.fail(format!(
-                "the plaintext of {} could not be read to compare it with {} (give -k ID)",
-                args.target.display(),
-                src.display()
-            )),
-            None => {}
-        }
-    }
-    Ok(Verdict {
-        findings: f,
-        kind,
-        digest: reported,
-    })
-}
-
-fn kind_of(path: &Path) -> Result<Kind> {
-    if path == Path::new("-") {
-        return Ok(Kind::Stream);
-    }
-    // A FIFO or character device (`<(ssh ...)`, a tape) can only be a
-    // stream; it is never opened as a volume.
-    if std::fs::metadata(path)
-        .is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_char_device())
-    {
-        return Ok(Kind::Stream);
-    }
-    let dev = Device::open_read(path)?;
-    let mut head = [0u8; sniff::SNIFF_LEN];
-    let n = head.len().min(dev.size() as usize);
-    dev.read_at(&mut head[..n], 0)?;
-    Ok(match sniff::sniff(&head[..n]) {
-        Kind::Plain if Copies::read(&dev)?.any_magic() => Kind::Volume,
-        k => k,
-    })
-}
-
-fn key_args(key: &OptKeyArgs) -> Option<KeyArgs> {
-    key.key.as_ref().map(|id| KeyArgs {
-        key: id.clone(),
-        passphrase_file: key.passphrase_file.clone(),
-    })
-}
-
-/// Check a volume's metadata, and with a key its MAC and data against the
-/// provenance. Returns the plaintext digest when it was computed.
-fn verify_volume(
-    ctx: &Ctx,
-    path: &Path,
-    key: &OptKeyArgs,
-    threads: usize,
-    f: &mut Findings,
-) -> Result<Option<Digest>> {
-    let v = Volume::from_device(Device::open_read(path)?)?;
-    let current = Some(v.emd.generation);
-    let (primary, backup) = v.copies.health();
-    f.check(
-        primary,
-        format!(
-            "EMD primary copy {}",
-            Copies::describe(&v.copies.primary, current)
-        ),
-    );
-    f.check(
-        backup,
-        format!(
-            "EMD backup copy {}",
-            Copies::describe(&v.copies.backup, current)
-        ),
-    );
-    f.check(
-        !v.emd.dirty,
-        if v.emd.dirty {
-            "the volume is dirty: a writer did not finish, its data is not trustworthy".to_string()
-        } else {
-            "the volume is clean".to_string()
-        },
-    );
-    let Some(args) = key_args(key) else {
-        f.pass("data not checked (give -k ID to check the plaintext against the provenance)");
-        return Ok(None);
-    };
-    let pk = ctx.private_key(&args)?;
-    let unlocked = v.unlock(&pk, DATA_ROLES, "read its data")?;
-    f.pass(format!("EMD MAC verified with {}", pk.id()));
-    if v.emd.state == State::Disabled {
-        f.fail(
-            "the volume is disabled: its plaintext cannot be read (enable it to verify the data)",
-        );
-        return Ok(None);
-    }
-    let bytes = v.emd.data_len;
-    let hash = plaintext_digest(
-        &v.dev,
-        (v.emd.data_offset, bytes),
-        Some(sector_key(&v, &unlocked.key)),
-        threads,
-    )?;
-    match v.emd.provenance.as_ref() {
-        // Case 12: data written through `map` since the backup is not a
-        // tamper alarm; the mark is under the MAC, which just verified.
-        Some(p) if v.emd.modified_since_backup() => f.pass(format!(
-            "the volume was modified since its backup (data version {} now, {} when the backup wrote it): its data is not compared with the backup's digest; plaintext BLAKE3 of {bytes} bytes: {}",
-            v.emd.data_version,
-            p.data_version,
-            hash.to_hex()
-        )),
-        Some(p) => match p.plaintext_blake3 {
-            Some(expected) if p.bytes == bytes => f.digest(
-                hash,
-                expected,
-                &format!("of {bytes} bytes"),
-                "the provenance",
-            ),
-            Some(_) => f.fail(format!(
-                "the provenance records {} bytes of data, the volume holds {bytes}",
-                p.bytes
-            )),
-            None => f.pass(
-                "a raw clone: its provenance has no plaintext digest to compare (use --against SRC)",
-            ),
-        },
-        None => f.fail(
-            "the volume has no provenance digest to check its data against (use --against SRC)",
-        ),
-    }
-    Ok(Some(Digest { hash, bytes }))
-}
-
-/// Read a whole stream, checking everything; with a key, also the MAC and
-/// the plaintext digest.
-fn verify_stream(
-    ctx: &Ctx,
-    path: &Path,
-    key: &OptKeyArgs,
-    f: &mut Findings,
-) -> Result<Option<Digest>> {
-    let (input, name) = open_stream(path)?;
-    let mut reader = StreamReader::open(input, &name)?;
-    f.pass("stream header checksum");
-    let header = reader.header.clone();
-    let vkey = stream_key(ctx, key, &header, &name, false)?;
-    if let Some(k) = &vkey
-        && !header.raw
-    {
-        reader.set_mac_key(&k.stream_mac_key());
-    }
-    let mut decoder = vkey.as_ref().map(|k| FrameDecoder::new(&header, Some(k)));
-    let mut merger = TreeMerger::new();
-    // The last frame may end in padding that the digest does not cover, so
-    // each frame is hashed when the next item shows how much of it counts.
-    let mut held: Option<(u64, Vec<u8>)> = None;
-    let mut frames = 0u64;
-    let trailer = loop {
-        match reader.next_item() {
-            Ok(Item::Frame(fh, payload, raw)) => {
-                frames += 1;
-                if let Some(d) = decoder.as_mut() {
-                    let plain = d.plaintext(&fh, payload, &raw)?;
-                    if let Some((off, data)) = held.take() {
-                        merger.push(hash_chunk(off, &data));
-                    }
-                    held = Some((fh.offset, plain[..fh.plain_len as usize].to_vec()));
-                }
-            }
-            Ok(Item::End(t)) => break t,
-            Err(e) if e.exit_code() == 5 => {
-                let text = e.to_string();
-                let text = text.trim_start_matches("integrity failure: ");
-                f.fail(
-                    text.strip_prefix(&format!("{name}: "))
-                        .unwrap_or(text)
-                        .to_string(),
-                );
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    f.pass(format!(
-        "{frames} frames, each with a valid BLAKE3, in order"
-    ));
-    f.pass(format!(
-        "trailer: {} bytes, checksum over the whole stream",
-        trailer.bytes
-    ));
-    let Some(_) = vkey else {
-        f.pass("MAC and plaintext not checked (give -k ID)");
-        return Ok(trailer.plaintext_blake3.map(|h| Digest {
-            hash: blake3::Hash::from(h),
-            bytes: trailer.bytes,
-        }));
-    };
-    if header.raw {
-        f.pass("raw stream: made without a key, it carries no MAC");
-    } else {
-        f.pass("stream MAC verified with the volume key");
-    }
-    if let Some((off, mut data)) = held.take() {
-        data.truncate((trailer.bytes - off) as usize);
-        if !data.is_empty() {
-            merger.push(hash_chunk(off, &data));
-        }
-    }
-    let hash = merger.finish();
-    let expected = trailer.plaintext_blake3.or_else(|| {
-        trailer
-            .emd
-            .provenance
-            .as_ref()
-            .filter(|p| p.bytes == trailer.bytes)
-            .and_then(|p| p.plaintext_blake3)
-    });
-    match expected {
-        Some(e) => f.digest(hash, e, "of the frames", "the recorded digest"),
-        None => f.pass(format!(
-            "plaintext BLAKE3 {} (no digest recorded to compare)",
-            hash.to_hex()
-        )),
-    }
-    Ok(Some(Digest {
-        hash,
-        bytes: trailer.bytes,
-    }))
-}
-
-/// The plaintext digest of a volume, plain file or stream: all its data.
-fn digest_of(ctx: &Ctx, path: &Path, key: &OptKeyArgs, threads: usize) -> Result<Digest> {
-    match kind_of(path)? {
-        Kind::Stream => {
-            let mut scratch = Findings::default();
-            let d = verify_stream(ctx, path, key, &mut scratch)?;
-            match (d, scratch.first_failure()) {
-                (_, Some(what)) => Err(Error::integrity(format!("{}: {what}", path.display()))),
-                (Some(d), None) => Ok(d),
-                (None, None) => Err(Error::access(format!(
-                    "the plaintext digest of {} needs its key",
-                    path.display()
-                ))
-                .with_hint("give -k ID")),
-            }
-        }
-        Kind::Volume => {
-            let v = Volume::from_device(Device::open_read(path)?)?;
-            let Some(args) = key_args(key) else {
-                return Err(Error::access(format!(
-                    "{} is an EVFS volume: reading its plaintext needs a key",
-                    path.display()
-                ))
-                .with_hint("give -k ID"));
-            };
-            let pk = ctx.private_key(&args)?;
-            let unlocked = v.unlock(&pk, DATA_ROLES, "read its data")?;
-            v.require_enabled("decrypted")?;
-            let bytes = v.emd.data_len;
-            let hash = plaintext_digest(
-                &v.dev,
-                (v.emd.data_offset, bytes),
-                Some(sector_key(&v, &unlocked.key)),
-                threads,
-            )?;
-            Ok(Digest { hash, bytes })
-        }
-        Kind::Plain => {
-            let dev = Device::open_read(path)?;
-            let bytes = dev.size();
-            Ok(Digest {
-                hash: plaintext_digest(&dev, (0, bytes), None, threads)?,
-                bytes,
-            })
-        }
-    }
 }

@@ -1,14 +1,12 @@
-//! The EMD (encryption metadata) of a volume: two copies far apart, the newer
-//! valid one wins, every update rewrites both with a sync between.
+//! The EMD (encryption metadata) of a volume, as bytes: one copy's layout
+//! ([`format`]), and the rule that picks the copy in force from two
+//! ([`Copies`]): the newer valid one wins. Reading and writing the copies on
+//! a device is the volume layer's (`volume::metadata`).
 
 pub mod format;
 
 #[cfg(test)]
 pub(crate) mod tests;
-
-use crate::error::{Error, Result};
-use crate::volume::device::Device;
-use crate::volume::{layout, sniff};
 
 pub use format::{
     Checkpoint, EMD_SIZE, Emd, EmdError, Origin, Provenance, Role, Slot, State, Task, Timestamp,
@@ -43,23 +41,18 @@ pub struct Copies {
 }
 
 impl Copies {
-    /// Read both copies of `dev`. I/O errors fail; bad contents do not.
-    pub fn read(dev: &Device) -> Result<Copies> {
-        let mut buf = vec![0u8; EMD_SIZE];
-        let primary = if dev.size() >= EMD_SIZE as u64 {
-            dev.read_at(&mut buf, 0)?;
-            parse_state(&buf)
-        } else {
-            CopyState::Bad(EmdError::NoMagic)
-        };
-        let backup = match layout::backup_emd_offset(dev.size()) {
-            Some(off) => {
-                dev.read_at(&mut buf, off)?;
-                parse_state(&buf)
-            }
+    /// Parse the bytes of both copies (`None` where the device is too
+    /// small to hold one). Bad contents are a state, never an error.
+    pub fn parse(primary: Option<&[u8]>, backup: Option<&[u8]>) -> Copies {
+        let state = |b: Option<&[u8]>| match b.map(Emd::parse) {
+            Some(Ok(e)) => CopyState::Ok(Box::new(e)),
+            Some(Err(e)) => CopyState::Bad(e),
             None => CopyState::Bad(EmdError::NoMagic),
         };
-        Ok(Copies { primary, backup })
+        Copies {
+            primary: state(primary),
+            backup: state(backup),
+        }
     }
 
     /// The copy in force: the valid one with the higher generation.
@@ -96,66 +89,4 @@ impl Copies {
             CopyState::Bad(err) => format!("bad ({err})"),
         }
     }
-}
-
-fn parse_state(buf: &[u8]) -> CopyState {
-    match Emd::parse(buf) {
-        Ok(e) => CopyState::Ok(Box::new(e)),
-        Err(e) => CopyState::Bad(e),
-    }
-}
-
-/// The error for a path that holds no valid EMD: exit 5 when EMD magic is
-/// there but both copies are damaged; exit 2 (a wrong kind of argument)
-/// when it holds something else, saying what.
-pub fn no_valid_emd(dev: &Device, copies: &Copies) -> Error {
-    let path = dev.path().display();
-    if copies.any_magic() {
-        return Error::integrity(format!(
-            "{path}: both EMD copies are damaged (primary {}, backup {})",
-            Copies::describe(&copies.primary, None),
-            Copies::describe(&copies.backup, None)
-        ))
-        .with_hint("restore a saved EMD with `evfs emd restore VOL FILE`");
-    }
-    let mut head = [0u8; sniff::SNIFF_LEN];
-    let n = head.len().min(dev.size() as usize);
-    let kind = match dev.read_at(&mut head[..n], 0) {
-        Ok(()) => sniff::sniff(&head[..n]),
-        Err(e) => return e,
-    };
-    let hint = match kind {
-        sniff::Kind::Stream => {
-            "check it with `evfs verify STREAM`, or write it onto a volume with `evfs restore STREAM DST`"
-        }
-        _ => {
-            "make a volume of its data with `evfs backup FILE VOL --owner ID`, or make it a new volume with `evfs create`"
-        }
-    };
-    Error::usage(format!("{path} is {}, not an EVFS volume", kind.describe())).with_hint(hint)
-}
-
-/// Write `emd` to both copies of `dev`: primary, sync, backup, sync.
-pub fn write_both(dev: &Device, emd: &Emd) -> Result<()> {
-    let bytes = emd.encode();
-    let backup = layout::backup_emd_offset(dev.size()).ok_or_else(|| {
-        Error::refused(format!(
-            "{} is too small to hold an EVFS volume",
-            dev.path().display()
-        ))
-    })?;
-    dev.write_at(&bytes[..], 0)?;
-    dev.sync()?;
-    dev.write_at(&bytes[..], backup)?;
-    dev.sync()
-}
-
-/// Overwrite both copies with zeros (destroy).
-pub fn wipe_both(dev: &Device) -> Result<()> {
-    let zeros = vec![0u8; EMD_SIZE];
-    dev.write_at(&zeros, 0)?;
-    if let Some(backup) = layout::backup_emd_offset(dev.size()) {
-        dev.write_at(&zeros, backup)?;
-    }
-    dev.sync()
 }

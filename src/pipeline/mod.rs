@@ -14,8 +14,8 @@
 //! starved by later chunks.
 
 pub mod digest;
+pub mod meter;
 pub mod pool;
-pub mod progress;
 pub mod sink;
 pub mod source;
 
@@ -25,8 +25,8 @@ use std::time::Instant;
 
 use crate::crypto::Xts;
 use crate::error::{Error, Result};
+pub use meter::Meter;
 use pool::{Pool, PooledBuf};
-use progress::Meter;
 pub use sink::Sink;
 pub use source::{Input, Source};
 
@@ -41,6 +41,16 @@ const PIECE: usize = 64 << 10;
 pub struct SectorKey {
     pub xts: Xts,
     pub sector_size: usize,
+}
+
+impl SectorKey {
+    /// The sector cipher of `key` at `sector_size`.
+    pub fn new(key: &crate::crypto::VolumeKey, sector_size: u32) -> SectorKey {
+        SectorKey {
+            xts: key.xts(),
+            sector_size: sector_size as usize,
+        }
+    }
 }
 
 /// Turns a finished chunk into a unit of a backup stream, on a worker thread
@@ -99,7 +109,63 @@ pub struct Plan<'a> {
     pub framer: Option<&'a dyn Framer>,
 }
 
-impl Plan<'_> {
+impl<'a> Plan<'a> {
+    /// A plan that only reads: no cipher, no hash, no frames, from offset 0.
+    pub fn new(threads: usize) -> Plan<'a> {
+        Plan {
+            threads,
+            decrypt: None,
+            encrypt: None,
+            hash: false,
+            detect_zero: false,
+            plain_len: None,
+            start: 0,
+            framer: None,
+        }
+    }
+
+    /// Decrypt the input with this key (an EVFS source).
+    pub fn decrypt(mut self, key: Option<SectorKey>) -> Self {
+        self.decrypt = key;
+        self
+    }
+
+    /// Encrypt the plaintext with this key (an EVFS target).
+    pub fn encrypt(mut self, key: Option<SectorKey>) -> Self {
+        self.encrypt = key;
+        self
+    }
+
+    /// Compute the BLAKE3 of the plaintext.
+    pub fn hash(mut self, on: bool) -> Self {
+        self.hash = on;
+        self
+    }
+
+    /// Flag all-zero plaintext chunks.
+    pub fn detect_zero(mut self, on: bool) -> Self {
+        self.detect_zero = on;
+        self
+    }
+
+    /// Only the first `len` bytes of plaintext count (see [`Plan::plain_len`]).
+    pub fn plain_len(mut self, len: Option<u64>) -> Self {
+        self.plain_len = len;
+        self
+    }
+
+    /// Start at this data offset (a multiple of [`CHUNK`]).
+    pub fn start(mut self, start: u64) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Make stream frames of the chunks.
+    pub fn framer(mut self, framer: &'a dyn Framer) -> Self {
+        self.framer = Some(framer);
+        self
+    }
+
     /// Default worker count: every core.
     pub fn default_threads() -> usize {
         std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use super::ChunkOut;
 use crate::error::{Error, Result};
-use crate::volume::Device;
+use crate::positional::WriteAt;
 
 /// Receives chunks in order.
 pub trait Sink {
@@ -26,7 +26,7 @@ impl Sink for NullSink {
 /// (so that a source longer than expected cannot overwrite what follows the
 /// data area, such as the backup EMD copy).
 pub struct DeviceSink<'a> {
-    pub dev: &'a Device,
+    pub dev: &'a dyn WriteAt,
     pub base: u64,
     pub limit: u64,
     /// Write only the data bytes of each chunk, not the padding of its last
@@ -52,7 +52,7 @@ impl Sink for DeviceSink<'_> {
             return Err(Error::refused(format!(
                 "the target is too small: the source has more than the {} bytes that fit into {}",
                 self.limit,
-                self.dev.path().display()
+                self.dev.name().display()
             )));
         }
         self.dev.write_at(data, self.base + chunk.offset)
@@ -94,13 +94,14 @@ pub fn stdout_file() -> Result<File> {
 const DIRECT_ALIGN: usize = 4096;
 
 /// A [`DeviceSink`] whose writes bypass the page cache (`--direct`): a second
-/// descriptor opened with O_DIRECT takes the aligned part of each chunk, from
-/// an aligned bounce buffer (the pipeline's buffers are plain `Vec`s, with no
-/// alignment promise); a tail shorter than the alignment goes through the
-/// ordinary descriptor. The caller's sync of the device covers both.
+/// descriptor, opened by the caller with O_DIRECT, takes the aligned part of
+/// each chunk, from an aligned bounce buffer (the pipeline's buffers are
+/// plain `Vec`s, with no alignment promise); a tail shorter than the
+/// alignment goes through the ordinary descriptor. The caller's sync of the
+/// device covers both.
 pub struct DirectSink<'a> {
     inner: DeviceSink<'a>,
-    direct: Device,
+    direct: Box<dyn WriteAt + 'a>,
     /// `DIRECT_ALIGN` more than needed, so that an aligned window fits.
     bounce: Vec<u8>,
     /// Where the aligned window of `bounce` starts.
@@ -108,25 +109,15 @@ pub struct DirectSink<'a> {
 }
 
 impl<'a> DirectSink<'a> {
-    /// Open `inner.dev` a second time with O_DIRECT.
-    pub fn new(inner: DeviceSink<'a>) -> Result<DirectSink<'a>> {
-        let path = inner.dev.path();
+    /// Write `inner`'s aligned pieces through `direct`, the same device
+    /// opened a second time with O_DIRECT.
+    pub fn new(inner: DeviceSink<'a>, direct: Box<dyn WriteAt + 'a>) -> Result<DirectSink<'a>> {
         if !inner.base.is_multiple_of(DIRECT_ALIGN as u64) {
             return Err(Error::runtime(format!(
                 "the data area of {} is not aligned for O_DIRECT",
-                path.display()
+                inner.dev.name().display()
             )));
         }
-        let direct = inner.dev.reopen_direct().map_err(|e| match e {
-            Error::Io { source, .. } if source.raw_os_error() == Some(libc::EINVAL) => {
-                Error::runtime(format!(
-                    "{} cannot be opened with O_DIRECT: its file system does not support it",
-                    path.display()
-                ))
-                .with_hint("leave out --direct")
-            }
-            other => other,
-        })?;
         let bounce = vec![0u8; super::CHUNK + DIRECT_ALIGN];
         let start = bounce.as_ptr().align_offset(DIRECT_ALIGN);
         if start >= DIRECT_ALIGN {
@@ -174,6 +165,7 @@ impl Sink for DirectSink<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::positional::NamedFile;
 
     fn chunk(offset: u64, data: &[u8]) -> ChunkOut<'_> {
         ChunkOut {
@@ -189,22 +181,37 @@ mod tests {
     #[test]
     fn direct_writes_land_like_buffered_ones_with_unaligned_tails() {
         // In the crate, not /tmp: a tmpfs /tmp refuses O_DIRECT.
+        use std::os::unix::fs::OpenOptionsExt;
         let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
         let path = dir.path().join("v");
-        let dev = Device::create_file(&path, 4 << 20).unwrap();
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(4 << 20).unwrap();
+        let direct_file = match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                crate::testutil::unavailable("direct sink", &format!("O_DIRECT: {e}"));
+                return;
+            }
+        };
+        let dev = NamedFile {
+            file: &file,
+            name: &path,
+        };
+        let direct = NamedFile {
+            file: &direct_file,
+            name: &path,
+        };
         let inner = DeviceSink {
             dev: &dev,
             base: 1 << 20,
             limit: 2 << 20,
             exact: false,
         };
-        let mut sink = match DirectSink::new(inner) {
-            Ok(s) => s,
-            Err(e) => {
-                crate::testutil::unavailable("direct sink", &format!("O_DIRECT: {e}"));
-                return;
-            }
-        };
+        let mut sink = DirectSink::new(inner, Box::new(direct)).unwrap();
         let full: Vec<u8> = (0..super::super::CHUNK).map(|i| (i % 251) as u8).collect();
         let tail: Vec<u8> = (0..4096 * 3 + 512).map(|i| (i % 13) as u8).collect();
         sink.put(&chunk(0, &full)).unwrap();
@@ -212,7 +219,7 @@ mod tests {
         let too_far = sink.put(&chunk((2 << 20) - 512, &tail)).err().unwrap();
         assert_eq!(too_far.exit_code(), 3);
         drop(sink);
-        dev.sync().unwrap();
+        file.sync_all().unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert!(bytes[1 << 20..2 << 20] == full[..]);
         assert!(bytes[2 << 20..(2 << 20) + tail.len()] == tail[..]);

@@ -3,7 +3,7 @@
 
 use std::io::Cursor;
 
-use super::progress::{ProgressMode, with_progress};
+use super::Meter;
 use super::source::ReaderSource;
 use super::*;
 use crate::crypto::Xts;
@@ -71,9 +71,7 @@ fn sample(len: usize) -> Vec<u8> {
 fn run_vec(p: &Plan, input: Vec<u8>, sink: &mut VecSink) -> Result<Outcome> {
     let len = input.len() as u64;
     let mut src = ReaderSource::new(Cursor::new(input), "test input", Some(len), 4, CHUNK);
-    with_progress(&ProgressMode::silent(), "test", Some(len), |m| {
-        run(p, &mut src, sink, m)
-    })
+    run(p, &mut src, sink, &Meter::default())
 }
 
 fn encrypt_all(k: u8, data: &[u8]) -> Vec<u8> {
@@ -186,10 +184,7 @@ fn a_failing_source_is_reported_after_what_was_read() {
         CHUNK,
     );
     let mut sink = VecSink::new();
-    let e = with_progress(&ProgressMode::silent(), "t", None, |m| {
-        run(&plan(2, None, None), &mut src, &mut sink, m)
-    })
-    .unwrap_err();
+    let e = run(&plan(2, None, None), &mut src, &mut sink, &Meter::default()).unwrap_err();
     assert!(e.to_string().contains("disk on fire"), "{e}");
     assert_eq!(e.exit_code(), 1);
 }
@@ -276,9 +271,7 @@ fn faulty(limit: usize, fail: i32) -> sink::WriteSink<FaultyWriter> {
 
 fn run_reader(p: &Plan, reader: ShortReader, sink: &mut dyn Sink) -> Result<Outcome> {
     let mut src = ReaderSource::new(reader, "short reads", None, 4, CHUNK);
-    with_progress(&ProgressMode::silent(), "t", None, |m| {
-        run(p, &mut src, sink, m)
-    })
+    run(p, &mut src, sink, &Meter::default())
 }
 
 #[test]
@@ -360,9 +353,12 @@ fn a_read_error_names_the_source_and_nothing_after_it_is_written() {
             served: 0,
         };
         let mut sink = VecSink::new();
-        let e = with_progress(&ProgressMode::silent(), "t", None, |m| {
-            run(&plan(threads, None, Some(4)), &mut src, &mut sink, m)
-        })
+        let e = run(
+            &plan(threads, None, Some(4)),
+            &mut src,
+            &mut sink,
+            &Meter::default(),
+        )
         .unwrap_err();
         assert_eq!(e.exit_code(), 1);
         let text = e.to_string();

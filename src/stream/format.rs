@@ -7,7 +7,6 @@
 //! duplicated or reordered byte anywhere is found. With the key: a MAC over
 //! the same manifest, keyed from the target volume key.
 
-use crate::backup::decide::Mode;
 use crate::emd::{EMD_SIZE, Emd, EmdError};
 use crate::le::{array, put_u16, put_u32, put_u64, u16_at, u32_at, u64_at, zero};
 
@@ -77,13 +76,34 @@ impl std::fmt::Display for StreamError {
     }
 }
 
+/// How the backup that made a stream made its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamMode {
+    /// Decrypted with the source's key, encrypted with the target's.
+    Reencrypt,
+    /// Plain data encrypted into a new volume.
+    Encrypt,
+    /// The source's ciphertext as it lies (no key).
+    Raw,
+}
+
+impl StreamMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamMode::Reencrypt => "reencrypt",
+            StreamMode::Encrypt => "encrypt",
+            StreamMode::Raw => "raw",
+        }
+    }
+}
+
 /// The stream header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
     /// The layout version, which sets the header's length.
     pub version: u16,
     /// How the backup made its data: re-encrypted, encrypted, or raw.
-    pub mode: Mode,
+    pub mode: StreamMode,
     pub raw: bool,
     pub compressed: bool,
     pub sparse: bool,
@@ -120,10 +140,9 @@ impl Header {
         b[16..32].copy_from_slice(&self.stream_id);
         put_u64(&mut b, 32, self.expected.unwrap_or(u64::MAX));
         b[40] = match self.mode {
-            Mode::Reencrypt => 1,
-            Mode::Encrypt => 2,
-            Mode::Raw => 3,
-            Mode::Cleartext => 0,
+            StreamMode::Reencrypt => 1,
+            StreamMode::Encrypt => 2,
+            StreamMode::Raw => 3,
         };
         b[48..64].copy_from_slice(&self.source_uuid);
         if self.version >= 2 {
@@ -177,12 +196,12 @@ impl Header {
             return Err(StreamError::Field("reserved"));
         }
         let mode = match b[40] {
-            1 => Mode::Reencrypt,
-            2 => Mode::Encrypt,
-            3 => Mode::Raw,
+            1 => StreamMode::Reencrypt,
+            2 => StreamMode::Encrypt,
+            3 => StreamMode::Raw,
             _ => return Err(StreamError::Field("mode")),
         };
-        if raw != (mode == Mode::Raw) {
+        if raw != (mode == StreamMode::Raw) {
             return Err(StreamError::Field("mode"));
         }
         let expected = match u64_at(b, 32) {

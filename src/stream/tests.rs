@@ -6,7 +6,6 @@ use proptest::prelude::*;
 use super::format::*;
 use super::reader::{Item, StreamReader};
 use super::writer::{StreamFramer, StreamWriter};
-use crate::backup::decide::Mode;
 use crate::emd::tests::{example, example_key};
 use crate::pipeline::pool::Pool;
 use crate::pipeline::{ChunkOut, FrameInput, Framer, Sink};
@@ -17,7 +16,7 @@ const CHUNK: usize = 64 << 10;
 fn header(sparse: bool, compressed: bool, expected: u64) -> Header {
     Header {
         version: VERSION,
-        mode: Mode::Reencrypt,
+        mode: StreamMode::Reencrypt,
         raw: false,
         compressed,
         sparse,

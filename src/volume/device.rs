@@ -8,6 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::identity::{Storage, kind_name};
 use super::lock::{self, StorageLock};
@@ -44,7 +45,9 @@ fn identity(m: &std::fs::Metadata) -> Identity {
 pub struct Device {
     file: File,
     path: PathBuf,
-    size: u64,
+    /// Bytes; a regular file's size changes through [`Device::resize`],
+    /// which a writer may call while sinks hold the device.
+    size: AtomicU64,
     block: bool,
     writable: bool,
     identity: Identity,
@@ -134,7 +137,7 @@ impl Device {
             .ctx("finding the size of", path)?;
         Ok(Device {
             path: path.to_path_buf(),
-            size,
+            size: AtomicU64::new(size),
             block: t.is_block_device(),
             writable: write,
             identity: identity(&meta),
@@ -219,7 +222,7 @@ impl Device {
     }
 
     pub fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Relaxed)
     }
 
     pub fn is_block(&self) -> bool {
@@ -259,7 +262,7 @@ impl Device {
     }
 
     /// Set a regular file's size exactly (grow or shrink).
-    pub fn resize(&mut self, size: u64) -> Result<()> {
+    pub fn resize(&self, size: u64) -> Result<()> {
         if self.block {
             return Err(Error::runtime(format!(
                 "internal: {} is a block device and cannot be resized",
@@ -269,25 +272,25 @@ impl Device {
         self.file
             .set_len(size)
             .ctx("setting the size of", &self.path)?;
-        self.size = size;
+        self.size.store(size, Ordering::Relaxed);
         Ok(())
     }
 
     /// Grow a regular file to `size` (a block device cannot grow).
-    pub fn grow_to(&mut self, size: u64) -> Result<()> {
-        if self.size >= size {
+    pub fn grow_to(&self, size: u64) -> Result<()> {
+        if self.size() >= size {
             return Ok(());
         }
         if self.block {
             return Err(Error::refused(format!(
                 "{} is a block device of {} bytes; {} are needed",
                 self.path.display(),
-                self.size,
+                self.size(),
                 size
             )));
         }
         self.file.set_len(size).ctx("growing", &self.path)?;
-        self.size = size;
+        self.size.store(size, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -303,6 +306,16 @@ fn busy_device(path: &Path) -> Error {
         path.display()
     ))
     .with_hint("unmount it, or stop what holds it (a file system, a mapping, a loop device, another writer), then try again")
+}
+
+impl crate::positional::WriteAt for Device {
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        Device::write_at(self, buf, offset)
+    }
+
+    fn name(&self) -> &Path {
+        &self.path
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
 //! Volumes: a device with a valid EMD, unlocked with a key pair, checked by role.
 
 pub mod device;
-pub mod export;
 pub mod identity;
 pub mod layout;
 pub mod lock;
+pub mod metadata;
 pub mod partial;
 pub mod sniff;
+pub mod transaction;
 
 use std::path::Path;
 
@@ -41,11 +42,11 @@ impl Volume {
     }
 
     pub fn from_device(dev: Device) -> Result<Volume> {
-        let copies = Copies::read(&dev)?;
+        let copies = crate::volume::metadata::read(&dev)?;
         let emd = copies
             .current()
             .cloned()
-            .ok_or_else(|| emd::no_valid_emd(&dev, &copies))?;
+            .ok_or_else(|| crate::volume::metadata::no_valid_emd(&dev, &copies))?;
         Ok(Volume { dev, emd, copies })
     }
 
@@ -56,7 +57,7 @@ impl Volume {
     /// Write the EMD to both copies with the next generation.
     pub fn commit(&mut self) -> Result<()> {
         self.emd.generation += 1;
-        emd::write_both(&self.dev, &self.emd)?;
+        crate::volume::metadata::write_both(&self.dev, &self.emd)?;
         self.copies = Copies {
             primary: emd::CopyState::Ok(Box::new(self.emd.clone())),
             backup: emd::CopyState::Ok(Box::new(self.emd.clone())),

@@ -36,6 +36,31 @@ impl Kind {
     }
 }
 
+/// What the regular file at `path` holds, from its first bytes.
+pub fn kind_of_path(path: &std::path::Path) -> crate::error::Result<Kind> {
+    use std::io::Read;
+    let mut head = [0u8; SNIFF_LEN];
+    let mut file = std::fs::File::open(path).map_err(|e| crate::Error::io("opening", path, e))?;
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(crate::Error::io("reading", path, e)),
+        }
+    }
+    Ok(sniff(&head[..n]))
+}
+
+/// What an open device or file holds, from its first bytes.
+pub fn kind_of_device(dev: &super::Device) -> crate::error::Result<Kind> {
+    let mut head = [0u8; SNIFF_LEN];
+    let n = head.len().min(dev.size() as usize);
+    dev.read_at(&mut head[..n], 0)?;
+    Ok(sniff(&head[..n]))
+}
+
 pub fn sniff(head: &[u8]) -> Kind {
     if head.starts_with(EMD_MAGIC) {
         Kind::Volume

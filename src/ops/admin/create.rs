@@ -1,17 +1,34 @@
 //! `evfs create`: write a new EMD onto a file or block device.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::Ctx;
-use crate::cli::CreateArgs;
-use crate::emd::{self, Copies};
+use crate::crypto::Cipher;
+use crate::emd;
 use crate::error::{Error, Result};
 use crate::keys::KeyId;
-use crate::volume::{Device, NewVolume, layout};
+use crate::ops::{Keys, Observer};
+use crate::volume::{Device, NewVolume, layout, metadata};
 
-pub fn run(ctx: &Ctx, args: CreateArgs) -> Result<()> {
-    let ks = ctx.keystore()?;
-    let owner = KeyId::parse(&args.owner)?;
+/// A new volume: where, owned by whom, how.
+#[derive(Clone, Debug)]
+pub struct CreateRequest {
+    /// A file or block device (a file is created when `size` is given).
+    pub vol: PathBuf,
+    pub owner: KeyId,
+    pub size: Option<u64>,
+    pub cipher: Cipher,
+    pub sector_size: u32,
+    pub label: String,
+    /// Recovery keys (user `evfs`).
+    pub recovery: Vec<KeyId>,
+    /// Overwrite an existing EMD or non-zero data.
+    pub force: bool,
+}
+
+/// Write a new EMD; a file this made is removed again on failure.
+pub fn run(args: &CreateRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result<()> {
+    let ks = keys.keystore()?;
+    let owner = args.owner.clone();
     if owner.is_recovery() {
         return Err(Error::usage(format!(
             "{owner} is a recovery key; a recovery key cannot own a volume"
@@ -19,8 +36,8 @@ pub fn run(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     }
     let owner_public = ks.public(&owner)?;
     let mut recovery = Vec::new();
-    for r in &args.recovery {
-        let id = KeyId::parse(r)?;
+    for id in &args.recovery {
+        let id = id.clone();
         if !id.is_recovery() {
             return Err(Error::usage(format!(
                 "--recovery {id}: recovery keys belong to the pseudo-user evfs (evfs.NAME)"
@@ -33,7 +50,7 @@ pub fn run(ctx: &Ctx, args: CreateArgs) -> Result<()> {
 
     let existed = args.vol.exists();
     let dev = open_or_make(&args.vol, args.size)?;
-    let result = write_new(ctx, &dev, &args, &owner, owner_public, recovery, existed);
+    let result = write_new(obs, &dev, args, &owner, owner_public, recovery, existed);
     if result.is_err() && !existed {
         let _ = std::fs::remove_file(&args.vol);
     }
@@ -41,9 +58,9 @@ pub fn run(ctx: &Ctx, args: CreateArgs) -> Result<()> {
 }
 
 fn write_new(
-    ctx: &Ctx,
+    obs: &dyn Observer,
     dev: &Device,
-    args: &CreateArgs,
+    args: &CreateRequest,
     owner: &KeyId,
     owner_public: [u8; 32],
     recovery: Vec<(KeyId, [u8; 32])>,
@@ -58,7 +75,7 @@ fn write_new(
         )));
     }
     if existed && !args.force {
-        let copies = Copies::read(dev)?;
+        let copies = metadata::read(dev)?;
         if copies.any_magic() {
             return Err(Error::refused(format!(
                 "{} already holds an EVFS EMD",
@@ -66,7 +83,7 @@ fn write_new(
             ))
             .with_hint("use --force to overwrite it (its data becomes unrecoverable)"));
         }
-        if !crate::backup::target::is_blank(dev)? {
+        if !crate::ops::backup::target::is_blank(dev)? {
             return Err(Error::refused(format!(
                 "{} holds non-zero data",
                 dev.path().display()
@@ -77,7 +94,7 @@ fn write_new(
     let sector_size = args.sector_size;
     let data_size = layout::max_data_size(dev.size(), sector_size);
     let (emd, _key) = NewVolume {
-        cipher: args.cipher.cipher(),
+        cipher: args.cipher,
         sector_size,
         data_size,
         data_len: data_size,
@@ -86,8 +103,8 @@ fn write_new(
         recovery,
     }
     .build()?;
-    emd::write_both(dev, &emd)?;
-    ctx.note(format!(
+    metadata::write_both(dev, &emd)?;
+    obs.note(&format!(
         "created EVFS volume {} (uuid {}, {}, {} data area, owner {owner})",
         dev.path().display(),
         emd.uuid_string(),

@@ -3,34 +3,48 @@
 //! them in order.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read};
+use std::io::BufWriter;
 use std::os::unix::fs::FileTypeExt;
-use std::path::Path;
 
-use super::backup::{Job, Report, sector_key};
-use crate::backup::clone;
-use crate::backup::decide::Mode;
-use crate::backup::source::OpenSource;
-use crate::backup::target::Place;
+use super::decide::Mode;
+use super::source::OpenSource;
+use super::write::sector_keys;
+use super::{Job, Target, clone};
 use crate::crypto::VolumeKey;
 use crate::error::{Error, IoContext, Result};
+use crate::ops::Report;
+use crate::pipeline::SectorKey;
 use crate::pipeline::sink::stdout_file;
 use crate::pipeline::{CHUNK, Plan};
-use crate::stream::format::Header;
+use crate::stream::format::{Header, StreamMode};
 use crate::stream::writer::{StreamFramer, StreamWriter};
 use crate::volume::partial::Partial;
+use crate::volume::sniff;
 
 /// Writes through large buffers: frame headers and hashes are small writes.
 const OUT_BUFFER: usize = 4 << 20;
 
-pub(super) fn write(
+impl Job<'_> {
+    /// Write the backup of `src` as a stream (standard output or a file).
+    pub(super) fn stream(&self, src: OpenSource, src_key: Option<VolumeKey>) -> Result<Report> {
+        write(self, src, &self.req.target, src_key)
+    }
+}
+
+fn write(
     job: &Job,
     src: OpenSource,
-    place: &Place,
+    target: &Target,
     src_key: Option<VolumeKey>,
 ) -> Result<Report> {
     let mode = job.decision.mode;
-    let args = job.args;
+    let stream_mode = match mode {
+        Mode::Reencrypt => StreamMode::Reencrypt,
+        Mode::Encrypt => StreamMode::Encrypt,
+        Mode::Raw => StreamMode::Raw,
+        Mode::Cleartext => return Err(Error::runtime("internal: cleartext into a stream")),
+    };
+    let args = job.req;
     let (mut emd, tkey) = job.target_emd(&src, src_key.as_ref(), None)?;
     let src_emd = src.emd.clone();
     let src_uuid = src_emd.as_ref().map_or([0; 16], |e| e.uuid);
@@ -39,7 +53,7 @@ pub(super) fn write(
     let stream_id = crate::crypto::random_array::<16>()?;
     let header = Header {
         version: crate::stream::format::VERSION,
-        mode,
+        mode: stream_mode,
         raw: mode == Mode::Raw,
         compressed: args.compress.is_some(),
         sparse: args.sparse,
@@ -64,31 +78,25 @@ pub(super) fn write(
         sparse: args.sparse,
         chunk_size: CHUNK,
     };
-    let plan = Plan {
-        threads: job.threads,
-        decrypt: src_key
-            .as_ref()
-            .zip(src_emd.as_ref())
-            .map(|(k, e)| sector_key(k, e.sector_size)),
+    let plan = Plan::new(args.threads)
+        .decrypt(sector_keys(src_key.as_ref(), src_emd.as_ref()))
         // Compressed frames carry plaintext (sealed); the others the target's ciphertext.
-        encrypt: match (&tkey, args.compress) {
-            (Some(k), None) => Some(sector_key(k, emd.sector_size)),
+        .encrypt(match (&tkey, args.compress) {
+            (Some(k), None) => Some(SectorKey::new(k, emd.sector_size)),
             _ => None,
-        },
-        hash: mode != Mode::Raw,
-        detect_zero: args.sparse,
-        plain_len: src.len(),
-        start: 0,
-        framer: Some(&framer),
-    };
+        })
+        .hash(mode != Mode::Raw)
+        .detect_zero(args.sparse)
+        .plain_len(src.len())
+        .framer(&framer);
     let mac_key = tkey.as_ref().map(VolumeKey::stream_mac_key);
 
-    let (out, target, partial) = open_output(place, args.force)?;
+    let (out, target_name, partial) = open_output(target, args.force)?;
     // On failure the partial file is dropped: nothing takes the name.
     (|| {
         let mut writer = StreamWriter::start(
             BufWriter::with_capacity(OUT_BUFFER, out),
-            &target,
+            &target_name,
             &header,
             mac_key.as_ref(),
         )?;
@@ -112,24 +120,21 @@ pub(super) fn write(
         let (buffered, stream_bytes) = writer.finish(outcome.bytes, outcome.digest, &final_emd)?;
         let file = buffered
             .into_inner()
-            .map_err(|e| Error::io("writing", &target, e.into_error()))?;
+            .map_err(|e| Error::io("writing", &target_name, e.into_error()))?;
         drop(file);
         if let Some(partial) = partial {
             partial.commit()?;
         }
         Ok(Report {
-            mode,
-            stream_mode: None,
-            bytes: outcome.bytes,
-            seconds: job.clock.elapsed().as_secs_f64(),
             digest: outcome.digest,
-            threads: job.threads,
-            source: src_name,
-            target: target.clone(),
-            source_uuid: src_emd.as_ref().map(|e| e.uuid),
             target_uuid: Some(emd.uuid),
             stream_bytes: Some(stream_bytes),
-            resumed_at: None,
+            ..job.report(
+                src_name,
+                src_emd.as_ref().map(|e| e.uuid),
+                &target_name,
+                outcome.bytes,
+            )
         })
     })()
 }
@@ -143,11 +148,11 @@ type Output = (File, String, Option<Partial>);
 /// written as it is; or for a regular file, an unnamed file in its
 /// directory that takes its name once the stream is complete, so an old
 /// stream is kept until a new one has replaced it whole.
-fn open_output(place: &Place, force: bool) -> Result<Output> {
+fn open_output(place: &Target, force: bool) -> Result<Output> {
     let path = match place {
-        Place::Stdout => return Ok((stdout_file()?, "standard output".to_string(), None)),
-        Place::StreamFile(path) => path,
-        Place::Path(_) => return Err(Error::runtime("internal: a stream into a volume path")),
+        Target::Stdout => return Ok((stdout_file()?, "standard output".to_string(), None)),
+        Target::StreamFile(path) => path,
+        Target::Path(_) => return Err(Error::runtime("internal: a stream into a volume path")),
     };
     let name = path.display().to_string();
     if let Ok(meta) = std::fs::metadata(path) {
@@ -177,7 +182,7 @@ fn open_output(place: &Place, force: bool) -> Result<Output> {
                 "{name} is neither a regular file nor a device"
             )));
         }
-        if !force && !is_stream(path)? {
+        if !force && sniff::kind_of_path(path)? != sniff::Kind::Stream {
             return Err(Error::refused(format!(
                 "{name} exists and is not a backup stream; refusing to replace it"
             ))
@@ -190,16 +195,4 @@ fn open_output(place: &Place, force: bool) -> Result<Output> {
         .try_clone()
         .ctx("duplicating the descriptor of", path)?;
     Ok((file, name, Some(partial)))
-}
-
-fn is_stream(path: &Path) -> Result<bool> {
-    if !path.is_file() {
-        return Ok(false);
-    }
-    let mut head = [0u8; 8];
-    let n = File::open(path)
-        .ctx("opening", path)?
-        .read(&mut head)
-        .ctx("reading", path)?;
-    Ok(&head[..n] == crate::stream::MAGIC)
 }

@@ -1,14 +1,17 @@
-//! Progress of a running pipeline: a bar with rate and ETA when stderr is a
-//! terminal, plain lines at most once per interval with `--progress` (for
-//! cron logs), and a GNU dd style stats line on SIGUSR1.
+//! Progress of a running use-case on the command line: a bar with rate and
+//! ETA when stderr is a terminal, plain lines at most once per interval with
+//! `--progress` (for cron logs), and a GNU dd style stats line on SIGUSR1.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::Ctx;
+use crate::ops::Observer;
+use crate::pipeline::Meter;
 use crate::size::human;
 
 /// How progress is shown.
@@ -29,56 +32,86 @@ impl ProgressMode {
     }
 }
 
-/// The counter the pipeline bumps as chunks are written.
-pub struct Meter {
-    done: AtomicU64,
-    chunks: AtomicU64,
+/// The command line's observer of a use-case: notes on stderr (unless
+/// `--quiet`), details with `-v`, and progress as `mode` says, with a
+/// GNU dd style stats line on SIGUSR1 while a task runs.
+pub struct CliObserver<'a> {
+    ctx: &'a Ctx,
+    mode: ProgressMode,
+    running: Mutex<Option<Running>>,
 }
 
-impl Meter {
-    pub fn add(&self, bytes: u64) {
-        self.done.fetch_add(bytes, Ordering::Relaxed);
-        self.chunks.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn done(&self) -> u64 {
-        self.done.load(Ordering::Relaxed)
-    }
+/// The reporter thread of the task under way.
+struct Running {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+    signal: Option<signal_hook::SigId>,
 }
 
-/// Run `f` with a meter while a reporter thread shows progress.
-pub fn with_progress<T>(
-    mode: &ProgressMode,
-    what: &str,
-    total: Option<u64>,
-    f: impl FnOnce(&Meter) -> T,
-) -> T {
-    let meter = Meter {
-        done: AtomicU64::new(0),
-        chunks: AtomicU64::new(0),
-    };
-    let usr1 = Arc::new(AtomicBool::new(false));
-    let registered = signal_hook::flag::register(signal_hook::consts::SIGUSR1, usr1.clone()).ok();
-    let stop = AtomicBool::new(false);
-    let start = Instant::now();
-    let result = std::thread::scope(|s| {
-        let reporter = s.spawn(|| report(mode, what, total, &meter, &usr1, &stop, start));
-        // Stop the reporter however `f` ends, a panic included, or the scope
-        // would wait for it forever.
-        struct StopOnDrop<'a>(&'a AtomicBool, std::thread::Thread);
-        impl Drop for StopOnDrop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-                self.1.unpark();
+impl<'a> CliObserver<'a> {
+    pub fn new(ctx: &'a Ctx, mode: ProgressMode) -> CliObserver<'a> {
+        CliObserver {
+            ctx,
+            mode,
+            running: Mutex::new(None),
+        }
+    }
+
+    fn stop(&self) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(r) = running {
+            r.stop.store(true, Ordering::Relaxed);
+            r.thread.thread().unpark();
+            let _ = r.thread.join();
+            if let Some(id) = r.signal {
+                signal_hook::low_level::unregister(id);
             }
         }
-        let _stop = StopOnDrop(&stop, reporter.thread().clone());
-        f(&meter)
-    });
-    if let Some(id) = registered {
-        signal_hook::low_level::unregister(id);
     }
-    result
+}
+
+impl Observer for CliObserver<'_> {
+    fn note(&self, msg: &str) {
+        self.ctx.note(msg);
+    }
+
+    fn detail(&self, msg: &str) {
+        self.ctx.detail(msg);
+    }
+
+    fn warn(&self, msg: &str) {
+        eprintln!("{msg}");
+    }
+
+    fn started(&self, what: &str, total: Option<u64>, meter: Arc<Meter>) {
+        self.stop();
+        let usr1 = Arc::new(AtomicBool::new(false));
+        let signal = signal_hook::flag::register(signal_hook::consts::SIGUSR1, usr1.clone()).ok();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (mode, what, flag) = (self.mode.clone(), what.to_string(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            report(&mode, &what, total, &meter, &usr1, &flag, Instant::now());
+        });
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(Running {
+            stop,
+            thread,
+            signal,
+        });
+    }
+
+    fn finished(&self) {
+        self.stop();
+    }
+}
+
+impl Drop for CliObserver<'_> {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 fn report(
@@ -156,7 +189,7 @@ pub fn line(what: &str, done: u64, total: Option<u64>, elapsed: Duration) -> Str
 /// GNU dd's SIGUSR1 report: records in/out, then bytes, time and rate.
 pub fn dd_stats(meter: &Meter, elapsed: Duration) -> String {
     let bytes = meter.done();
-    let records = meter.chunks.load(Ordering::Relaxed);
+    let records = meter.chunks();
     let secs = elapsed.as_secs_f64();
     let rate = if secs > 0.0 { bytes as f64 / secs } else { 0.0 };
     format!(
@@ -193,10 +226,9 @@ mod tests {
 
     #[test]
     fn dd_stats_look_like_gnu_dd() {
-        let m = Meter {
-            done: AtomicU64::new(2_000_000),
-            chunks: AtomicU64::new(2),
-        };
+        let m = Meter::default();
+        m.add(1_000_000);
+        m.add(1_000_000);
         let s = dd_stats(&m, Duration::from_secs(2));
         assert!(s.starts_with("2+0 records in\n2+0 records out\n2000000 bytes (2.0 MB, 1.9 MiB) copied, 2.000 s, 1.0 MB/s"), "{s}");
     }

@@ -3,9 +3,9 @@
 //! While a backup writes into a volume, the target's EMD is dirty and holds
 //! a [`Checkpoint`]: which source (UUID, size, EMD generation) the run
 //! copies, and how many bytes from offset 0 are written *and synced*. The
-//! [`CheckpointSink`] moves it forward every so often, always in this order:
-//! `fsync` the data, then write both EMD copies; so a checkpoint never
-//! claims bytes that a crash could still take back.
+//! [`CheckpointSink`] moves it forward every so often through the volume's
+//! [`Transaction`]: `fsync` the data, then write both EMD copies; so a
+//! checkpoint never claims bytes that a crash could still take back.
 //!
 //! A resumed run ([`inspect`]) continues from the checkpoint, rounded down
 //! to a chunk, with the key the target already holds. Its plaintext digest
@@ -17,10 +17,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::emd::{self, Checkpoint, Emd};
+use crate::emd::{Checkpoint, Emd};
 use crate::error::{Error, Result};
 use crate::pipeline::{CHUNK, ChunkOut, Sink};
-use crate::volume::Device;
+use crate::volume::transaction::Transaction;
 
 /// Fewest bytes between two checkpoints.
 pub const CHECKPOINT_MIN: u64 = 16 << 20;
@@ -38,23 +38,21 @@ pub fn checkpoint_every(total: u64) -> u64 {
 }
 
 /// Writes data through an inner device sink (buffered or O_DIRECT) and moves
-/// the target's checkpoint forward.
-pub struct CheckpointSink<'a> {
-    /// Writes the data (buffered or O_DIRECT) into `dev`.
-    pub inner: Box<dyn Sink + 'a>,
-    pub dev: &'a Device,
-    /// The target's EMD as on the media (dirty, with a checkpoint); its
-    /// generation grows with each checkpoint written.
-    pub emd: &'a mut Emd,
+/// the target's checkpoint forward through its [`Transaction`].
+pub struct CheckpointSink<'a, 't> {
+    /// Writes the data (buffered or O_DIRECT) into the target.
+    inner: Box<dyn Sink + 'a>,
+    /// The write in progress, whose EMD holds the run's checkpoint.
+    txn: &'a mut Transaction<'t>,
     every: u64,
     last_bytes: u64,
     last_time: Instant,
 }
 
-impl<'a> CheckpointSink<'a> {
-    /// `emd` must hold the run's checkpoint; `inner` writes the data.
-    pub fn new(inner: Box<dyn Sink + 'a>, dev: &'a Device, emd: &'a mut Emd) -> Result<Self> {
-        let Some(c) = &emd.checkpoint else {
+impl<'a, 't> CheckpointSink<'a, 't> {
+    /// `txn`'s EMD must hold the run's checkpoint; `inner` writes the data.
+    pub fn new(inner: Box<dyn Sink + 'a>, txn: &'a mut Transaction<'t>) -> Result<Self> {
+        let Some(c) = &txn.emd().checkpoint else {
             return Err(Error::runtime(
                 "internal: a checkpointing write without a checkpoint",
             ));
@@ -64,38 +62,26 @@ impl<'a> CheckpointSink<'a> {
             last_bytes: c.bytes_done,
             last_time: Instant::now(),
             inner,
-            dev,
-            emd,
+            txn,
         })
-    }
-
-    /// Make everything up to `done` durable, then record it.
-    fn checkpoint(&mut self, done: u64) -> Result<()> {
-        self.dev.sync()?;
-        if let Some(c) = self.emd.checkpoint.as_mut() {
-            c.bytes_done = done;
-        }
-        self.emd.generation += 1;
-        emd::write_both(self.dev, self.emd)?;
-        self.last_bytes = done;
-        self.last_time = Instant::now();
-        Ok(())
     }
 }
 
-impl Sink for CheckpointSink<'_> {
+impl Sink for CheckpointSink<'_, '_> {
     fn put(&mut self, chunk: &ChunkOut) -> Result<()> {
         self.inner.put(chunk)?;
         let done = chunk.offset + chunk.plain_len as u64;
         // Only whole chunks: a resumed pipeline starts on a chunk boundary.
-        let total = self.emd.checkpoint.as_ref().map_or(0, |c| c.total);
+        let total = self.txn.emd().checkpoint.as_ref().map_or(0, |c| c.total);
         let due = done - self.last_bytes.min(done) >= self.every
             || self.last_time.elapsed() >= CHECKPOINT_INTERVAL;
         // A source of unknown length (plain stdin) has no checkpoints: it
         // cannot be resumed, and its target grows past where the backup
         // EMD copy would be written.
         if due && done.is_multiple_of(CHUNK as u64) && total > 0 && done < total {
-            self.checkpoint(done)?;
+            self.txn.checkpoint(done)?;
+            self.last_bytes = done;
+            self.last_time = Instant::now();
         }
         Ok(())
     }

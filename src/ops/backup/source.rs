@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::emd::{self, Copies, EMD_SIZE, Emd};
+use crate::emd::{EMD_SIZE, Emd};
 use crate::error::{Error, IoContext, Result};
 use crate::pipeline::source::{MappedSource, ReaderSource};
 use crate::pipeline::{CHUNK, Input, Source};
@@ -39,7 +39,7 @@ impl OpenSource {
         }
         let mut dev = Device::open_read(path)?;
         dev.lock(false, "read it as a backup source")?;
-        let copies = Copies::read(&dev)?;
+        let copies = crate::volume::metadata::read(&dev)?;
         if let Some(current) = copies.current() {
             if !copies.primary.has_magic() {
                 // Only the copy at the end is there: a volume whose first
@@ -65,7 +65,7 @@ impl OpenSource {
             });
         }
         if copies.any_magic() {
-            return Err(emd::no_valid_emd(&dev, &copies));
+            return Err(crate::volume::metadata::no_valid_emd(&dev, &copies));
         }
         let mut head = [0u8; sniff::SNIFF_LEN];
         let n = head.len().min(dev.size() as usize);

@@ -5,12 +5,13 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use super::Ctx;
-use crate::emd::{self, Copies, EMD_SIZE, Emd};
+use crate::emd::{EMD_SIZE, Emd};
 use crate::error::{Error, IoContext, Result};
+use crate::ops::Observer;
 use crate::volume::{Device, Volume, layout};
 
-pub fn backup(ctx: &Ctx, vol: &Path, file: &Path) -> Result<()> {
+/// Save the EMD in force of `vol` to a new file.
+pub fn backup(obs: &dyn Observer, vol: &Path, file: &Path) -> Result<()> {
     let v = Volume::open(vol, false)?;
     let bytes = v.emd.encode();
     let mut f = OpenOptions::new()
@@ -28,7 +29,7 @@ pub fn backup(ctx: &Ctx, vol: &Path, file: &Path) -> Result<()> {
         })?;
     f.write_all(&bytes[..]).ctx("writing", file)?;
     f.sync_all().ctx("syncing", file)?;
-    ctx.note(format!(
+    obs.note(&format!(
         "saved the EMD of {} (uuid {}, generation {}) to {}",
         vol.display(),
         v.emd.uuid_string(),
@@ -38,7 +39,8 @@ pub fn backup(ctx: &Ctx, vol: &Path, file: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn restore(ctx: &Ctx, vol: &Path, file: &Path, force: bool) -> Result<()> {
+/// Write a saved EMD back to both copies of `vol`.
+pub fn restore(obs: &dyn Observer, vol: &Path, file: &Path, force: bool) -> Result<()> {
     let mut bytes = Vec::new();
     std::fs::File::open(file)
         .ctx("opening", file)?
@@ -65,7 +67,7 @@ pub fn restore(ctx: &Ctx, vol: &Path, file: &Path, force: bool) -> Result<()> {
             dev.size()
         )));
     }
-    let copies = Copies::read(&dev)?;
+    let copies = crate::volume::metadata::read(&dev)?;
     if let Some(current) = copies.current() {
         if current.uuid != saved.uuid && !force {
             return Err(Error::refused(format!(
@@ -79,7 +81,7 @@ pub fn restore(ctx: &Ctx, vol: &Path, file: &Path, force: bool) -> Result<()> {
         saved.generation = saved.generation.max(current.generation);
     }
     saved.generation += 1;
-    emd::write_both(&dev, &saved)?;
+    crate::volume::metadata::write_both(&dev, &saved)?;
     let check = Volume::from_device(dev)?;
     if check.copies.health() != (true, true) {
         return Err(Error::runtime(format!(
@@ -87,7 +89,7 @@ pub fn restore(ctx: &Ctx, vol: &Path, file: &Path, force: bool) -> Result<()> {
             vol.display()
         )));
     }
-    ctx.note(format!(
+    obs.note(&format!(
         "restored the EMD of {} (uuid {}) from {}",
         vol.display(),
         saved.uuid_string(),

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::decide::{Dst, Relation, Room};
-use crate::emd::{Copies, Emd};
+use crate::emd::Emd;
 use crate::error::{Error, Result};
 use crate::keys::KeyId;
 use crate::volume::device::{Device, require_volume_kind};
@@ -11,7 +11,7 @@ use crate::volume::identity::Storage;
 
 /// Where the backup goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Place {
+pub enum Target {
     Stdout,
     StreamFile(PathBuf),
     Path(PathBuf),
@@ -32,13 +32,13 @@ pub struct Classified {
 /// standard output redirected onto it), is refused here with exit 3,
 /// saying how the two are one.
 pub fn classify(
-    place: &Place,
+    place: &Target,
     source: &Storage,
     source_uuid: Option<[u8; 16]>,
     key: Option<&KeyId>,
 ) -> Result<Classified> {
     let path = match place {
-        Place::Stdout => {
+        Target::Stdout => {
             not_the_source(&Storage::of_stdout()?, source)?;
             return Ok(Classified {
                 dst: Dst::Stdout,
@@ -46,7 +46,7 @@ pub fn classify(
                 emd: None,
             });
         }
-        Place::StreamFile(p) => {
+        Target::StreamFile(p) => {
             if let Some(target) = Storage::of_path(p)? {
                 not_the_source(&target, source)?;
             }
@@ -56,7 +56,7 @@ pub fn classify(
                 emd: None,
             });
         }
-        Place::Path(p) => p,
+        Target::Path(p) => p,
     };
     if !require_volume_kind(path)? {
         return Ok(Classified {
@@ -74,7 +74,7 @@ pub fn classify(
     } else {
         Room::Grows
     };
-    let copies = Copies::read(&dev)?;
+    let copies = crate::volume::metadata::read(&dev)?;
     if let Some(e) = copies.current() {
         // An interrupted clone of this source carries the clone's EMD too,
         // so running the backup again after a crash refreshes it.
@@ -146,9 +146,9 @@ pub fn is_blank(dev: &Device) -> Result<bool> {
 }
 
 /// The path of a place, if it has one.
-pub fn place_path(place: &Place) -> Option<&Path> {
+pub fn place_path(place: &Target) -> Option<&Path> {
     match place {
-        Place::Stdout => None,
-        Place::StreamFile(p) | Place::Path(p) => Some(p),
+        Target::Stdout => None,
+        Target::StreamFile(p) | Target::Path(p) => Some(p),
     }
 }

@@ -1,0 +1,67 @@
+//! How the command line shows a backup's or restore's report: one summary
+//! line on stderr, or one JSON object with `--json`.
+
+use serde_json::json;
+
+use crate::emd::format::uuid_string;
+use crate::ops::Report;
+use crate::stream::format::StreamMode;
+
+/// The `--json` object of a backup or restore report.
+pub fn json(r: &Report) -> serde_json::Value {
+    json!({
+        "ok": true,
+        "mode": r.mode.name(),
+        "stream_mode": r.stream_mode.map(StreamMode::name),
+        "bytes": r.bytes,
+        "seconds": r.seconds,
+        "plaintext_blake3": r.digest.map(|d| d.to_hex().to_string()),
+        "threads": r.threads,
+        "source": r.source,
+        "target": r.target,
+        "source_uuid": r.source_uuid.map(|u| uuid_string(&u)),
+        "target_uuid": r.target_uuid.map(|u| uuid_string(&u)),
+        "bytes_per_second": rate(r.bytes, r.seconds),
+        "stream_bytes": r.stream_bytes,
+        "resumed_at": r.resumed_at,
+    })
+}
+
+/// The summary line of a backup or restore report.
+pub fn summary(r: &Report, verb: &str) -> String {
+    let mut s = format!(
+        "evfs: {verb} ({}) of {} to {}: {} in {:.2} s ({}/s), {} thread{}",
+        r.mode.name(),
+        r.source,
+        r.target,
+        crate::size::human(r.bytes),
+        r.seconds,
+        crate::size::human(rate(r.bytes, r.seconds)),
+        r.threads,
+        if r.threads == 1 { "" } else { "s" }
+    );
+    if let Some(m) = r.stream_mode {
+        s.push_str(&format!(", a {} stream", m.name()));
+    }
+    if let Some(n) = r.stream_bytes {
+        s.push_str(&format!(", stream {}", crate::size::human(n)));
+    }
+    if let Some(n) = r.resumed_at {
+        s.push_str(&format!(
+            ", resumed at {} (the rest was copied before)",
+            crate::size::human(n)
+        ));
+    }
+    if let Some(d) = r.digest {
+        s.push_str(&format!("\nevfs: plaintext blake3 {}", d.to_hex()));
+    }
+    s
+}
+
+fn rate(bytes: u64, seconds: f64) -> u64 {
+    if seconds > 0.0 {
+        (bytes as f64 / seconds) as u64
+    } else {
+        0
+    }
+}

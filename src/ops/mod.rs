@@ -1,0 +1,121 @@
+//! The use-cases of evfs as a library API: back up, restore, verify, read
+//! (hash and cat), map, and administer volumes.
+//!
+//! Each takes a typed request built from resolved options, a [`Keys`]
+//! provider that unlocks key pairs when the use-case needs them (and only
+//! then: a refused backup never asks for a passphrase), and an [`Observer`]
+//! that hears notes and watches progress. Each returns a report or an
+//! [`Error`](crate::Error). None parses flags or touches a terminal: the
+//! command-line front end (`commands/`), the demo and the tests call them
+//! alike.
+
+pub mod admin;
+pub mod backup;
+pub mod demo;
+pub mod map;
+pub mod read;
+pub mod restore;
+pub mod verify;
+
+use std::sync::Arc;
+
+use crate::emd::Role;
+use crate::error::Result;
+use crate::keys::{KeyId, Keystore, PrivateKey};
+use crate::pipeline::Meter;
+
+pub use backup::{BackupRequest, Target};
+pub use restore::RestoreRequest;
+pub use verify::{Verdict, VerifyRequest};
+
+/// The roles that may read and write a volume's data.
+pub const DATA_ROLES: &[Role] = &[Role::Owner, Role::User];
+
+/// Which key a use-case asks for, so that the provider knows where its
+/// passphrase comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyUse {
+    /// The key that unlocks the volume a command works on (`-k`).
+    Volume,
+    /// The key of a backup's target volume (`--target-key`).
+    Target,
+}
+
+/// Unlocks key pairs for a use-case, and reads public keys.
+pub trait Keys {
+    /// The keystore public keys are read from.
+    fn keystore(&self) -> Result<Keystore>;
+    /// The private key of `id`, unlocked with its passphrase.
+    fn unlock(&self, id: &KeyId, purpose: KeyUse) -> Result<PrivateKey>;
+}
+
+/// What a use-case tells its caller while it runs. Every method has a
+/// default that ignores it.
+pub trait Observer: Sync {
+    /// A message for the user: a warning, what is being resumed.
+    fn note(&self, _msg: &str) {}
+    /// A message only for a verbose run.
+    fn detail(&self, _msg: &str) {}
+    /// A warning that must be seen even by a quiet run (a client told EIO).
+    fn warn(&self, msg: &str) {
+        self.note(msg);
+    }
+    /// A long task (`what`: "backup", "restore", ...) of `total` bytes, if
+    /// known, starts; `meter` counts the bytes done until [`Self::finished`].
+    fn started(&self, _what: &str, _total: Option<u64>, _meter: Arc<Meter>) {}
+    /// The task [`Self::started`] last is over.
+    fn finished(&self) {}
+}
+
+/// An observer that hears nothing.
+pub struct Silent;
+
+impl Observer for Silent {}
+
+/// Run `f` with a fresh meter that `obs` watches as task `what`.
+pub fn watched<T>(
+    obs: &dyn Observer,
+    what: &str,
+    total: Option<u64>,
+    f: impl FnOnce(&Meter) -> T,
+) -> T {
+    struct Finish<'a>(&'a dyn Observer);
+    impl Drop for Finish<'_> {
+        fn drop(&mut self) {
+            self.0.finished();
+        }
+    }
+    let meter = Arc::new(Meter::default());
+    obs.started(what, total, meter.clone());
+    let _finish = Finish(obs);
+    f(&meter)
+}
+
+/// What a finished backup or restore reports.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub mode: backup::decide::Mode,
+    /// What a restored stream was made as (a restore only).
+    pub stream_mode: Option<crate::stream::format::StreamMode>,
+    /// Bytes of plaintext copied.
+    pub bytes: u64,
+    pub seconds: f64,
+    /// BLAKE3 of the plaintext (none for a raw clone, which never sees it).
+    pub digest: Option<blake3::Hash>,
+    pub threads: usize,
+    pub source: String,
+    pub target: String,
+    pub source_uuid: Option<[u8; 16]>,
+    pub target_uuid: Option<[u8; 16]>,
+    /// Bytes written to a stream (header, frames, trailer), when the target is one.
+    pub stream_bytes: Option<u64>,
+    /// Data offset a resumed backup continued from (`--resume`).
+    pub resumed_at: Option<u64>,
+}
+
+/// The number of worker threads: `requested`, or every core.
+pub fn threads(requested: Option<usize>) -> usize {
+    requested
+        .filter(|&n| n > 0)
+        .map_or_else(crate::pipeline::Plan::default_threads, |n| n.min(1024))
+}

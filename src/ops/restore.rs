@@ -1,0 +1,288 @@
+//! `evfs restore STREAM DST`: a backup stream back onto a volume. The target
+//! is marked dirty before the first data byte and gets the stream's final EMD
+//! (clean) only after every frame and the trailer checked out and the data is
+//! synced; any failure leaves it dirty.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::backup::decide::Mode;
+use super::backup::rollback::{self, Lineage};
+use super::backup::target::is_blank;
+use super::{DATA_ROLES, KeyUse, Keys, Observer, Report};
+use crate::crypto::VolumeKey;
+use crate::emd::{Checkpoint, Emd, Task};
+use crate::error::{Error, IoContext, Result};
+use crate::keys::KeyId;
+use crate::stream::decode::FrameDecoder;
+use crate::stream::format::Header;
+use crate::stream::reader::{Item, StreamReader};
+use crate::volume::device::require_volume_kind;
+use crate::volume::identity::Storage;
+use crate::volume::transaction::Transaction;
+use crate::volume::{Device, layout, lock, metadata, unlock_emd};
+
+/// A restore: a stream (a file, or `-` for standard input) onto a volume.
+#[derive(Clone, Debug)]
+pub struct RestoreRequest {
+    pub stream: PathBuf,
+    pub target: PathBuf,
+    /// A key of the backed-up volume: needed for compressed and sparse
+    /// streams, and checks the stream's MAC.
+    pub key: Option<KeyId>,
+    /// Overwrite foreign data or another volume; roll back.
+    pub force: bool,
+}
+
+/// Open a stream: a file, or `-` for standard input.
+pub fn open_stream(path: &Path) -> Result<(Box<dyn Read + Send>, String)> {
+    if path == Path::new("-") {
+        Ok((Box::new(std::io::stdin()), "standard input".to_string()))
+    } else {
+        let f = File::open(path).ctx("opening", path)?;
+        Ok((Box::new(f), path.display().to_string()))
+    }
+}
+
+/// The stream's target volume key from `-k`, when given. Required when the
+/// stream holds frames that only the key can turn into ciphertext.
+pub fn stream_key(
+    keys: &dyn Keys,
+    id: Option<&KeyId>,
+    header: &Header,
+    name: &str,
+    required: bool,
+) -> Result<Option<VolumeKey>> {
+    let Some(id) = id else {
+        if required {
+            let what = if header.compressed {
+                "compressed"
+            } else {
+                "sparse"
+            };
+            return Err(Error::access(format!(
+                "{name} is a {what} stream: restoring it needs the volume key"
+            ))
+            .with_hint("give -k ID with a key of the backed-up volume (its owner or a user)"));
+        }
+        return Ok(None);
+    };
+    let pk = keys.unlock(id, KeyUse::Volume)?;
+    Ok(Some(
+        unlock_emd(&header.emd, Path::new(name), &pk, DATA_ROLES, "read it")?.key,
+    ))
+}
+
+/// Restore a stream onto a volume: refuse what would destroy data (the
+/// stream itself, a foreign target, a rollback), then write every frame and,
+/// only after the trailer checked out and the data is synced, the stream's
+/// final EMD. Any failure leaves the target dirty and incomplete.
+pub fn run(args: &RestoreRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result<Report> {
+    let clock = Instant::now();
+    if args.target.as_os_str() == "-" {
+        return Err(Error::usage(
+            "restore writes a volume: name a file or block device as DST",
+        ));
+    }
+    let dst = &args.target;
+    // Before a byte of the stream is read: a target that is no volume (a
+    // FIFO would hang) or that is the stream itself (by any name, or as
+    // standard input) is refused.
+    require_volume_kind(dst)?;
+    if let Some(target) = Storage::of_path(dst)? {
+        let stream = if args.stream.as_os_str() == "-" {
+            Some(Storage::of_stdin()?)
+        } else {
+            Storage::of_path(&args.stream)?
+        };
+        if let Some(why) = stream.and_then(|s| target.overlap(&s)) {
+            return Err(
+                Error::refused(format!("the target is the stream itself: {why}"))
+                    .with_hint("restore onto other storage: writing over the stream destroys it"),
+            );
+        }
+    }
+    let (input, name) = open_stream(&args.stream)?;
+    let mut reader = StreamReader::open(input, &name)?;
+    let header = reader.header.clone();
+    let key = stream_key(
+        keys,
+        args.key.as_ref(),
+        &header,
+        &name,
+        header.compressed || header.sparse,
+    )?;
+    if let Some(k) = &key
+        && !header.raw
+    {
+        reader.set_mac_key(&k.stream_mac_key());
+    }
+
+    // Busy before foreign: a target another writer holds is reported as such.
+    lock::probe(dst, "restore into it")?;
+    let existing = check_target(dst, &header, args.force)?;
+    if let Some(e) = &existing {
+        let mut lineage = Lineage::of(&header.emd);
+        if header.source_uuid != [0; 16] {
+            lineage = lineage.with(header.source_uuid, header.source_data_version);
+        }
+        rollback::check(&lineage, &name, e, &dst.display().to_string(), args.force)?;
+    }
+    let needed = layout::device_size_for(header.emd.data_size);
+    let created = !dst.exists();
+    let mut dev = if created {
+        Device::create_file(dst, needed)?
+    } else {
+        Device::open_write(dst)?
+    };
+    dev.lock(true, "restore into it")?;
+    if !dev.is_block() {
+        dev.grow_to(needed)?;
+    }
+
+    // Incomplete until the trailer checked out: `check` never calls it clean.
+    let mut initial = header.emd.clone();
+    initial.checkpoint = Some(Checkpoint {
+        task: Task::Restore,
+        run_id: header.stream_id,
+        source_uuid: header.emd.uuid,
+        bytes_done: 0,
+        total: header.expected.unwrap_or(0),
+        source_generation: 0,
+    });
+    let floor = existing.as_ref().map_or(0, |e| e.generation + 1);
+    let data_offset = initial.data_offset;
+    let limit = if dev.is_block() {
+        layout::max_data_size(dev.size(), initial.sector_size)
+    } else {
+        u64::MAX - data_offset
+    };
+    let txn = Transaction::begin(&dev, initial, floor)?;
+    let mut decoder = FrameDecoder::new(&header, key.as_ref());
+    let trailer = super::watched(obs, "restore", header.expected, |meter| -> Result<_> {
+        loop {
+            match reader.next_item()? {
+                Item::Frame(f, payload, fh) => {
+                    let data = decoder.ciphertext(&f, payload, &fh)?;
+                    if f.offset + data.len() as u64 > limit {
+                        return Err(Error::refused(format!(
+                            "the target {} is too small for the stream's data",
+                            dst.display()
+                        )));
+                    }
+                    dev.write_at(data, data_offset + f.offset)?;
+                    meter.add(u64::from(f.plain_len));
+                }
+                Item::End(t) => return Ok(t),
+            }
+        }
+    })?;
+    let fin: Emd = trailer.emd.clone();
+    same_volume(&header, &fin, &name)?;
+    if let Some(k) = &key
+        && !fin.mac_ok(k)
+    {
+        return Err(Error::integrity(format!(
+            "{name}: the final EMD fails its MAC check"
+        )));
+    }
+    let fin = txn.commit(None, |e| {
+        *e = fin;
+        if !dev.is_block() {
+            let size = layout::device_size_for(e.data_size);
+            if created || dev.size() < size {
+                dev.resize(size)?;
+            }
+        }
+        Ok(())
+    })?;
+    // Frames carry the target's ciphertext, written as it lies; only a key
+    // turns compressed frames and zero markers into ciphertext.
+    let mode = match &key {
+        Some(_) if header.compressed || header.sparse => Mode::Encrypt,
+        _ => Mode::Raw,
+    };
+    Ok(Report {
+        mode,
+        stream_mode: Some(header.mode),
+        bytes: trailer.bytes,
+        seconds: clock.elapsed().as_secs_f64(),
+        digest: trailer.plaintext_blake3.map(blake3::Hash::from),
+        threads: 1,
+        source: name,
+        target: dst.display().to_string(),
+        source_uuid: (header.source_uuid != [0; 16]).then_some(header.source_uuid),
+        target_uuid: Some(fin.uuid),
+        stream_bytes: Some(reader.position()),
+        resumed_at: None,
+    })
+}
+
+/// Refuse a target holding foreign data or another volume unless `--force`;
+/// returns the EMD the target held, if any.
+fn check_target(dst: &Path, header: &Header, force: bool) -> Result<Option<Emd>> {
+    if !dst.exists() {
+        return Ok(None);
+    }
+    let dev = Device::open_read(dst)?;
+    if dev.is_block() && dev.size() < layout::device_size_for(header.emd.data_size) {
+        return Err(Error::refused(format!(
+            "the target {} is too small: it has {} bytes, the volume needs {}",
+            dst.display(),
+            dev.size(),
+            layout::device_size_for(header.emd.data_size)
+        )));
+    }
+    let copies = metadata::read(&dev)?;
+    if let Some(e) = copies.current() {
+        // The stream's own volume (restored before), or its source, or
+        // another copy of that source.
+        let source = Some(header.source_uuid).filter(|u| *u != [0; 16]);
+        let ours = e.uuid == header.emd.uuid
+            || source.is_some_and(|u| {
+                e.uuid == u
+                    || e.clone_of == Some(u)
+                    || e.provenance.as_ref().and_then(|p| p.source_uuid()) == Some(u)
+            });
+        if ours || force {
+            return Ok(Some(e.clone()));
+        }
+        return Err(Error::refused(format!(
+            "the target {} is an EVFS volume of another lineage (uuid {})",
+            dst.display(),
+            e.uuid_string()
+        ))
+        .with_hint("use --force to overwrite it"));
+    }
+    if !force && (copies.any_magic() || !is_blank(&dev)?) {
+        return Err(Error::refused(format!(
+            "the target {} holds data that is not this volume; refusing to overwrite it",
+            dst.display()
+        ))
+        .with_hint("use --force to overwrite it"));
+    }
+    Ok(None)
+}
+
+/// The trailer's EMD must describe the volume the header announced.
+fn same_volume(header: &Header, fin: &Emd, name: &str) -> Result<()> {
+    let h = &header.emd;
+    let same = fin.uuid == h.uuid
+        && fin.cipher == h.cipher
+        && fin.sector_size == h.sector_size
+        && fin.data_offset == h.data_offset
+        && fin.slots == h.slots
+        && fin.label == h.label
+        && fin.state == h.state
+        && fin.clone_of == h.clone_of
+        && fin.data_version == h.data_version
+        && (header.expected.is_none() || fin.data_size == h.data_size);
+    if !same {
+        return Err(Error::integrity(format!(
+            "{name}: the trailer's EMD does not describe the volume of the header"
+        )));
+    }
+    Ok(())
+}

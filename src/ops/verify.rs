@@ -1,0 +1,449 @@
+//! `evfs verify TARGET [-k ID] [--against SRC]`: restore verification.
+//!
+//! A volume: both EMD copies valid and clean; with `-k`, the MAC and the
+//! plaintext BLAKE3 against the provenance. A stream: every frame, the
+//! trailer, and with `-k` the MAC and the plaintext digest. `--against SRC`:
+//! the plaintext BLAKE3 of TARGET equals SRC's. Exit 0 only when every check
+//! passed; exit 5 on any mismatch, naming where.
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use super::read::Plaintext;
+use super::restore::{open_stream, stream_key};
+use super::{DATA_ROLES, KeyUse, Keys};
+use crate::emd::{Copies, State};
+use crate::error::{Error, Result};
+use crate::keys::KeyId;
+use crate::pipeline::digest::{TreeMerger, hash_chunk};
+use crate::stream::decode::FrameDecoder;
+use crate::stream::reader::{Item, StreamReader};
+use crate::volume::sniff::{self, Kind};
+use crate::volume::{Device, Volume, metadata};
+
+/// What to verify.
+#[derive(Clone, Debug)]
+pub struct VerifyRequest {
+    /// A volume, a plain file, or a stream (`-` for standard input).
+    pub target: PathBuf,
+    /// A key of the volume: checks its MAC and its plaintext.
+    pub key: Option<KeyId>,
+    /// Also compare the plaintext with this source's.
+    pub against: Option<PathBuf>,
+    pub threads: usize,
+}
+
+/// One line of the report.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub ok: bool,
+    pub what: String,
+}
+
+/// The findings so far; the first failure is what the exit message names.
+#[derive(Default)]
+struct Findings {
+    checks: Vec<Check>,
+}
+
+impl Findings {
+    fn pass(&mut self, what: impl Into<String>) {
+        self.checks.push(Check {
+            ok: true,
+            what: what.into(),
+        });
+    }
+
+    fn fail(&mut self, what: impl Into<String>) {
+        self.checks.push(Check {
+            ok: false,
+            what: what.into(),
+        });
+    }
+
+    fn check(&mut self, ok: bool, what: impl Into<String>) {
+        if ok { self.pass(what) } else { self.fail(what) }
+    }
+
+    fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+
+    /// Compare a computed plaintext digest with a recorded one.
+    fn digest(&mut self, hash: blake3::Hash, recorded: [u8; 32], what: &str, whose: &str) {
+        let ok = blake3::Hash::from(recorded) == hash;
+        self.check(
+            ok,
+            format!(
+                "plaintext BLAKE3 {what} {} {whose}: {}",
+                if ok { "matches" } else { "does NOT match" },
+                hash.to_hex()
+            ),
+        );
+    }
+
+    fn first_failure(&self) -> Option<&str> {
+        self.checks.iter().find(|c| !c.ok).map(|c| c.what.as_str())
+    }
+}
+
+/// A plaintext digest and how many bytes it covers.
+#[derive(Clone, Copy, Debug)]
+pub struct Digest {
+    pub hash: blake3::Hash,
+    pub bytes: u64,
+}
+
+/// What `verify` found: every check, and the plaintext digest it computed or read.
+pub struct Verdict {
+    findings: Findings,
+    /// What the target is.
+    pub kind: Kind,
+    /// The plaintext digest computed or read, and its length.
+    pub plaintext: Option<Digest>,
+}
+
+impl Verdict {
+    /// Whether every check passed.
+    pub fn ok(&self) -> bool {
+        self.findings.ok()
+    }
+
+    /// The plaintext digest, when there is one.
+    pub fn digest(&self) -> Option<blake3::Hash> {
+        self.plaintext.map(|d| d.hash)
+    }
+
+    /// Every check, in order.
+    pub fn checks(&self) -> &[Check] {
+        &self.findings.checks
+    }
+
+    /// The first check that failed.
+    pub fn first_failure(&self) -> Option<&str> {
+        self.findings.first_failure()
+    }
+
+    /// The report's lines, `ok` or `FAIL` first.
+    pub fn lines(&self) -> Vec<String> {
+        self.findings
+            .checks
+            .iter()
+            .map(|c| format!("{}  {}", if c.ok { "ok  " } else { "FAIL" }, c.what))
+            .collect()
+    }
+}
+
+/// Run every check `args` asks for; failures are findings, not errors.
+pub fn check(args: &VerifyRequest, keys: &dyn Keys) -> Result<Verdict> {
+    let threads = args.threads;
+    let mut f = Findings::default();
+    let kind = kind_of(&args.target)?;
+    let target_digest = match kind {
+        Kind::Stream => verify_stream(keys, &args.target, args.key.as_ref(), &mut f)?,
+        Kind::Volume => verify_volume(keys, &args.target, args.key.as_ref(), threads, &mut f)?,
+        Kind::Plain => {
+            if args.against.is_none() {
+                return Err(Error::usage(format!(
+                    "{} is plain data (no EVFS metadata), neither an EVFS volume nor a backup stream: there is nothing in it to verify",
+                    args.target.display()
+                ))
+                .with_hint("compare it with its source: evfs verify TARGET --against SRC"));
+            }
+            None
+        }
+    };
+    let mut reported = target_digest;
+    if let Some(src) = &args.against {
+        let src_digest = digest_of(keys, src, args.key.as_ref(), threads)?;
+        let target = match target_digest {
+            Some(d) => Some(d),
+            None => match digest_of(keys, &args.target, args.key.as_ref(), threads) {
+                Ok(d) => Some(d),
+                Err(e) if e.exit_code() == 5 => {
+                    f.fail(
+                        e.to_string()
+                            .trim_start_matches("integrity failure: ")
+                            .to_string(),
+                    );
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        match target {
+            Some(t) => {
+                let same = t.hash == src_digest.hash && t.bytes == src_digest.bytes;
+                let how = if same {
+                    "equals"
+                } else if t.bytes != src_digest.bytes {
+                    "differs in length from"
+                } else {
+                    "differs from"
+                };
+                f.check(
+                    same,
+                    format!(
+                        "plaintext BLAKE3 of {} ({} bytes) {how} that of {} ({} bytes)",
+                        args.target.display(),
+                        t.bytes,
+                        src.display(),
+                        src_digest.bytes
+                    ),
+                );
+                reported = Some(t);
+            }
+            None if f.ok() => f.fail(format!(
+                "the plaintext of {} could not be read to compare it with {} (give -k ID)",
+                args.target.display(),
+                src.display()
+            )),
+            None => {}
+        }
+    }
+    Ok(Verdict {
+        findings: f,
+        kind,
+        plaintext: reported,
+    })
+}
+
+fn kind_of(path: &Path) -> Result<Kind> {
+    if path == Path::new("-") {
+        return Ok(Kind::Stream);
+    }
+    // A FIFO or character device (`<(ssh ...)`, a tape) can only be a
+    // stream; it is never opened as a volume.
+    if std::fs::metadata(path)
+        .is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_char_device())
+    {
+        return Ok(Kind::Stream);
+    }
+    let dev = Device::open_read(path)?;
+    Ok(match sniff::kind_of_device(&dev)? {
+        Kind::Plain if metadata::read(&dev)?.any_magic() => Kind::Volume,
+        k => k,
+    })
+}
+
+/// Check a volume's metadata, and with a key its MAC and data against the
+/// provenance. Returns the plaintext digest when it was computed.
+fn verify_volume(
+    keys: &dyn Keys,
+    path: &Path,
+    key: Option<&KeyId>,
+    threads: usize,
+    f: &mut Findings,
+) -> Result<Option<Digest>> {
+    let v = Volume::from_device(Device::open_read(path)?)?;
+    let current = Some(v.emd.generation);
+    let (primary, backup) = v.copies.health();
+    f.check(
+        primary,
+        format!(
+            "EMD primary copy {}",
+            Copies::describe(&v.copies.primary, current)
+        ),
+    );
+    f.check(
+        backup,
+        format!(
+            "EMD backup copy {}",
+            Copies::describe(&v.copies.backup, current)
+        ),
+    );
+    f.check(
+        !v.emd.dirty,
+        if v.emd.dirty {
+            "the volume is dirty: a writer did not finish, its data is not trustworthy".to_string()
+        } else {
+            "the volume is clean".to_string()
+        },
+    );
+    let Some(id) = key else {
+        f.pass("data not checked (give -k ID to check the plaintext against the provenance)");
+        return Ok(None);
+    };
+    let pk = keys.unlock(id, KeyUse::Volume)?;
+    let unlocked = v.unlock(&pk, DATA_ROLES, "read its data")?;
+    f.pass(format!("EMD MAC verified with {}", pk.id()));
+    if v.emd.state == State::Disabled {
+        f.fail(
+            "the volume is disabled: its plaintext cannot be read (enable it to verify the data)",
+        );
+        return Ok(None);
+    }
+    let bytes = v.emd.data_len;
+    let hash = Plaintext::of_volume(&v, &unlocked.key)?.digest(threads)?;
+    match v.emd.provenance.as_ref() {
+        // Case 12: data written through `map` since the backup is not a
+        // tamper alarm; the mark is under the MAC, which just verified.
+        Some(p) if v.emd.modified_since_backup() => f.pass(format!(
+            "the volume was modified since its backup (data version {} now, {} when the backup wrote it): its data is not compared with the backup's digest; plaintext BLAKE3 of {bytes} bytes: {}",
+            v.emd.data_version,
+            p.data_version,
+            hash.to_hex()
+        )),
+        Some(p) => match p.plaintext_blake3 {
+            Some(expected) if p.bytes == bytes => f.digest(
+                hash,
+                expected,
+                &format!("of {bytes} bytes"),
+                "the provenance",
+            ),
+            Some(_) => f.fail(format!(
+                "the provenance records {} bytes of data, the volume holds {bytes}",
+                p.bytes
+            )),
+            None => f.pass(
+                "a raw clone: its provenance has no plaintext digest to compare (use --against SRC)",
+            ),
+        },
+        None => f.fail(
+            "the volume has no provenance digest to check its data against (use --against SRC)",
+        ),
+    }
+    Ok(Some(Digest { hash, bytes }))
+}
+
+/// Read a whole stream, checking everything; with a key, also the MAC and
+/// the plaintext digest.
+fn verify_stream(
+    keys: &dyn Keys,
+    path: &Path,
+    key: Option<&KeyId>,
+    f: &mut Findings,
+) -> Result<Option<Digest>> {
+    let (input, name) = open_stream(path)?;
+    let mut reader = StreamReader::open(input, &name)?;
+    f.pass("stream header checksum");
+    let header = reader.header.clone();
+    let vkey = stream_key(keys, key, &header, &name, false)?;
+    if let Some(k) = &vkey
+        && !header.raw
+    {
+        reader.set_mac_key(&k.stream_mac_key());
+    }
+    let mut decoder = vkey.as_ref().map(|k| FrameDecoder::new(&header, Some(k)));
+    let mut merger = TreeMerger::new();
+    // The last frame may end in padding that the digest does not cover, so
+    // each frame is hashed when the next item shows how much of it counts.
+    let mut held: Option<(u64, Vec<u8>)> = None;
+    let mut frames = 0u64;
+    let trailer = loop {
+        match reader.next_item() {
+            Ok(Item::Frame(fh, payload, raw)) => {
+                frames += 1;
+                if let Some(d) = decoder.as_mut() {
+                    let plain = d.plaintext(&fh, payload, &raw)?;
+                    if let Some((off, data)) = held.take() {
+                        merger.push(hash_chunk(off, &data));
+                    }
+                    held = Some((fh.offset, plain[..fh.plain_len as usize].to_vec()));
+                }
+            }
+            Ok(Item::End(t)) => break t,
+            Err(e) if e.exit_code() == 5 => {
+                let text = e.to_string();
+                let text = text.trim_start_matches("integrity failure: ");
+                f.fail(
+                    text.strip_prefix(&format!("{name}: "))
+                        .unwrap_or(text)
+                        .to_string(),
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    f.pass(format!(
+        "{frames} frames, each with a valid BLAKE3, in order"
+    ));
+    f.pass(format!(
+        "trailer: {} bytes, checksum over the whole stream",
+        trailer.bytes
+    ));
+    let Some(_) = vkey else {
+        f.pass("MAC and plaintext not checked (give -k ID)");
+        return Ok(trailer.plaintext_blake3.map(|h| Digest {
+            hash: blake3::Hash::from(h),
+            bytes: trailer.bytes,
+        }));
+    };
+    if header.raw {
+        f.pass("raw stream: made without a key, it carries no MAC");
+    } else {
+        f.pass("stream MAC verified with the volume key");
+    }
+    if let Some((off, mut data)) = held.take() {
+        data.truncate((trailer.bytes - off) as usize);
+        if !data.is_empty() {
+            merger.push(hash_chunk(off, &data));
+        }
+    }
+    let hash = merger.finish();
+    let expected = trailer.plaintext_blake3.or_else(|| {
+        trailer
+            .emd
+            .provenance
+            .as_ref()
+            .filter(|p| p.bytes == trailer.bytes)
+            .and_then(|p| p.plaintext_blake3)
+    });
+    match expected {
+        Some(e) => f.digest(hash, e, "of the frames", "the recorded digest"),
+        None => f.pass(format!(
+            "plaintext BLAKE3 {} (no digest recorded to compare)",
+            hash.to_hex()
+        )),
+    }
+    Ok(Some(Digest {
+        hash,
+        bytes: trailer.bytes,
+    }))
+}
+
+/// The plaintext digest of a volume, plain file or stream: all its data.
+fn digest_of(keys: &dyn Keys, path: &Path, key: Option<&KeyId>, threads: usize) -> Result<Digest> {
+    match kind_of(path)? {
+        Kind::Stream => {
+            let mut scratch = Findings::default();
+            let d = verify_stream(keys, path, key, &mut scratch)?;
+            match (d, scratch.first_failure()) {
+                (_, Some(what)) => Err(Error::integrity(format!("{}: {what}", path.display()))),
+                (Some(d), None) => Ok(d),
+                (None, None) => Err(Error::access(format!(
+                    "the plaintext digest of {} needs its key",
+                    path.display()
+                ))
+                .with_hint("give -k ID")),
+            }
+        }
+        Kind::Volume => {
+            let v = Volume::from_device(Device::open_read(path)?)?;
+            let Some(id) = key else {
+                return Err(Error::access(format!(
+                    "{} is an EVFS volume: reading its plaintext needs a key",
+                    path.display()
+                ))
+                .with_hint("give -k ID"));
+            };
+            let pk = keys.unlock(id, KeyUse::Volume)?;
+            let unlocked = v.unlock(&pk, DATA_ROLES, "read its data")?;
+            v.require_enabled("decrypted")?;
+            let plain = Plaintext::of_volume(&v, &unlocked.key)?;
+            let bytes = plain.len();
+            Ok(Digest {
+                hash: plain.digest(threads)?,
+                bytes,
+            })
+        }
+        Kind::Plain => {
+            let dev = Device::open_read(path)?;
+            Ok(Digest {
+                hash: Plaintext::of_plain(&dev).digest(threads)?,
+                bytes: dev.size(),
+            })
+        }
+    }
+}
