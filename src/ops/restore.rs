@@ -22,7 +22,7 @@ use crate::stream::reader::{Item, StreamReader};
 use crate::volume::device::require_volume_kind;
 use crate::volume::identity::Storage;
 use crate::volume::transaction::Transaction;
-use crate::volume::{Device, layout, lock, metadata, unlock_emd};
+use crate::volume::{Device, layout, lock, metadata, sniff, unlock_emd};
 
 /// A restore: a stream (a file, or `-` for standard input) onto a volume.
 #[derive(Clone, Debug)]
@@ -36,14 +36,35 @@ pub struct RestoreRequest {
     pub force: bool,
 }
 
-/// Open a stream: a file, or `-` for standard input.
+/// Open a stream: a file, or `-` for standard input. Something else than a
+/// stream (a volume, plain data) is a wrong kind of argument, named.
 pub fn open_stream(path: &Path) -> Result<(Box<dyn Read + Send>, String)> {
-    if path == Path::new("-") {
-        Ok((Box::new(std::io::stdin()), "standard input".to_string()))
+    let (mut input, name): (Box<dyn Read + Send>, String) = if path == Path::new("-") {
+        (Box::new(std::io::stdin()), "standard input".to_string())
     } else {
         let f = File::open(path).ctx("opening", path)?;
-        Ok((Box::new(f), path.display().to_string()))
+        (Box::new(f), path.display().to_string())
+    };
+    // Look at the first bytes, then hand them on with the rest.
+    let mut head = Vec::with_capacity(sniff::SNIFF_LEN);
+    (&mut input)
+        .take(sniff::SNIFF_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io("reading", &name, e))?;
+    let kind = sniff::sniff(&head);
+    if kind != sniff::Kind::Stream && head.len() == sniff::SNIFF_LEN {
+        return Err(Error::usage(format!(
+            "{name} is {}, not a backup stream",
+            kind.describe()
+        ))
+        .with_hint(match kind {
+            sniff::Kind::Volume => {
+                "copy a volume with `evfs backup SRC DST`; check it with `evfs verify VOL`"
+            }
+            _ => "a backup stream starts with the bytes EVFS-STR (made by `evfs backup SRC -` or `--stream FILE`)",
+        }));
     }
+    Ok((Box::new(std::io::Cursor::new(head).chain(input)), name))
 }
 
 /// The stream's target volume key from `-k`, when given. Required when the

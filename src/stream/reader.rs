@@ -53,18 +53,9 @@ impl<R: Read> StreamReader<R> {
             return Err(truncated(n));
         }
         if &head[..8] != super::MAGIC {
-            // A wrong kind of argument, named: a volume or plain data.
-            let kind = crate::volume::sniff::sniff(&head[..n]);
             return Err(Error::usage(format!(
-                "{name} is {}, not a backup stream",
-                kind.describe()
-            ))
-            .with_hint(match kind {
-                crate::volume::sniff::Kind::Volume => {
-                    "copy a volume with `evfs backup SRC DST`; check it with `evfs verify VOL`"
-                }
-                _ => "a backup stream starts with the bytes EVFS-STR (made by `evfs backup SRC -` or `--stream FILE`)",
-            }));
+                "{name} is not a backup stream (it does not start with EVFS-STR)"
+            )));
         }
         if n < head.len() {
             return Err(truncated(n));

@@ -5,10 +5,8 @@ use proptest::prelude::*;
 
 use super::format::*;
 use super::reader::{Item, StreamReader};
-use super::writer::{StreamFramer, StreamWriter};
+use super::writer::{Payload, StreamFramer, StreamWriter};
 use crate::emd::tests::{example, example_key};
-use crate::pipeline::pool::Pool;
-use crate::pipeline::{ChunkOut, FrameInput, Framer, Sink};
 use crate::testutil::{expect_listing, listing, unhexdump};
 
 const CHUNK: usize = 64 << 10;
@@ -43,31 +41,26 @@ fn make(h: &Header, chunks: &[Vec<u8>]) -> Vec<u8> {
         sparse: h.sparse,
         chunk_size: CHUNK,
     };
-    let pool = Pool::new(2, framer.scratch().unwrap_or(1));
+    let mut scratch = vec![0u8; framer.scratch_len().unwrap_or(0)];
     let mut w = StreamWriter::start(Vec::new(), "test", h, Some(&key.stream_mac_key())).unwrap();
     let mut offset = 0u64;
     for (i, data) in chunks.iter().enumerate() {
         let zero = data.iter().all(|&b| b == 0);
-        let frame = framer
+        let f = framer
             .frame(
-                FrameInput {
-                    index: i as u64,
-                    offset,
-                    data,
-                    zero,
-                },
-                h.compressed.then(|| pool.take().unwrap()),
+                i as u64,
+                offset,
+                data,
+                zero,
+                h.compressed.then_some(&mut scratch[..]),
             )
             .unwrap();
-        w.put(&ChunkOut {
-            index: i as u64,
-            offset,
-            data,
-            plain_len: data.len(),
-            zero,
-            frame: Some(&frame),
-        })
-        .unwrap();
+        let payload = match f.payload {
+            Payload::Data => &data[..],
+            Payload::Empty => &[],
+            Payload::Scratch(n) => &scratch[..n],
+        };
+        w.write_frame(&f.header, payload, &f.hash).unwrap();
         offset += data.len() as u64;
     }
     let mut fin = h.emd.clone();
@@ -191,26 +184,8 @@ fn a_forged_stream_with_fixed_checksums_fails_the_mac() {
         sparse: false,
         chunk_size: CHUNK,
     };
-    let frame = framer
-        .frame(
-            FrameInput {
-                index: 0,
-                offset: 0,
-                data: &data,
-                zero: false,
-            },
-            None,
-        )
-        .unwrap();
-    w.put(&ChunkOut {
-        index: 0,
-        offset: 0,
-        data: &data,
-        plain_len: CHUNK,
-        zero: false,
-        frame: Some(&frame),
-    })
-    .unwrap();
+    let f = framer.frame(0, 0, &data, false, None).unwrap();
+    w.write_frame(&f.header, &data, &f.hash).unwrap();
     let (forged, _) = w
         .finish(CHUNK as u64, Some([0x42; 32].into()), &h.emd)
         .unwrap();

@@ -1,5 +1,6 @@
-//! Writing a backup stream: the header, one frame per chunk (made in parallel
-//! by [`StreamFramer`] on the pipeline's workers), and the trailer.
+//! Writing a backup stream: the header, one frame per chunk (made by
+//! [`StreamFramer`], on any thread), and the trailer, in order by
+//! [`StreamWriter`].
 //!
 //! You MUST call [`StreamWriter::finish`]: only it writes the trailer, and a
 //! stream without its trailer is refused by every reader, so an interrupted
@@ -15,8 +16,6 @@ use super::format::{
 use crate::crypto::secret::MacKey;
 use crate::emd::Emd;
 use crate::error::{Error, Result};
-use crate::pipeline::pool::PooledBuf;
-use crate::pipeline::{ChunkOut, Frame, FrameInput, FramePayload, Framer, Sink};
 
 /// Makes the frames of a stream, on the workers.
 pub struct StreamFramer {
@@ -61,50 +60,80 @@ impl StreamFramer {
     }
 }
 
-impl Framer for StreamFramer {
-    fn scratch(&self) -> Option<usize> {
+/// What a frame's payload is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// The chunk's data itself.
+    Data,
+    /// No payload (a zero marker).
+    Empty,
+    /// The first bytes of the scratch buffer (a compressed, sealed payload).
+    Scratch(usize),
+}
+
+/// A frame: its fixed header, where its payload is, and the BLAKE3 of both.
+pub struct FrameParts {
+    pub header: [u8; FRAME_HEADER_LEN],
+    pub payload: Payload,
+    pub hash: [u8; 32],
+}
+
+impl StreamFramer {
+    /// Bytes of scratch space each frame needs (compressed payloads), if any.
+    pub fn scratch_len(&self) -> Option<usize> {
         self.compress.map(|_| max_payload(self.chunk_size, true))
     }
 
-    fn frame(&self, input: FrameInput, scratch: Option<PooledBuf>) -> Result<Frame> {
-        let plain_len = input.data.len() as u32;
+    /// The frame of chunk `index` at data offset `offset` holding `data`
+    /// (the target's ciphertext, or the plaintext when compressing); `zero`
+    /// says its plaintext was all zeros. A compressed payload is written
+    /// into `scratch` ([`Self::scratch_len`] bytes).
+    pub fn frame(
+        &self,
+        index: u64,
+        offset: u64,
+        data: &[u8],
+        zero: bool,
+        scratch: Option<&mut [u8]>,
+    ) -> Result<FrameParts> {
+        let plain_len = data.len() as u32;
         let mut header = FrameHeader {
             kind: FrameKind::Data,
-            index: input.index,
-            offset: input.offset,
+            index,
+            offset,
             plain_len,
             payload_len: plain_len,
         };
-        if self.sparse && input.zero {
+        if self.sparse && zero {
             header.kind = FrameKind::Zero;
             header.payload_len = 0;
             let h = header.encode();
-            return Ok(Frame {
+            return Ok(FrameParts {
                 hash: frame_hash(&h, &[]),
                 header: h,
-                payload: FramePayload::Empty,
+                payload: Payload::Empty,
             });
         }
         if let Some((level, key)) = &self.compress {
-            let mut buf = scratch.ok_or_else(|| Error::runtime("internal: no scratch buffer"))?;
+            let buf = scratch.ok_or_else(|| Error::runtime("internal: no scratch buffer"))?;
             let cap = buf.len() - TAG_LEN;
-            let n = Self::compress(*level, input.data, &mut buf[..cap])?;
+            let n = Self::compress(*level, data, &mut buf[..cap])?;
             header.kind = FrameKind::Compressed;
             header.payload_len = (n + TAG_LEN) as u32;
             let h = header.encode();
-            let tag = crate::crypto::seal(key, &frame_nonce(input.index), &h, &mut buf[..n]);
+            let tag = crate::crypto::seal(key, &frame_nonce(index), &h, &mut buf[..n]);
             buf[n..n + TAG_LEN].copy_from_slice(&tag);
-            return Ok(Frame {
+            return Ok(FrameParts {
                 hash: frame_hash(&h, &buf[..n + TAG_LEN]),
                 header: h,
-                payload: FramePayload::Scratch(buf, n + TAG_LEN),
+                payload: Payload::Scratch(n + TAG_LEN),
             });
         }
         let h = header.encode();
-        Ok(Frame {
-            hash: frame_hash(&h, input.data),
+        Ok(FrameParts {
+            hash: frame_hash(&h, data),
             header: h,
-            payload: FramePayload::Data,
+            payload: Payload::Data,
         })
     }
 }
@@ -155,6 +184,24 @@ impl<W: Write> StreamWriter<W> {
         Ok(())
     }
 
+    /// Write the next frame: its header, payload and hash, in order.
+    pub fn write_frame(
+        &mut self,
+        header: &[u8; FRAME_HEADER_LEN],
+        payload: &[u8],
+        hash: &[u8; 32],
+    ) -> Result<()> {
+        self.write(header)?;
+        self.write(payload)?;
+        self.write(hash)?;
+        self.manifest.update(hash);
+        if let Some(m) = self.mac.as_mut() {
+            m.update(hash);
+        }
+        self.frames += 1;
+        Ok(())
+    }
+
     /// Write the trailer and flush; returns the stream's length in bytes.
     pub fn finish(
         mut self,
@@ -186,33 +233,5 @@ impl<W: Write> StreamWriter<W> {
             .flush()
             .map_err(|e| Error::io("writing", &self.name, e))?;
         Ok((self.out, self.written))
-    }
-}
-
-impl<W: Write> Sink for StreamWriter<W> {
-    fn put(&mut self, chunk: &ChunkOut) -> Result<()> {
-        let frame = chunk
-            .frame
-            .ok_or_else(|| Error::runtime("internal: a stream chunk without a frame"))?;
-        debug_assert_eq!(frame.header.len(), FRAME_HEADER_LEN);
-        self.write(&frame.header)?;
-        match &frame.payload {
-            FramePayload::Data => self.write(chunk.data)?,
-            FramePayload::Empty => {}
-            FramePayload::Scratch(buf, n) => {
-                let n = *n;
-                self.out
-                    .write_all(&buf[..n])
-                    .map_err(|e| Error::io("writing", &self.name, e))?;
-                self.written += n as u64;
-            }
-        }
-        self.write(&frame.hash)?;
-        self.manifest.update(&frame.hash);
-        if let Some(m) = self.mac.as_mut() {
-            m.update(&frame.hash);
-        }
-        self.frames += 1;
-        Ok(())
     }
 }

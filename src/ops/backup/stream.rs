@@ -14,10 +14,12 @@ use crate::crypto::VolumeKey;
 use crate::error::{Error, IoContext, Result};
 use crate::ops::Report;
 use crate::pipeline::SectorKey;
+use crate::pipeline::pool::PooledBuf;
 use crate::pipeline::sink::stdout_file;
 use crate::pipeline::{CHUNK, Plan};
+use crate::pipeline::{ChunkOut, Frame, FrameInput, FramePayload, Framer, Sink};
 use crate::stream::format::{Header, StreamMode};
-use crate::stream::writer::{StreamFramer, StreamWriter};
+use crate::stream::writer::{Payload, StreamFramer, StreamWriter};
 use crate::volume::partial::Partial;
 use crate::volume::sniff;
 
@@ -78,6 +80,7 @@ fn write(
         sparse: args.sparse,
         chunk_size: CHUNK,
     };
+    let framing = Framing(&framer);
     let plan = Plan::new(args.threads)
         .decrypt(sector_keys(src_key.as_ref(), src_emd.as_ref()))
         // Compressed frames carry plaintext (sealed); the others the target's ciphertext.
@@ -88,19 +91,20 @@ fn write(
         .hash(mode != Mode::Raw)
         .detect_zero(args.sparse)
         .plain_len(src.len())
-        .framer(&framer);
+        .framer(&framing);
     let mac_key = tkey.as_ref().map(VolumeKey::stream_mac_key);
 
     let (out, target_name, partial) = open_output(target, args.force)?;
     // On failure the partial file is dropped: nothing takes the name.
     (|| {
-        let mut writer = StreamWriter::start(
+        let mut writer = Writing(StreamWriter::start(
             BufWriter::with_capacity(OUT_BUFFER, out),
             &target_name,
             &header,
             mac_key.as_ref(),
-        )?;
+        )?);
         let (outcome, src_name) = job.run_pipeline(&plan, src, &mut writer)?;
+        let writer = writer.0;
         let mut final_emd = emd.clone();
         if let Some(k) = &tkey {
             if header.expected.is_none() {
@@ -195,4 +199,55 @@ fn open_output(place: &Target, force: bool) -> Result<Output> {
         .try_clone()
         .ctx("duplicating the descriptor of", path)?;
     Ok((file, name, Some(partial)))
+}
+
+/// The stream's framer on the pipeline's workers.
+struct Framing<'a>(&'a StreamFramer);
+
+impl Framer for Framing<'_> {
+    fn scratch(&self) -> Option<usize> {
+        self.0.scratch_len()
+    }
+
+    fn frame(&self, input: FrameInput, mut scratch: Option<PooledBuf>) -> Result<Frame> {
+        let parts = self.0.frame(
+            input.index,
+            input.offset,
+            input.data,
+            input.zero,
+            scratch.as_deref_mut().map(Vec::as_mut_slice),
+        )?;
+        let payload = match (parts.payload, scratch) {
+            (Payload::Data, _) => FramePayload::Data,
+            (Payload::Empty, _) => FramePayload::Empty,
+            (Payload::Scratch(n), Some(buf)) => FramePayload::Scratch(buf, n),
+            (Payload::Scratch(_), None) => {
+                return Err(Error::runtime(
+                    "internal: a compressed frame without scratch",
+                ));
+            }
+        };
+        Ok(Frame {
+            header: parts.header,
+            payload,
+            hash: parts.hash,
+        })
+    }
+}
+
+/// The stream writer as the pipeline's ordered sink.
+struct Writing<W: std::io::Write>(StreamWriter<W>);
+
+impl<W: std::io::Write> Sink for Writing<W> {
+    fn put(&mut self, chunk: &ChunkOut) -> Result<()> {
+        let frame = chunk
+            .frame
+            .ok_or_else(|| Error::runtime("internal: a stream chunk without a frame"))?;
+        let payload = match &frame.payload {
+            FramePayload::Data => chunk.data,
+            FramePayload::Empty => &[][..],
+            FramePayload::Scratch(buf, n) => &buf[..*n],
+        };
+        self.0.write_frame(&frame.header, payload, &frame.hash)
+    }
 }
