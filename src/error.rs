@@ -2,8 +2,11 @@
 //! the exit codes of SPEC.md.
 //!
 //! Every variant carries a message that names what failed (and on which path);
-//! most carry a hint that tells the user what to do next. `main` prints
-//! `evfs: <message>` and, on the next line, `hint: <hint>`.
+//! most carry a [`Hint`] that tells the user what to do next: advice in
+//! words, or a [`CliAdvice`] that names commands of the evfs command line,
+//! which the front end renders in its own syntax (no layer below it writes
+//! command lines). `main` prints `evfs: <message>` and, on the next line,
+//! `hint: <hint>`.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -11,12 +14,66 @@ use std::path::{Path, PathBuf};
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What the user can do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hint {
+    /// Advice in plain words.
+    Text(String),
+    /// Advice that names commands or flags of the command line.
+    Cli(CliAdvice),
+}
+
+/// Advice that the command line renders as its own commands and flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CliAdvice {
+    /// The ways to give the passphrase of key `id` (`None`: a new key).
+    PassphraseSources { id: Option<String> },
+    /// Where a keystore is when no home directory is known.
+    KeystoreLocation,
+    /// `path`, owned by another user, is not used; uid `me` runs evfs.
+    OwnKeystore { me: u32, path: String },
+    /// No public key `id`: list the keys, or import it.
+    ImportKey { id: String },
+    /// No private key: make one, or point at the right keystore.
+    GenerateKey,
+    /// A wrong passphrase (a stored one can be replaced).
+    WrongPassphrase,
+    /// A stored passphrase that does not open: store it again.
+    StorePassphrase { id: Option<String> },
+    /// Restore a saved EMD; `distrust`: the EMD in force was tampered with.
+    EmdRestore { distrust: bool },
+    /// A file that is not a volume: what to do with a stream or plain data.
+    NotAVolume { stream: bool },
+    /// Enable the disabled volume `volume`.
+    Enable { volume: String },
+    /// The owner can give key `id` a slot on `volume`.
+    UserAdd { volume: String, id: String },
+}
+
+impl From<String> for Hint {
+    fn from(text: String) -> Hint {
+        Hint::Text(text)
+    }
+}
+
+impl From<&str> for Hint {
+    fn from(text: &str) -> Hint {
+        Hint::Text(text.to_string())
+    }
+}
+
+impl From<CliAdvice> for Hint {
+    fn from(advice: CliAdvice) -> Hint {
+        Hint::Cli(advice)
+    }
+}
+
 /// A failure, classified by the exit code it maps to.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Exit 2: the command line does not make sense.
     #[error("{msg}")]
-    Usage { msg: String, hint: Option<String> },
+    Usage { msg: String, hint: Option<Hint> },
 
     /// Exit 1: an I/O call failed on a path.
     #[error("{what} {}: {source}", path.display())]
@@ -28,7 +85,7 @@ pub enum Error {
 
     /// Exit 1: a runtime failure that is not a plain I/O error (lock held, ...).
     #[error("{msg}")]
-    Runtime { msg: String, hint: Option<String> },
+    Runtime { msg: String, hint: Option<Hint> },
 
     /// Exit 1: stdout was closed before all data was written.
     #[error("broken pipe: the reader of standard output went away before the data was complete")]
@@ -37,19 +94,19 @@ pub enum Error {
     /// Exit 3: a configuration SPEC.md refuses (double encryption, cleartext on
     /// encrypted media, target is source, target too small, foreign target).
     #[error("refused: {msg}")]
-    Refused { msg: String, hint: Option<String> },
+    Refused { msg: String, hint: Option<Hint> },
 
     /// Exit 4: wrong passphrase, key in no slot, role not allowed, no passphrase source.
     #[error("access denied: {msg}")]
-    Access { msg: String, hint: Option<String> },
+    Access { msg: String, hint: Option<Hint> },
 
     /// Exit 5: verification mismatch, corrupt or tampered metadata or stream.
     #[error("integrity failure: {msg}")]
-    Integrity { msg: String, hint: Option<String> },
+    Integrity { msg: String, hint: Option<Hint> },
 
     /// Exit 6: `check` found the volume dirty.
     #[error("{msg}")]
-    Dirty { msg: String, hint: Option<String> },
+    Dirty { msg: String, hint: Option<Hint> },
 }
 
 impl Error {
@@ -67,22 +124,22 @@ impl Error {
     }
 
     /// What the user can do about it, if there is something to say.
-    pub fn hint(&self) -> Option<&str> {
+    pub fn hint(&self) -> Option<Hint> {
         match self {
             Error::Usage { hint, .. }
             | Error::Runtime { hint, .. }
             | Error::Refused { hint, .. }
             | Error::Access { hint, .. }
             | Error::Integrity { hint, .. }
-            | Error::Dirty { hint, .. } => hint.as_deref(),
-            Error::Io { source, .. } => io_hint(source),
+            | Error::Dirty { hint, .. } => hint.clone(),
+            Error::Io { source, .. } => io_hint(source).map(Hint::from),
             Error::BrokenPipe => None,
         }
     }
 
-    /// Attach or replace the hint.
-    pub fn with_hint(mut self, text: impl Into<String>) -> Self {
-        let text = Some(text.into());
+    /// Attach or replace the hint: advice in words, or [`CliAdvice`].
+    pub fn with_hint(mut self, hint: impl Into<Hint>) -> Self {
+        let text = Some(hint.into());
         match &mut self {
             Error::Usage { hint, .. }
             | Error::Runtime { hint, .. }
@@ -218,7 +275,7 @@ mod tests {
     #[test]
     fn hints_attach_to_messages() {
         let e = Error::refused("no").with_hint("do this");
-        assert_eq!(e.hint(), Some("do this"));
+        assert_eq!(e.hint(), Some(Hint::Text("do this".to_string())));
         assert_eq!(e.to_string(), "refused: no");
     }
 }

@@ -25,4 +25,4 @@ pub mod volume;
 #[cfg(test)]
 mod testutil;
 
-pub use error::{Error, Result};
+pub use error::{CliAdvice, Error, Hint, Result};

@@ -5,6 +5,7 @@ mod admin;
 mod backup;
 mod completions;
 mod data;
+mod hint;
 mod demo;
 mod dmtable;
 mod info;

@@ -34,7 +34,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 use zeroize::Zeroizing;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{CliAdvice, Error, IoContext, Result};
 
 /// Largest keystore file read. A `.pass` holding the longest passphrase is
 /// under 9 KiB; anything far larger is not a key file.
@@ -327,10 +327,10 @@ fn check_dir(meta: &std::fs::Metadata, path: &Path) -> Result<()> {
             path.display(),
             not_runner_nor_root(me)
         ))
-        .with_hint(format!(
-            "if it is yours, run `chown {me} {}` as root; otherwise use a keystore of your own (--keystore DIR)",
-            path.display()
-        ))),
+        .with_hint(CliAdvice::OwnKeystore {
+            me,
+            path: path.display().to_string(),
+        })),
         Some(Flaw::Mode) => Err(Error::access(format!(
             "the keystore directory {} is writable by group or others (mode {:o}), so they could swap its key files; refusing to use it",
             path.display(),
@@ -358,9 +358,10 @@ fn check_file(meta: &std::fs::Metadata, path: &Path, trust: Trust) -> Result<()>
         (Some(Flaw::Owner), Trust::Secret) => Err(Error::access(format!(
             "{path} is owned by uid {owner}, not by uid {me}, who runs evfs; refusing to use it"
         ))
-        .with_hint(format!(
-            "if it is yours, run `chown {me} {path}` as root; otherwise use a keystore of your own (--keystore DIR)"
-        ))),
+        .with_hint(CliAdvice::OwnKeystore {
+            me,
+            path: path.to_string(),
+        })),
         (Some(Flaw::Owner), Trust::Public) => Err(Error::access(format!(
             "{path} is owned by uid {owner}, {}; refusing to trust it",
             not_runner_nor_root(me)
@@ -554,7 +555,7 @@ mod tests {
         let e = crate::error::expect_err(dir.read("l.priv", Trust::Secret));
         assert_eq!(e.exit_code(), 4);
         assert!(e.to_string().contains("symbolic link"), "{e}");
-        assert!(e.hint().unwrap().contains("mv "), "{e:?}");
+        assert!(e.hint().unwrap().to_string().contains("mv "), "{e:?}");
         // A dangling link is refused too, not taken for a missing file.
         std::os::unix::fs::symlink("nowhere", tmp.path().join("d.pass")).unwrap();
         assert_eq!(
@@ -570,7 +571,7 @@ mod tests {
         )
         .unwrap();
         let e = crate::error::expect_err(dir.read("k.priv", Trust::Secret));
-        assert!(e.hint().unwrap().contains("chmod 600"), "{e:?}");
+        assert!(e.hint().unwrap().to_string().contains("chmod 600"), "{e:?}");
         // The same mode is fine for a public key.
         assert!(dir.read("k.priv", Trust::Public).unwrap().is_some());
     }
@@ -584,7 +585,7 @@ mod tests {
         let root = Dir::open(&path).unwrap().unwrap();
         let e = crate::error::expect_err(root.subdir("u"));
         assert_eq!(e.exit_code(), 4);
-        assert!(e.hint().unwrap().contains("chmod 700"), "{e:?}");
+        assert!(e.hint().unwrap().to_string().contains("chmod 700"), "{e:?}");
         assert!(root.subdir("missing").unwrap().is_none());
     }
 }

@@ -21,7 +21,7 @@ use super::KeyId;
 use super::files::{Dir, Trust};
 use crate::crypto::kdf::{self, KdfParams};
 use crate::crypto::{self, Passphrase};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{CliAdvice, Error, IoContext, Result};
 use crate::hex;
 
 const PRIV_HEADER: &str = "evfs private key v1";
@@ -107,7 +107,7 @@ impl Keystore {
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
             .ok_or_else(|| {
                 Error::usage("no keystore: neither HOME nor XDG_CONFIG_HOME is set")
-                    .with_hint("pass --keystore DIR or set EVFS_KEYSTORE")
+                    .with_hint(CliAdvice::KeystoreLocation)
             })?;
         Ok(Keystore::at(&config.join("evfs/pkey")))
     }
@@ -232,9 +232,7 @@ impl Keystore {
                 "no key {id} in keystore {}",
                 self.root.display()
             ))
-            .with_hint(format!(
-                "see `evfs key list`; add someone's public key with `evfs key import {id} FILE`"
-            )));
+            .with_hint(CliAdvice::ImportKey { id: id.to_string() }));
         };
         let text = std::str::from_utf8(&bytes).unwrap_or("");
         parse_public_line(text).ok_or_else(|| {
@@ -256,9 +254,7 @@ impl Keystore {
                 "no private key for {id} ({} does not exist)",
                 path.display()
             ))
-            .with_hint(
-                "generate one with `evfs key gen`, or use --keystore to point at the right keystore",
-            ));
+            .with_hint(CliAdvice::GenerateKey));
         };
         let text = secret_text(&bytes, &path)?;
         let parsed = PrivFile::parse(&text)
@@ -280,7 +276,7 @@ impl Keystore {
             &parsed.tag,
         ) {
             return Err(Error::access(format!("wrong passphrase for key {id}"))
-                .with_hint("try again; a stored passphrase that no longer works can be replaced with `evfs key store-passphrase`"));
+                .with_hint(CliAdvice::WrongPassphrase));
         }
         let secret = StaticSecret::from(*secret);
         if PublicKey::from(&secret).to_bytes() != parsed.public {
@@ -346,9 +342,9 @@ impl Keystore {
             return Err(Error::access(format!(
                 "the stored passphrase of {id} cannot be opened with this host key"
             ))
-            .with_hint(format!(
-                "store it again with `evfs key store-passphrase {id}`"
-            )));
+            .with_hint(CliAdvice::StorePassphrase {
+                id: Some(id.to_string()),
+            }));
         }
         Ok(Some(Passphrase::new(body.to_vec())))
     }
@@ -411,7 +407,7 @@ impl Keystore {
                 "the host key {} is missing, so stored passphrases cannot be opened",
                 path.display()
             ))
-            .with_hint("store the passphrase again with `evfs key store-passphrase ID`")
+            .with_hint(CliAdvice::StorePassphrase { id: None })
         };
         let root = if create {
             Dir::create(&self.root)?
@@ -578,7 +574,7 @@ mod tests {
         fs::set_permissions(ks.priv_path(&id), fs::Permissions::from_mode(0o640)).unwrap();
         let e = crate::error::expect_err(ks.unlock(&id, &pw("hunter2-passphrase")));
         assert_eq!(e.exit_code(), 4);
-        assert!(e.hint().unwrap().contains("chmod 600"));
+        assert!(e.hint().unwrap().to_string().contains("chmod 600"));
     }
 
     #[test]
@@ -693,7 +689,7 @@ mod tests {
             )),
         ] {
             assert_eq!(e.exit_code(), 4, "{e}");
-            assert!(e.hint().unwrap().contains("chmod 700"), "{e:?}");
+            assert!(e.hint().unwrap().to_string().contains("chmod 700"), "{e:?}");
         }
     }
 }

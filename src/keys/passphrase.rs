@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use super::keystore::PASSPHRASE_MAX;
 use super::{KeyId, Keystore, PrivateKey};
 use crate::crypto::Passphrase;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{CliAdvice, Error, IoContext, Result};
 
 /// An explicit passphrase source given on the command line.
 #[derive(Clone, Debug, Default)]
@@ -99,7 +99,7 @@ pub fn new_key(id: &KeyId, source: &PassphraseSource) -> Result<Passphrase> {
     }
     let Some(first) = prompt(&format!("New passphrase for key {id}: "))? else {
         return Err(Error::access(format!("no passphrase for the new key {id}"))
-            .with_hint("give --passphrase-file F (- for standard input) or run from a terminal"));
+            .with_hint(CliAdvice::PassphraseSources { id: None }));
     };
     let again = prompt("Type it again: ")?.ok_or_else(|| no_source(id))?;
     if first.expose() != again.expose() {
@@ -115,9 +115,9 @@ fn no_source(id: &KeyId) -> Error {
     Error::access(format!(
         "no passphrase available for key {id}: no --passphrase-file, no stored passphrase, and no terminal to ask on"
     ))
-    .with_hint(format!(
-        "give --passphrase-file F (- for standard input), store one with `evfs key store-passphrase {id}`, or run from a terminal"
-    ))
+    .with_hint(CliAdvice::PassphraseSources {
+        id: Some(id.to_string()),
+    })
 }
 
 /// Ask on the controlling terminal without echo. `None` when there is no

@@ -5,7 +5,7 @@
 use super::device::Device;
 use super::{layout, sniff};
 use crate::emd::{Copies, EMD_SIZE, Emd};
-use crate::error::{Error, Result};
+use crate::error::{CliAdvice, Error, Result};
 
 /// Read both copies of `dev`. I/O errors fail; bad contents do not.
 pub fn read(dev: &Device) -> Result<Copies> {
@@ -61,19 +61,14 @@ pub fn no_valid_emd(dev: &Device, copies: &Copies) -> Error {
             Copies::describe(&copies.primary, None),
             Copies::describe(&copies.backup, None)
         ))
-        .with_hint("restore a saved EMD with `evfs emd restore VOL FILE`");
+        .with_hint(CliAdvice::EmdRestore { distrust: false });
     }
     let kind = match sniff::kind_of_device(dev) {
         Ok(k) => k,
         Err(e) => return e,
     };
-    let hint = match kind {
-        sniff::Kind::Stream => {
-            "check it with `evfs verify STREAM`, or write it onto a volume with `evfs restore STREAM DST`"
-        }
-        _ => {
-            "make a volume of its data with `evfs backup FILE VOL --owner ID`, or make it a new volume with `evfs create`"
-        }
+    let hint = CliAdvice::NotAVolume {
+        stream: kind == sniff::Kind::Stream,
     };
     Error::usage(format!("{path} is {}, not an EVFS volume", kind.describe())).with_hint(hint)
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use crate::crypto::{VolumeKey, wrap};
 use crate::emd::{self, Copies, Emd, Role, State};
-use crate::error::{Error, Result};
+use crate::error::{CliAdvice, Error, Result};
 use crate::keys::PrivateKey;
 
 pub use device::{Device, Identity};
@@ -77,10 +77,9 @@ impl Volume {
                 "{} is disabled: its data is raw ciphertext and cannot be {action}",
                 self.path().display()
             ))
-            .with_hint(format!(
-                "enable it with `evfs enable {} -k ID`",
-                self.path().display()
-            )));
+            .with_hint(CliAdvice::Enable {
+                volume: self.path().display().to_string(),
+            }));
         }
         Ok(())
     }
@@ -130,10 +129,12 @@ pub fn unlock_emd(
 ) -> Result<Unlocked> {
     let path_text = path.display();
     let slot = emd.slot(key.id()).ok_or_else(|| {
-        Error::access(format!("key {} has no slot on {path_text}", key.id())).with_hint(format!(
-            "the owner can add it with `evfs user add {path_text} {} -k OWNER`",
-            key.id()
-        ))
+        Error::access(format!("key {} has no slot on {path_text}", key.id())).with_hint(
+            CliAdvice::UserAdd {
+                volume: path_text.to_string(),
+                id: key.id().to_string(),
+            },
+        )
     })?;
     if slot.public != key.public() {
         return Err(Error::access(format!(
@@ -168,7 +169,7 @@ fn tampered(path: &Path) -> Error {
         "the EMD of {} fails its MAC check: it was altered outside evfs",
         path.display()
     ))
-    .with_hint("do not trust this metadata; restore a saved copy with `evfs emd restore`")
+    .with_hint(CliAdvice::EmdRestore { distrust: true })
 }
 
 fn role_article(role: Role) -> &'static str {
