@@ -5,8 +5,10 @@
 //! --test cli man` rewrites them.
 //!
 //! clap_mangen renders a command's `after_help` as one filled paragraph; here
-//! the text before `Example:`/`Examples:` becomes a NOTES section and the
-//! examples an EXAMPLES section in no-fill mode, one command per line. SEE ALSO
+//! it is split into sections: its `Exit status:` block (one `  N  meaning`
+//! line per code, longer meanings continued on lines indented further)
+//! becomes EXIT STATUS, the other text before `Example:`/`Examples:` NOTES,
+//! and the examples EXAMPLES in no-fill mode, one command per line. SEE ALSO
 //! names the root page, the parent and the subcommands of a page, and the
 //! format documents in the evfs sources: only pages that exist.
 
@@ -14,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
 use clap_mangen::Man;
-use roff::{Roff, roman};
+use roff::{Roff, bold, roman};
 
 fn man_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("man")
@@ -116,15 +118,58 @@ fn rendered(f: impl Fn(&mut dyn std::io::Write) -> std::io::Result<()>, strip: b
     }
 }
 
-/// NOTES (filled paragraphs; indented blocks kept as they are) and EXAMPLES
-/// (one command per line) from an `after_help` text.
+/// The `Exit status:` block of an `after_help` text: (code, meaning) per
+/// code, and the lines left around it.
+fn exit_status(lines: &[&str]) -> (Vec<(String, String)>, Vec<String>) {
+    let Some(start) = lines.iter().position(|l| l.trim() == "Exit status:") else {
+        return (Vec::new(), lines.iter().map(|l| l.to_string()).collect());
+    };
+    let end = lines[start..]
+        .iter()
+        .position(|l| l.trim().is_empty())
+        .map_or(lines.len(), |n| start + n);
+    let mut codes: Vec<(String, String)> = Vec::new();
+    for line in &lines[start + 1..end] {
+        let text = line.trim();
+        match text.split_once("  ") {
+            Some((code, meaning)) if code.bytes().all(|b| b.is_ascii_digit()) => {
+                codes.push((code.to_string(), meaning.trim().to_string()));
+            }
+            _ => {
+                let (_, meaning) = codes
+                    .last_mut()
+                    .unwrap_or_else(|| panic!("an exit status line without a code: {line:?}"));
+                meaning.push(' ');
+                meaning.push_str(text);
+            }
+        }
+    }
+    let rest = lines[..start]
+        .iter()
+        .chain(&lines[end..])
+        .map(|l| l.to_string())
+        .collect();
+    (codes, rest)
+}
+
+/// EXIT STATUS (one tagged paragraph per code), NOTES (filled paragraphs;
+/// indented blocks kept as they are) and EXAMPLES (one command per line)
+/// from an `after_help` text, in the order man-pages(7) gives them.
 fn after_help(roff: &mut Roff, text: &str) {
     let lines: Vec<&str> = text.lines().collect();
     let split = lines
         .iter()
         .position(|l| matches!(l.trim(), "Example:" | "Examples:"))
         .unwrap_or(lines.len());
-    let notes: Vec<String> = lines[..split].iter().map(|l| l.to_string()).collect();
+    let (codes, notes) = exit_status(&lines[..split]);
+    if !codes.is_empty() {
+        roff.control("SH", ["EXIT STATUS"]);
+        for (code, meaning) in &codes {
+            roff.control("TP", []);
+            roff.text([bold(code.as_str())]);
+            roff.text([roman(meaning.as_str())]);
+        }
+    }
     if notes.iter().any(|l| !l.trim().is_empty()) {
         roff.control("SH", ["NOTES"]);
         for para in notes.split(|l| l.trim().is_empty()) {
@@ -213,6 +258,53 @@ fn every_page_has_examples_and_the_root_names_every_subcommand() {
         backup.contains("evfs backup vol.img vol\\-copy.img \\-k alice.k1"),
         "{backup}"
     );
+}
+
+/// Every command's exit codes, from its `after_help` as the pages render it.
+fn exit_codes(cmd: &clap::Command) -> Vec<u8> {
+    let text = cmd
+        .get_after_help()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    exit_status(&lines)
+        .0
+        .iter()
+        .map(|(code, _)| code.parse().expect("a numeric exit code"))
+        .collect()
+}
+
+#[test]
+fn every_page_has_an_exit_status_and_the_root_has_the_whole_table() {
+    let mut root = evfs::cli::Cli::command().disable_help_subcommand(true);
+    root.build();
+    let mut cmds = Vec::new();
+    collect(&root, None, &mut cmds);
+    for (cmd, parent) in &cmds {
+        let name = page_name(cmd);
+        let codes = exit_codes(cmd);
+        if parent.is_none() {
+            assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6], "{name}");
+        }
+        // Success, and clap's usage errors, for every command.
+        assert!(
+            codes.starts_with(&[0]) && codes.contains(&2),
+            "{name}: exit codes {codes:?}"
+        );
+        assert!(
+            codes.windows(2).all(|w| w[0] < w[1]) && codes.iter().all(|c| *c <= 6),
+            "{name}: exit codes {codes:?} are not the table's, in order"
+        );
+    }
+    for (file, text) in pages() {
+        assert_eq!(text.matches(".SH \"EXIT STATUS\"").count(), 1, "{file}");
+        assert!(text.contains(".TP\n\\fB0\\fR\n"), "{file}");
+    }
+    // `check` is the only command that reports a dirty volume.
+    let check = root.find_subcommand("check").unwrap();
+    assert!(exit_codes(check).contains(&6));
+    let backup = root.find_subcommand("backup").unwrap();
+    assert_eq!(exit_codes(backup), [0, 1, 2, 3, 4, 5]);
 }
 
 /// The page names a page refers to as `name(1)`, with roff's `\-` read as `-`.
