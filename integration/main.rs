@@ -13,6 +13,7 @@ mod identity;
 mod keystore;
 mod man;
 mod map;
+mod reference;
 mod reliability;
 mod safety;
 mod stream;
