@@ -9,6 +9,7 @@ mod admin;
 mod backup;
 mod blockdev;
 mod crash;
+mod golden;
 mod identity;
 mod keystore;
 mod man;

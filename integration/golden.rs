@@ -1,0 +1,485 @@
+//! Golden files: what users see, pinned. Each scenario runs the real binary
+//! and writes a transcript (the command line, the exit code, stdout and
+//! stderr) that must equal `integration/golden/<group>/<scenario>.txt`;
+//! `EVFS_UPDATE_GOLDEN=1 cargo test --release --test cli golden` rewrites
+//! them (and removes those of scenarios that are gone). Code may move freely
+//! underneath; a change in a help text, a message, a hint, an exit code or
+//! a JSON field shows up here as a diff, to be reviewed and committed.
+//!
+//! Every command runs as `evfs --keystore <DIR>/keystore ARGS` in a fresh
+//! scratch directory `<DIR>`, with `COLUMNS=100`; the transcript shows
+//! `evfs ARGS`. What differs from run to run is normalized, and nothing
+//! else: the scratch directory (`<DIR>`), UUIDs (`<UUID-n>`, numbered in
+//! order of appearance within a scenario, so that "the same UUID" still
+//! shows), key fingerprints (`<FP-n>`), RFC 3339 times (`<TIME>`), durations
+//! and rates (`<SECS>`, `<RATE>`), thread counts (`<N> threads`), process
+//! ids (`process <PID>`), and the few digests of random bytes that a
+//! scenario names itself (a stream's ciphertext). The data is
+//! `common::mixed_data`, so plaintext digests are pinned as they are.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use clap::CommandFactory;
+
+use crate::common::Env;
+
+// ------------------------------------------------------------ the harness
+
+/// The golden files of one group of scenarios: `integration/golden/<name>/`.
+struct Group {
+    name: &'static str,
+    update: bool,
+    written: Vec<String>,
+    failures: Vec<String>,
+}
+
+impl Group {
+    fn new(name: &'static str) -> Group {
+        Group {
+            name,
+            update: std::env::var_os("EVFS_UPDATE_GOLDEN").is_some_and(|v| v == "1"),
+            written: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    fn dir(&self) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("integration/golden")
+            .join(self.name)
+    }
+
+    /// Compare `transcript` with the scenario's golden file, or rewrite it.
+    fn check(&mut self, scenario: &str, transcript: Transcript) {
+        let text = transcript.finish();
+        let file = format!("{scenario}.txt");
+        assert!(!self.written.contains(&file), "scenario {scenario} twice");
+        let path = self.dir().join(&file);
+        self.written.push(file);
+        let golden = std::fs::read_to_string(&path).ok();
+        if golden.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        if self.update {
+            std::fs::create_dir_all(self.dir()).unwrap();
+            std::fs::write(&path, &text).unwrap();
+            return;
+        }
+        let shown = path
+            .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        self.failures.push(match golden {
+            None => format!("{shown} is missing; this run gives:\n{text}"),
+            Some(golden) => format!(
+                "{shown} differs (- golden, + this run):\n{}",
+                diff(&golden, &text)
+            ),
+        });
+    }
+
+    /// Fail with every difference at once; golden files of scenarios that
+    /// are gone are stale (removed when updating).
+    fn finish(mut self) {
+        for entry in std::fs::read_dir(self.dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if file.ends_with(".txt") && !self.written.contains(&file) {
+                if self.update {
+                    std::fs::remove_file(entry.path()).unwrap();
+                } else {
+                    self.failures.push(format!(
+                        "integration/golden/{}/{file} belongs to no scenario",
+                        self.name
+                    ));
+                }
+            }
+        }
+        assert!(
+            self.failures.is_empty(),
+            "{}\n\nWhat users see has changed. If that is intended, run \
+             `EVFS_UPDATE_GOLDEN=1 cargo test --release --test cli golden` and commit integration/golden/.",
+            self.failures.join("\n\n")
+        );
+    }
+}
+
+/// The commands of one scenario and what they printed, normalized when done.
+struct Transcript<'e> {
+    env: &'e Env,
+    text: String,
+    /// Values a scenario knows to be random, and what to show instead.
+    random: Vec<(String, String)>,
+}
+
+impl<'e> Transcript<'e> {
+    fn new(env: &'e Env) -> Transcript<'e> {
+        Transcript {
+            env,
+            text: String::new(),
+            random: Vec::new(),
+        }
+    }
+
+    /// Run `evfs ARGS` (standard input empty) and record it.
+    fn run(&mut self, args: &[&str]) -> Output {
+        let out = self
+            .env
+            .cmd(args)
+            .env("COLUMNS", "100")
+            .env_remove("CLICOLOR_FORCE")
+            .timeout(Duration::from_secs(60))
+            .output()
+            .expect("run evfs");
+        self.record(&shell_words(args), &out);
+        out
+    }
+
+    fn record(&mut self, shown: &str, out: &Output) {
+        let t = &mut self.text;
+        if !t.is_empty() {
+            t.push('\n');
+        }
+        let code = out
+            .status
+            .code()
+            .map_or_else(|| format!("killed ({:?})", out.status), |c| c.to_string());
+        let _ = writeln!(t, "$ evfs {shown}\n[exit {code}]");
+        for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            let _ = writeln!(t, "[{name}]");
+            let text = String::from_utf8_lossy(bytes);
+            for line in text.lines() {
+                let _ = writeln!(t, "|{}{line}", if line.is_empty() { "" } else { " " });
+            }
+            if !text.is_empty() && !text.ends_with('\n') {
+                t.push_str("\\ no newline at end\n");
+            }
+        }
+    }
+
+    fn finish(self) -> String {
+        let mut text = self.text;
+        for (value, shown) in &self.random {
+            text = text.replace(value.as_str(), shown);
+        }
+        let dir = self.env.dir.path();
+        let mut dirs = vec![dir.display().to_string()];
+        if let Ok(real) = dir.canonicalize() {
+            dirs.push(real.display().to_string());
+        }
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+        for d in dirs {
+            text = text.replace(&d, "<DIR>");
+        }
+        normalize(&text)
+    }
+}
+
+/// `args` as a shell would need them typed.
+fn shell_words(args: &[&str]) -> String {
+    args.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+            if plain {
+                a.to_string()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A line diff of `old` and `new` (longest common subsequence), with a
+/// little context around each change.
+fn diff(old: &str, new: &str) -> String {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let mut lines: Vec<(char, &str)> = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            lines.push((' ', a[i]));
+            i += 1;
+            j += 1;
+        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] > lcs[i + 1][j]) {
+            lines.push(('+', b[j]));
+            j += 1;
+        } else {
+            lines.push(('-', a[i]));
+            i += 1;
+        }
+    }
+    const CONTEXT: usize = 3;
+    let near = |k: usize| {
+        lines[k.saturating_sub(CONTEXT)..(k + CONTEXT + 1).min(lines.len())]
+            .iter()
+            .any(|(c, _)| *c != ' ')
+    };
+    let mut out = String::new();
+    let mut skipped = false;
+    for (k, (c, line)) in lines.iter().enumerate() {
+        if near(k) {
+            if skipped {
+                out.push_str("  ...\n");
+                skipped = false;
+            }
+            let _ = writeln!(out, "{c} {line}");
+        } else {
+            skipped = true;
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------ normalizing
+
+/// One piece of a pattern.
+#[derive(Clone, Copy)]
+enum P {
+    Lit(&'static str),
+    /// Exactly this many hex digits (lower case, as evfs prints them).
+    Hex(usize),
+    /// Exactly this many decimal digits.
+    Digits(usize),
+    /// One or more decimal digits.
+    Number,
+    /// A decimal number as Rust or serde_json print an f64: `0.0123`,
+    /// `12`, `1.5e-5`.
+    Float,
+    /// `.` and digits, or nothing.
+    OptFraction,
+    /// This text, or nothing.
+    Opt(&'static str),
+    /// A unit of `size::human`.
+    Unit,
+}
+
+/// The length of `pattern` matched at the start of `s`.
+fn match_len(s: &str, pattern: &[P]) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut at = 0;
+    let run = |at: usize, f: fn(u8) -> bool| b[at..].iter().take_while(|c| f(**c)).count();
+    for p in pattern {
+        match *p {
+            P::Lit(l) | P::Opt(l) if s[at..].starts_with(l) => at += l.len(),
+            P::Lit(_) => return None,
+            P::Opt(_) => {}
+            P::Hex(n) => {
+                if run(at, |c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) < n {
+                    return None;
+                }
+                at += n;
+            }
+            P::Digits(n) => {
+                if run(at, |c| c.is_ascii_digit()) < n {
+                    return None;
+                }
+                at += n;
+            }
+            P::Number => match run(at, |c| c.is_ascii_digit()) {
+                0 => return None,
+                n => at += n,
+            },
+            P::Float => match run(at, |c| c.is_ascii_digit() || b".eE+-".contains(&c)) {
+                0 => return None,
+                n => at += n,
+            },
+            P::OptFraction => {
+                if b.get(at) == Some(&b'.') {
+                    at += 1 + run(at + 1, |c| c.is_ascii_digit());
+                }
+            }
+            P::Unit => {
+                let unit = ["KiB", "MiB", "GiB", "TiB", "B"]
+                    .into_iter()
+                    .find(|u| s[at..].starts_with(u))?;
+                at += unit.len();
+            }
+        }
+    }
+    Some(at)
+}
+
+/// Replace every match of `pattern` that stands alone (not inside a longer
+/// word) with `with(matched text)`.
+fn replace(text: &str, pattern: &[P], mut with: impl FnMut(&str) -> String) -> String {
+    let word = |c: char| c.is_ascii_alphanumeric();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    let mut prev: Option<char> = None;
+    while at < text.len() {
+        let rest = &text[at..];
+        let first = rest.chars().next().unwrap();
+        let starts_word = !(prev.is_some_and(word) && word(first));
+        if starts_word
+            && let Some(n) = match_len(rest, pattern)
+            && !rest[n..]
+                .chars()
+                .next()
+                .is_some_and(|c| word(c) && rest[..n].chars().next_back().is_some_and(word))
+        {
+            out.push_str(&with(&rest[..n]));
+            prev = rest[..n].chars().next_back();
+            at += n;
+            continue;
+        }
+        out.push(first);
+        prev = Some(first);
+        at += first.len_utf8();
+    }
+    out
+}
+
+/// Replace each distinct match with `<NAME-n>`, n counting distinct values
+/// in order of appearance.
+fn number(text: &str, pattern: &[P], name: &str) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    replace(text, pattern, |m| {
+        let n = match seen.iter().position(|s| s == m) {
+            Some(i) => i + 1,
+            None => {
+                seen.push(m.to_string());
+                seen.len()
+            }
+        };
+        format!("<{name}-{n}>")
+    })
+}
+
+const UUID: &[P] = &[
+    P::Hex(8),
+    P::Lit("-"),
+    P::Hex(4),
+    P::Lit("-"),
+    P::Hex(4),
+    P::Lit("-"),
+    P::Hex(4),
+    P::Lit("-"),
+    P::Hex(12),
+];
+const FINGERPRINT: &[P] = &[P::Lit("b3:"), P::Hex(16)];
+const TIME: &[P] = &[
+    P::Digits(4),
+    P::Lit("-"),
+    P::Digits(2),
+    P::Lit("-"),
+    P::Digits(2),
+    P::Lit("T"),
+    P::Digits(2),
+    P::Lit(":"),
+    P::Digits(2),
+    P::Lit(":"),
+    P::Digits(2),
+    P::OptFraction,
+    P::Lit("Z"),
+];
+/// `in 0.01 s (1.2 MiB/s)`, as the summaries of backup and restore print it.
+const DURATION_AND_RATE: &[P] = &[
+    P::Lit("in "),
+    P::Float,
+    P::Lit(" s ("),
+    P::Float,
+    P::Lit(" "),
+    P::Unit,
+    P::Lit("/s)"),
+];
+const THREADS: &[P] = &[P::Number, P::Lit(" thread"), P::Opt("s")];
+const PID: &[P] = &[P::Lit("process "), P::Number];
+const JSON_SECONDS: &[P] = &[P::Lit("\"seconds\":"), P::Float];
+const JSON_RATE: &[P] = &[P::Lit("\"bytes_per_second\":"), P::Number];
+const JSON_THREADS: &[P] = &[P::Lit("\"threads\":"), P::Number];
+
+/// What varies between runs of the same scenario, and nothing else.
+fn normalize(text: &str) -> String {
+    let text = number(text, UUID, "UUID");
+    let text = number(&text, FINGERPRINT, "FP");
+    let text = replace(&text, TIME, |_| "<TIME>".into());
+    let text = replace(&text, DURATION_AND_RATE, |_| {
+        "in <SECS> s (<RATE>/s)".into()
+    });
+    let text = replace(&text, THREADS, |_| "<N> threads".into());
+    let text = replace(&text, PID, |_| "process <PID>".into());
+    let text = replace(&text, JSON_SECONDS, |_| "\"seconds\":<SECS>".into());
+    let text = replace(&text, JSON_RATE, |_| "\"bytes_per_second\":<RATE>".into());
+    replace(&text, JSON_THREADS, |_| "\"threads\":<N>".into())
+}
+
+#[test]
+fn golden_normalizing_touches_only_what_varies() {
+    let text = "uuid 0f0e0d0c-0b0a-4908-8706-050403020100 and 0f0e0d0c-0b0a-4908-8706-050403020100, \
+                11111111-2222-4333-8444-555555555555; key (b3:0123456789abcdef) at \
+                2025-06-01T10:20:30.123Z: 3.0 MiB in 0.01 s (338.0 MiB/s), 2 threads, 1 thread; \
+                process 4242 (evfs map); {\"seconds\":1.5e-5,\"bytes_per_second\":77,\"threads\":16}; \
+                plaintext blake3 0f0e0d0c0b0a49088706050403020100aa; 12 threadsafe; in 2 s";
+    assert_eq!(
+        normalize(text),
+        "uuid <UUID-1> and <UUID-1>, <UUID-2>; key (<FP-1>) at <TIME>: 3.0 MiB in <SECS> s \
+         (<RATE>/s), <N> threads, <N> threads; process <PID> (evfs map); \
+         {\"seconds\":<SECS>,\"bytes_per_second\":<RATE>,\"threads\":<N>}; plaintext blake3 \
+         0f0e0d0c0b0a49088706050403020100aa; 12 threadsafe; in 2 s"
+    );
+    assert_eq!(
+        shell_words(&["a b", "it's", "-k", "x.pw"]),
+        r"'a b' 'it'\''s' -k x.pw"
+    );
+    assert_eq!(diff("a\nb\nc\n", "a\nB\nc\n"), "  a\n- b\n+ B\n  c\n");
+}
+
+// ------------------------------------------------------------ --help
+
+/// Every command path of the clap tree: `[]`, `["key"]`, `["key", "gen"]`,
+/// ...; clap's own `help` subcommands print what `--help` prints.
+fn command_paths(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<Vec<String>>) {
+    out.push(path.clone());
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        let mut p = path.clone();
+        p.push(sub.get_name().to_string());
+        command_paths(sub, p, out);
+    }
+}
+
+#[test]
+fn golden_help_of_every_command() {
+    let env = Env::new();
+    let mut group = Group::new("help");
+    let mut root = evfs::cli::Cli::command();
+    root.build();
+    let mut paths = Vec::new();
+    command_paths(&root, Vec::new(), &mut paths);
+    assert!(paths.len() > 25, "{paths:?}");
+    for path in paths {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        let name = std::iter::once("evfs")
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>()
+            .join("-");
+        args.push("--help");
+        let mut t = Transcript::new(&env);
+        t.run(&args);
+        group.check(&name, t);
+    }
+    group.finish();
+}
