@@ -15,16 +15,19 @@
 //! and rates (`<SECS>`, `<RATE>`), thread counts (`<N> threads`), process
 //! ids (`process <PID>`), and the few digests of random bytes that a
 //! scenario names itself (a stream's ciphertext). The data is
-//! `common::mixed_data`, so plaintext digests are pinned as they are.
+//! [`mixed_data`], so plaintext digests are pinned as they are.
 
 use std::fmt::Write as _;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use clap::CommandFactory;
 
-use crate::common::Env;
+use crate::common::{Env, mixed_data};
+
+const MIB: usize = 1 << 20;
 
 // ------------------------------------------------------------ the harness
 
@@ -139,6 +142,22 @@ impl<'e> Transcript<'e> {
             .output()
             .expect("run evfs");
         self.record(&shell_words(args), &out);
+        out
+    }
+
+    /// Run `evfs ARGS > FILE` and record it.
+    fn run_to_file(&mut self, args: &[&str], file: &str) -> Output {
+        let out = self
+            .env
+            .process(args)
+            .env("COLUMNS", "100")
+            .env_remove("CLICOLOR_FORCE")
+            .stdin(Stdio::null())
+            .stdout(File::create(self.env.path(file)).unwrap())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run evfs");
+        self.record(&format!("{} > {file}", shell_words(args)), &out);
         out
     }
 
@@ -445,6 +464,48 @@ fn golden_normalizing_touches_only_what_varies() {
     assert_eq!(diff("a\nb\nc\n", "a\nB\nc\n"), "  a\n- b\n+ B\n  c\n");
 }
 
+// ------------------------------------------------------------ fixtures
+
+const ALICE: &str = "alice.k1";
+const BOB: &str = "bob.k1";
+const PA: &str = "alice.k1.pw";
+const PB: &str = "bob.k1.pw";
+
+/// `ARGS -k alice.k1 --passphrase-file alice.k1.pw`.
+fn ka<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = args.to_vec();
+    v.extend(["-k", ALICE, "--passphrase-file", PA]);
+    v
+}
+
+/// `ARGS` and `ARGS --json`: a scenario's human and JSON output.
+fn both(t: &mut Transcript, args: &[&str]) {
+    t.run(args);
+    let mut json = args.to_vec();
+    json.push("--json");
+    t.run(&json);
+}
+
+/// alice.k1 (owner) and bob.k1 with small KDF parameters; `plain`, 3 MiB of
+/// mixed text, zeros and pseudo-random bytes; `vol`, a volume encrypted
+/// from it and owned by alice.k1.
+fn fixture() -> Env {
+    let env = Env::on_tmpfs();
+    env.gen_key(ALICE);
+    env.gen_key(BOB);
+    env.volume_from_data("plain", "vol", ALICE, 3 * MIB, 7);
+    env
+}
+
+/// `env.ok`, for the steps of a scenario that are not what it pins.
+fn setup(env: &Env, args: &[&str]) {
+    env.ok(args);
+}
+
+fn write(env: &Env, name: &str, data: &[u8]) {
+    std::fs::write(env.path(name), data).unwrap();
+}
+
 // ------------------------------------------------------------ --help
 
 /// Every command path of the clap tree: `[]`, `["key"]`, `["key", "gen"]`,
@@ -482,4 +543,223 @@ fn golden_help_of_every_command() {
         group.check(&name, t);
     }
     group.finish();
+}
+
+// ------------------------------------------------------------ the configuration table
+
+/// The rows of the backup configuration table that run: the summary line
+/// of each (README "The configuration table", `src/backup/decide.rs`).
+#[test]
+fn golden_backup_rows_that_run() {
+    let env = fixture();
+    let mut g = Group::new("backup-runs");
+
+    let mut t = Transcript::new(&env);
+    t.run(&ka(&["backup", "vol", "copy"]));
+    g.check("reencrypt-into-a-new-file", t);
+
+    // A refresh keeps the clone's UUID (the same <UUID-n> in both objects).
+    let mut t = Transcript::new(&env);
+    t.run(&ka(&["backup", "vol", "copy"]));
+    t.run(&ka(&["backup", "vol", "copy", "--json"]));
+    t.run(&ka(&["backup", "vol", "copy", "--rekey", "--json"]));
+    g.check("refresh-a-clone-of-the-source", t);
+
+    let mut t = Transcript::new(&env);
+    t.run(&ka(&["backup", "vol", "--stream", "vol.evfs"]));
+    t.run_to_file(&ka(&["backup", "vol", "-"]), "vol2.evfs");
+    g.check("reencrypt-into-a-stream", t);
+
+    setup(&env, &["create", "own", "--owner", ALICE, "--size", "8M"]);
+    let mut t = Transcript::new(&env);
+    t.run(&ka(&["backup", "vol", "own"]));
+    g.check(
+        "reencrypt-into-a-volume-with-its-own-emd-and-a-slot-for-k",
+        t,
+    );
+
+    setup(&env, &["create", "bobs", "--owner", BOB, "--size", "8M"]);
+    let mut t = Transcript::new(&env);
+    t.run(&ka(&[
+        "backup",
+        "vol",
+        "bobs",
+        "--target-key",
+        BOB,
+        "--target-passphrase-file",
+        PB,
+    ]));
+    g.check("reencrypt-into-a-volume-with-target-key", t);
+
+    let mut t = Transcript::new(&env);
+    t.run(&["backup", "plain", "new.vol", "--owner", ALICE]);
+    t.run(&[
+        "backup",
+        "plain",
+        "--stream",
+        "plain.evfs",
+        "--owner",
+        ALICE,
+    ]);
+    g.check("encrypt-plain-data-into-a-new-volume-or-stream", t);
+
+    setup(&env, &["create", "bobs2", "--owner", BOB, "--size", "8M"]);
+    setup(&env, &["create", "bobs3", "--owner", BOB, "--size", "8M"]);
+    let mut t = Transcript::new(&env);
+    t.run(&[
+        "backup",
+        "plain",
+        "bobs2",
+        "-k",
+        BOB,
+        "--passphrase-file",
+        PB,
+    ]);
+    t.run(&[
+        "backup",
+        "plain",
+        "bobs3",
+        "--target-key",
+        BOB,
+        "--target-passphrase-file",
+        PB,
+    ]);
+    g.check("encrypt-plain-data-into-a-volume", t);
+
+    let mut t = Transcript::new(&env);
+    t.run(&["backup", "vol", "mirror", "--raw"]);
+    t.run(&["backup", "vol", "--stream", "raw.evfs", "--raw"]);
+    g.check("raw-clone-into-a-new-file-or-stream", t);
+
+    setup(&env, &ka(&["disable", "mirror"]));
+    let mut t = Transcript::new(&env);
+    t.run(&["backup", "vol", "mirror", "--raw"]);
+    g.check("raw-clone-into-a-disabled-volume-of-the-source", t);
+
+    let mut t = Transcript::new(&env);
+    t.run(&ka(&["backup", "vol", "export.raw", "--cleartext"]));
+    t.run_to_file(&ka(&["backup", "vol", "-", "--cleartext"]), "export2.raw");
+    g.check("cleartext-export", t);
+
+    write(&env, "foreign", &mixed_data(MIB, 3));
+    setup(&env, &["create", "carols", "--owner", BOB, "--size", "8M"]);
+    let mut t = Transcript::new(&env);
+    t.run(&ka(&["backup", "vol", "foreign", "--force"]));
+    t.run(&ka(&["backup", "vol", "carols", "--force"]));
+    g.check("force-replaces-foreign-data-or-another-volume", t);
+
+    // The recovery path: the copy backed up into the original, with the
+    // original's own key; the original keeps its identity.
+    let mut t = Transcript::new(&env);
+    t.run(&ka(&["backup", "copy", "vol"]));
+    t.run(&ka(&["backup", "vol", "copy"]));
+    g.check("a-copy-backed-up-into-its-original", t);
+
+    g.finish();
+}
+
+/// The refused rows: the message, the hint and the exit code, and the
+/// `--json` failure object of each.
+#[test]
+fn golden_backup_refusals() {
+    let env = fixture();
+    let mut g = Group::new("backup-refusals");
+    setup(&env, &ka(&["backup", "vol", "copy"]));
+    setup(&env, &ka(&["backup", "vol", "--stream", "vol.evfs"]));
+
+    setup(&env, &ka(&["backup", "vol", "dis"]));
+    setup(&env, &ka(&["disable", "dis"]));
+    let mut t = Transcript::new(&env);
+    both(&mut t, &ka(&["backup", "dis", "x"]));
+    both(&mut t, &["backup", "dis", "x", "--raw", "--owner", ALICE]);
+    both(&mut t, &["backup", "vol", "copy", "--raw"]);
+    g.check("double-encryption", t);
+
+    let mut t = Transcript::new(&env);
+    both(&mut t, &ka(&["backup", "vol", "copy", "--cleartext"]));
+    both(&mut t, &ka(&["backup", "vol", "dis"]));
+    both(
+        &mut t,
+        &[
+            "backup",
+            "plain",
+            "dis",
+            "-k",
+            ALICE,
+            "--passphrase-file",
+            PA,
+        ],
+    );
+    g.check("cleartext-onto-encrypted-media", t);
+
+    std::fs::hard_link(env.path("vol"), env.path("vol.link")).unwrap();
+    std::os::unix::fs::symlink("vol", env.path("vol.symlink")).unwrap();
+    let mut t = Transcript::new(&env);
+    both(&mut t, &ka(&["backup", "vol", "vol"]));
+    both(&mut t, &ka(&["backup", "vol", "vol.link"]));
+    both(&mut t, &ka(&["backup", "vol", "vol.symlink"]));
+    g.check("the-target-is-the-source", t);
+
+    setup(&env, &["create", "tiny", "--owner", ALICE, "--size", "3M"]);
+    let mut t = Transcript::new(&env);
+    both(&mut t, &ka(&["backup", "vol", "tiny"]));
+    g.check("too-small", t);
+
+    write(&env, "foreign", &mixed_data(MIB, 3));
+    let mut t = Transcript::new(&env);
+    both(&mut t, &ka(&["backup", "vol", "foreign"]));
+    g.check("foreign-data-without-force", t);
+
+    setup(&env, &["create", "bobs", "--owner", BOB, "--size", "8M"]);
+    let mut t = Transcript::new(&env);
+    both(&mut t, &ka(&["backup", "vol", "bobs"]));
+    both(&mut t, &["backup", "plain", "bobs", "--owner", ALICE]);
+    g.check("a-volume-with-an-emd-of-its-own", t);
+
+    // vol is written to after the copy was made: the copy written back is
+    // a rollback.
+    write(&env, "newer", &mixed_data(3 * MIB, 8));
+    setup(&env, &ka(&["backup", "newer", "vol"]));
+    let mut t = Transcript::new(&env);
+    both(&mut t, &ka(&["backup", "copy", "vol"]));
+    g.check("a-rollback", t);
+
+    // Plain data that is not plain: random everywhere, a LUKS header, a
+    // disk image holding a volume further in.
+    write(&env, "random.bin", &mixed_data(3 * MIB, 9)[2 * MIB..]);
+    let mut luks = b"LUKS\xba\xbe\x00\x02".to_vec();
+    luks.extend(mixed_data(MIB, 10));
+    write(&env, "luks.img", &luks);
+    let mut disk = vec![0u8; MIB];
+    disk.extend(std::fs::read(env.path("copy")).unwrap());
+    write(&env, "disk.img", &disk);
+    let mut t = Transcript::new(&env);
+    both(&mut t, &["backup", "random.bin", "x", "--owner", ALICE]);
+    both(&mut t, &["backup", "luks.img", "x", "--owner", ALICE]);
+    both(&mut t, &["backup", "disk.img", "x", "--owner", ALICE]);
+    g.check("plain-data-that-looks-like-ciphertext", t);
+
+    let mut t = Transcript::new(&env);
+    both(&mut t, &ka(&["backup", "vol.evfs", "x"]));
+    g.check("a-stream-as-the-source", t);
+
+    // Flags the table cannot reconcile.
+    let mut t = Transcript::new(&env);
+    both(&mut t, &["backup", "vol", "x", "--raw", "--cleartext"]);
+    both(
+        &mut t,
+        &ka(&["backup", "vol", "x", "--cleartext", "--owner", ALICE]),
+    );
+    both(&mut t, &ka(&["backup", "vol", "x", "--owner", ALICE]));
+    both(&mut t, &ka(&["backup", "vol", "x", "--target-key", BOB]));
+    both(
+        &mut t,
+        &ka(&["backup", "vol", "--stream", "x.evfs", "--cleartext"]),
+    );
+    both(&mut t, &["backup", "plain", "x"]);
+    both(&mut t, &["backup", "plain", "x", "-k", ALICE]);
+    both(&mut t, &["backup", "plain", "x", "--cleartext"]);
+    g.check("flags-that-do-not-fit-the-source-or-target", t);
+
+    g.finish();
 }
