@@ -24,8 +24,9 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use clap::CommandFactory;
+use evfs::emd::format::{EMD_SIZE, Emd};
 
-use crate::common::{Env, mixed_data};
+use crate::common::{Env, b3, mixed_data};
 
 const MIB: usize = 1 << 20;
 
@@ -129,6 +130,11 @@ impl<'e> Transcript<'e> {
             text: String::new(),
             random: Vec::new(),
         }
+    }
+
+    /// Show `value` (random bytes' digest, say) as `<name>`.
+    fn random(&mut self, value: impl Into<String>, name: &str) {
+        self.random.push((value.into(), format!("<{name}>")));
     }
 
     /// Run `evfs ARGS` (standard input empty) and record it.
@@ -506,6 +512,20 @@ fn write(env: &Env, name: &str, data: &[u8]) {
     std::fs::write(env.path(name), data).unwrap();
 }
 
+/// Rewrite both EMD copies of `vol` with `change` applied, checksums fixed
+/// up and the MAC left as it was: what a crash or kill leaves, without one.
+fn forge(env: &Env, vol: &str, change: impl Fn(&mut Emd)) {
+    let path = env.path(vol);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mut emd = Emd::parse(&bytes[..EMD_SIZE]).unwrap();
+    change(&mut emd);
+    let encoded = emd.encode();
+    let backup = (bytes.len() & !4095) - EMD_SIZE;
+    bytes[..EMD_SIZE].copy_from_slice(&encoded[..]);
+    bytes[backup..backup + EMD_SIZE].copy_from_slice(&encoded[..]);
+    std::fs::write(&path, bytes).unwrap();
+}
+
 // ------------------------------------------------------------ --help
 
 /// Every command path of the clap tree: `[]`, `["key"]`, `["key", "gen"]`,
@@ -760,6 +780,279 @@ fn golden_backup_refusals() {
     both(&mut t, &["backup", "plain", "x", "-k", ALICE]);
     both(&mut t, &["backup", "plain", "x", "--cleartext"]);
     g.check("flags-that-do-not-fit-the-source-or-target", t);
+
+    g.finish();
+}
+
+// ------------------------------------------------------------ common mistakes
+
+#[test]
+fn golden_common_mistakes() {
+    let env = fixture();
+    let mut g = Group::new("mistakes");
+    setup(&env, &ka(&["backup", "vol", "--stream", "vol.evfs"]));
+    write(&env, "wrong.pw", b"not the passphrase\n");
+
+    let mut t = Transcript::new(&env);
+    both(&mut t, &["backup", "vol", "x"]);
+    t.run(&["hash", "vol"]);
+    t.run(&["cat", "vol"]);
+    g.check("a-volume-without-k", t);
+
+    let mut t = Transcript::new(&env);
+    both(
+        &mut t,
+        &[
+            "backup",
+            "vol",
+            "x",
+            "-k",
+            ALICE,
+            "--passphrase-file",
+            "wrong.pw",
+        ],
+    );
+    t.run(&["hash", "vol", "-k", ALICE, "--passphrase-file", "wrong.pw"]);
+    g.check("a-wrong-passphrase", t);
+
+    let mut t = Transcript::new(&env);
+    both(&mut t, &["backup", "vol", "x", "-k", ALICE]);
+    t.run(&["enable", "vol", "-k", ALICE]);
+    g.check("no-passphrase-source", t);
+
+    let mut t = Transcript::new(&env);
+    both(
+        &mut t,
+        &["backup", "vol", "x", "-k", BOB, "--passphrase-file", PB],
+    );
+    t.run(&["cat", "vol", "-k", BOB, "--passphrase-file", PB]);
+    t.run(&["hash", "vol", "-k", "carol.k1", "--passphrase-file", PB]);
+    g.check("a-key-in-no-slot", t);
+
+    mkfifo(&env.path("fifo"));
+    let ciphertext = b3(&std::fs::read(env.path("vol.evfs")).unwrap());
+    for (what, name) in [
+        ("missing", "a-missing-file"),
+        ("plain", "plain-data-where-a-volume-is-needed"),
+        ("vol.evfs", "a-stream-where-a-volume-is-needed"),
+        ("fifo", "a-fifo-where-a-volume-is-needed"),
+    ] {
+        let mut t = Transcript::new(&env);
+        t.random(ciphertext.clone(), "BLAKE3 of vol.evfs, random as its key");
+        both(&mut t, &["info", what]);
+        both(&mut t, &["check", what]);
+        t.run(&ka(&["hash", what]));
+        t.run(&ka(&["cat", what]));
+        g.check(name, t);
+    }
+
+    let mut t = Transcript::new(&env);
+    both(&mut t, &["restore", "vol", "restored"]);
+    both(&mut t, &["restore", "plain", "restored"]);
+    g.check("restore-of-a-volume-or-plain-data", t);
+
+    let mut t = Transcript::new(&env);
+    both(&mut t, &["verify", "plain"]);
+    both(&mut t, &ka(&["verify", "plain"]));
+    g.check("verify-of-plain-data", t);
+
+    write(&env, "foreign", &mixed_data(MIB, 3));
+    setup(&env, &["create", "bobs", "--owner", BOB, "--size", "8M"]);
+    let mut t = Transcript::new(&env);
+    both(&mut t, &["restore", "vol.evfs", "foreign"]);
+    both(&mut t, &["restore", "vol.evfs", "bobs"]);
+    g.check("restore-onto-a-foreign-target", t);
+
+    let mut t = Transcript::new(&env);
+    t.run(&["create", "vol", "--owner", ALICE]);
+    t.run(&["create", "plain", "--owner", ALICE]);
+    t.run(&["create", "new", "--owner", ALICE]);
+    g.check("create-over-an-existing-emd-or-data", t);
+
+    setup(&env, &ka(&["user", "add", "vol", BOB]));
+    let mut t = Transcript::new(&env);
+    t.run(&[
+        "user",
+        "add",
+        "vol",
+        "carol.k1",
+        "-k",
+        BOB,
+        "--passphrase-file",
+        PB,
+    ]);
+    t.run(&[
+        "user",
+        "remove",
+        "vol",
+        ALICE,
+        "-k",
+        BOB,
+        "--passphrase-file",
+        PB,
+    ]);
+    t.run(&ka(&["user", "remove", "vol", ALICE]));
+    t.run(&ka(&["user", "add", "vol", BOB]));
+    g.check("user-add-and-remove-by-a-non-owner", t);
+
+    g.finish();
+}
+
+/// `mkfifo PATH`.
+fn mkfifo(path: &Path) {
+    rustix::fs::mkfifoat(rustix::fs::CWD, path, rustix::fs::Mode::from(0o600)).expect("mkfifo");
+}
+
+#[test]
+fn golden_check_on_dirty_and_unfinished_volumes() {
+    let env = fixture();
+    let mut g = Group::new("check");
+
+    let mut t = Transcript::new(&env);
+    both(&mut t, &["check", "vol"]);
+    g.check("a-clean-volume", t);
+
+    setup(&env, &ka(&["backup", "vol", "dirty"]));
+    forge(&env, "dirty", |e| e.dirty = true);
+    let mut t = Transcript::new(&env);
+    both(&mut t, &["check", "dirty"]);
+    t.run(&["check", "-r", "dirty"]);
+    both(&mut t, &["check", "dirty"]);
+    g.check("a-dirty-volume-and-check-r", t);
+
+    // The primary EMD copy damaged (a byte of its body flipped): check
+    // names it (exit 5); check -r rewrites it from the backup copy.
+    setup(&env, &ka(&["backup", "vol", "damaged"]));
+    let mut bytes = std::fs::read(env.path("damaged")).unwrap();
+    bytes[200] ^= 0x01;
+    write(&env, "damaged", &bytes);
+    let mut t = Transcript::new(&env);
+    both(&mut t, &["check", "damaged"]);
+    t.run(&["check", "-r", "damaged"]);
+    t.run(&["check", "damaged"]);
+    g.check("a-damaged-emd-copy-and-check-r", t);
+
+    setup(&env, &ka(&["backup", "vol", "dirty2"]));
+    forge(&env, "dirty2", |e| e.dirty = true);
+    let mut t = Transcript::new(&env);
+    t.run(&["check", "-r", "dirty2", "--json"]);
+    g.check("check-r-json", t);
+
+    // An interrupted backup, as a kill at a third of the data leaves it.
+    setup(&env, &ka(&["backup", "vol", "cut"]));
+    let source = env.info("vol");
+    let source_uuid = uuid_bytes(source["uuid"].as_str().unwrap());
+    let generation = source["generation"].as_u64().unwrap();
+    forge(&env, "cut", |e| {
+        e.dirty = true;
+        e.checkpoint = Some(evfs::emd::Checkpoint {
+            task: evfs::emd::Task::Backup,
+            run_id: [7; 16],
+            source_uuid,
+            bytes_done: MIB as u64,
+            total: 3 * MIB as u64,
+            source_generation: generation,
+        });
+    });
+    let mut t = Transcript::new(&env);
+    both(&mut t, &["check", "cut"]);
+    both(&mut t, &["check", "-r", "cut"]);
+    t.run(&["info", "cut"]);
+    g.check("an-unfinished-backup", t);
+
+    setup(&env, &ka(&["backup", "vol", "cut2"]));
+    forge(&env, "cut2", |e| {
+        e.dirty = true;
+        e.checkpoint = Some(evfs::emd::Checkpoint {
+            task: evfs::emd::Task::Restore,
+            run_id: [8; 16],
+            source_uuid,
+            bytes_done: 0,
+            total: 3 * MIB as u64,
+            source_generation: 0,
+        });
+    });
+    let mut t = Transcript::new(&env);
+    both(&mut t, &["check", "cut2"]);
+    g.check("an-unfinished-restore", t);
+
+    g.finish();
+}
+
+/// `8-4-4-4-12` hex as 16 bytes.
+fn uuid_bytes(text: &str) -> [u8; 16] {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
+}
+
+// ------------------------------------------------------------ reports and JSON
+
+#[test]
+fn golden_reports_and_json() {
+    let env = fixture();
+    let mut g = Group::new("reports");
+    setup(&env, &ka(&["user", "add", "vol", BOB]));
+
+    let mut t = Transcript::new(&env);
+    both(&mut t, &["key", "list"]);
+    g.check("key-list", t);
+
+    let mut t = Transcript::new(&env);
+    both(&mut t, &["info", "vol"]);
+    g.check("info-of-a-volume-encrypted-from-plain-data", t);
+
+    let mut t = Transcript::new(&env);
+    both(&mut t, &ka(&["backup", "vol", "copy"]));
+    both(&mut t, &["info", "copy"]);
+    g.check("backup-and-info-of-the-copy", t);
+
+    let mut t = Transcript::new(&env);
+    both(&mut t, &["verify", "copy"]);
+    both(&mut t, &ka(&["verify", "copy"]));
+    both(&mut t, &ka(&["verify", "copy", "--against", "vol"]));
+    both(&mut t, &ka(&["verify", "copy", "--against", "plain"]));
+    g.check("verify-a-volume", t);
+
+    let mut t = Transcript::new(&env);
+    t.run(&ka(&["backup", "vol", "--stream", "vol.evfs"]));
+    both(&mut t, &["verify", "vol.evfs"]);
+    both(&mut t, &ka(&["verify", "vol.evfs"]));
+    both(&mut t, &["restore", "vol.evfs", "restored"]);
+    both(&mut t, &["check", "restored"]);
+    g.check("stream-verify-and-restore", t);
+
+    // One byte of the copy's data area flipped: its plaintext no longer
+    // matches the provenance.
+    let data_offset = env.info("copy")["data_offset"].as_u64().unwrap() as usize;
+    let mut bytes = std::fs::read(env.path("copy")).unwrap();
+    bytes[data_offset + 5000] ^= 0x40;
+    write(&env, "copy", &bytes);
+    // The flipped bit turns a block of plaintext into noise under the
+    // copy's random key: its digest is random.
+    let damaged = env.hash("copy", ALICE);
+    write(&env, "other", &mixed_data(3 * MIB, 8));
+    let mut t = Transcript::new(&env);
+    t.random(
+        damaged,
+        "BLAKE3 of the damaged plaintext, random as the key",
+    );
+    both(&mut t, &ka(&["verify", "copy"]));
+    both(&mut t, &ka(&["verify", "copy", "--against", "plain"]));
+    both(&mut t, &ka(&["verify", "vol", "--against", "other"]));
+    g.check("verify-a-damaged-copy-or-another-source", t);
+
+    // A stream cut short.
+    let stream = std::fs::read(env.path("vol.evfs")).unwrap();
+    write(&env, "cut.evfs", &stream[..stream.len() / 2]);
+    let mut t = Transcript::new(&env);
+    both(&mut t, &["verify", "cut.evfs"]);
+    both(&mut t, &["restore", "cut.evfs", "restored2"]);
+    t.run(&["check", "restored2"]);
+    g.check("a-truncated-stream", t);
 
     g.finish();
 }
