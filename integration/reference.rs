@@ -1,7 +1,7 @@
-//! The repository carries its own reference: README.md, the format
-//! documents under `formats/` and the manual pages under `man/` refer to
-//! nothing outside it, and every relative link in the Markdown files leads
-//! to a file or directory that exists.
+//! The repository carries its own reference: README.md, CHANGELOG.md, the
+//! format documents under `formats/` and the manual pages under `man/`
+//! refer to nothing outside it, and every relative link in the Markdown
+//! files leads to a file or directory that exists.
 
 use std::path::{Path, PathBuf};
 
@@ -9,10 +9,10 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// README.md and every file under `formats/` and `man/`, sorted.
+/// README.md, CHANGELOG.md and every file under `formats/` and `man/`, sorted.
 fn reference_files() -> Vec<PathBuf> {
     let root = root();
-    let mut files = vec![root.join("README.md")];
+    let mut files = vec![root.join("README.md"), root.join("CHANGELOG.md")];
     for dir in ["formats", "man"] {
         files.extend(crate::common::files_under(&root.join(dir)));
     }
