@@ -17,7 +17,25 @@ use crate::size::clap_size;
 AES-XTS data area that stock dm-crypt can map) and backs them up: `evfs backup` reads a source \
 volume, decrypts it with the source key, re-encrypts it with a target key across worker threads, \
 writes a clone of the EMD, and refuses configurations that would encrypt data twice or leak cleartext.",
-    after_help = "Examples:\n  evfs key gen alice.k1\n  evfs create vol.img --owner alice.k1 --size 1G\n  evfs info vol.img --json\n  evfs hash vol.img -k alice.k1",
+    after_help = "\
+Exit status:
+  0  success
+  1  runtime failure: an I/O error, a broken pipe before the data was complete, a lock held
+     (the volume is in use by a backup, restore or map)
+  2  usage error, including a wrong kind of argument: plain data, a backup stream, a FIFO or a
+     character device where a volume is needed
+  3  refused configuration: double encryption, cleartext onto encrypted media, the target is
+     the source or the same storage, too small, a foreign target or a target with an EMD of
+     its own without --force, a rollback, plain data that looks like ciphertext
+  4  access denied: wrong passphrase, no passphrase source, a key in no slot, a role not allowed
+  5  integrity failure: a verify mismatch, a corrupt or tampered EMD or stream, a newer format
+  6  check found the volume dirty, or holding an unfinished backup or restore
+
+Examples:
+  evfs key gen alice.k1
+  evfs create vol.img --owner alice.k1 --size 1G
+  evfs info vol.img --json
+  evfs hash vol.img -k alice.k1",
     propagate_version = true,
     max_term_width = 100
 )]
@@ -67,18 +85,49 @@ pub enum Command {
     /// Manage key pairs and stored passphrases
     #[command(
         subcommand,
-        after_help = "Examples:\n  evfs key gen alice.k1\n  evfs key list --json\n  evfs key show alice.k1 > alice.k1.pub"
+        after_help = "\
+Exit status:
+  0  success
+  1  an I/O error, or a key that is not in the keystore
+  2  usage error: an invalid key ID, a key that exists, KDF parameters or a passphrase file
+     that do not fit
+  4  access denied: wrong or no passphrase, a keystore or key file others could change
+  5  a damaged key file
+
+Examples:
+  evfs key gen alice.k1
+  evfs key list --json
+  evfs key show alice.k1 > alice.k1.pub"
     )]
     Key(KeyCommand),
 
     /// Write a new EMD: make a file or block device an EVFS volume
-    #[command(
-        after_help = "Examples:\n  evfs create vol.img --owner alice.k1 --size 64M\n  evfs create /dev/vg0/lv1 --owner alice.k1 --label payroll --recovery evfs.r1"
-    )]
+    #[command(after_help = "\
+Exit status:
+  0  the volume was made
+  1  an I/O error, VOL in use by a backup, restore or map, a key that is not in the keystore
+  2  usage error: VOL missing without --size, a size or label that does not fit, a recovery key
+     as owner, VOL not a regular file or block device
+  3  refused without --force: VOL holds an EMD or non-zero data
+  4  access denied: a keystore or key file others could change
+  5  a damaged public key file
+
+Examples:
+  evfs create vol.img --owner alice.k1 --size 64M
+  evfs create /dev/vg0/lv1 --owner alice.k1 --label payroll --recovery evfs.r1")]
     Create(CreateArgs),
 
     /// Show the public fields of a volume's EMD (no key needed)
-    #[command(after_help = "Examples:\n  evfs info vol.img\n  evfs info vol.img --json")]
+    #[command(after_help = "\
+Exit status:
+  0  success
+  1  an I/O error (VOL missing or unreadable)
+  2  usage error, or VOL is plain data, a backup stream, a FIFO or a character device
+  5  no valid EMD (both copies damaged), or an EMD of a newer format
+
+Examples:
+  evfs info vol.img
+  evfs info vol.img --json")]
     Info {
         /// The volume
         vol: PathBuf,
@@ -88,7 +137,16 @@ pub enum Command {
     },
 
     /// Enable a volume: its data may be decrypted (owner or authorized user)
-    #[command(after_help = "Example:\n  evfs enable vol.img -k alice.k1")]
+    #[command(after_help = "\
+Exit status:
+  0  success (also when the volume already was in that state)
+  1  an I/O error, or the volume is in use by a backup, restore or map
+  2  usage error, or VOL is plain data, a backup stream, a FIFO or a character device
+  4  access denied: wrong or no passphrase, the key has no slot, a recovery key
+  5  no valid EMD, a tampered EMD, a newer format, a damaged key file
+
+Example:
+  evfs enable vol.img -k alice.k1")]
     Enable {
         vol: PathBuf,
         #[command(flatten)]
@@ -96,7 +154,16 @@ pub enum Command {
     },
 
     /// Disable a volume: only raw ciphertext access (owner or authorized user)
-    #[command(after_help = "Example:\n  evfs disable vol.img -k bob.k1")]
+    #[command(after_help = "\
+Exit status:
+  0  success (also when the volume already was in that state)
+  1  an I/O error, or the volume is in use by a backup, restore or map
+  2  usage error, or VOL is plain data, a backup stream, a FIFO or a character device
+  4  access denied: wrong or no passphrase, the key has no slot, a recovery key
+  5  no valid EMD, a tampered EMD, a newer format, a damaged key file
+
+Example:
+  evfs disable vol.img -k bob.k1")]
     Disable {
         vol: PathBuf,
         #[command(flatten)]
@@ -104,9 +171,17 @@ pub enum Command {
     },
 
     /// Check both EMD copies and the dirty bit; -r resets it and repairs a bad copy
-    #[command(
-        after_help = "Exit status: 0 clean, 5 no valid EMD or a damaged copy, 6 dirty.\n\nExamples:\n  evfs check vol.img\n  evfs check -r vol.img"
-    )]
+    #[command(after_help = "\
+Exit status:
+  0  clean, both EMD copies good (with -r: after resetting the dirty bit or repairing a copy)
+  1  an I/O error, or the volume is in use by a backup, restore or map
+  2  usage error, or VOL is plain data, a backup stream, a FIFO or a character device
+  5  no valid EMD, a newer format, or (without -r) a damaged or stale EMD copy
+  6  dirty (without -r), or holding an unfinished backup or restore (with -r too)
+
+Examples:
+  evfs check vol.img
+  evfs check -r vol.img")]
     Check {
         vol: PathBuf,
         /// Reset the dirty bit and rewrite a bad or stale copy from the good one
@@ -120,12 +195,31 @@ pub enum Command {
     /// Add or remove authorized users
     #[command(
         subcommand,
-        after_help = "Examples:\n  evfs user add vol.img bob.k1 -k alice.k1\n  evfs user remove vol.img bob.k1 -k alice.k1"
+        after_help = "\
+Exit status:
+  0  success
+  1  an I/O error, the volume in use by a backup, restore or map, ID not in the keystore
+  2  usage error, VOL is not a volume, ID has a slot (add) or none (remove), no free slot
+  4  access denied: wrong or no passphrase, -k has no slot or is not the owner
+  5  no valid EMD, a tampered EMD, a newer format, a damaged key file
+
+Examples:
+  evfs user add vol.img bob.k1 -k alice.k1
+  evfs user remove vol.img bob.k1 -k alice.k1"
     )]
     User(UserCommand),
 
     /// Make another key the owner (owner or recovery key); the old owner stays an authorized user
-    #[command(after_help = "Example:\n  evfs owner vol.img carol.k1 -k evfs.r1")]
+    #[command(after_help = "\
+Exit status:
+  0  ID owns the volume
+  1  an I/O error, the volume in use by a backup, restore or map, ID not in the keystore
+  2  usage error, VOL is not a volume, ID is a recovery key, or no slot is free
+  4  access denied: wrong or no passphrase, -k has no slot or is neither owner nor recovery key
+  5  no valid EMD, a tampered EMD, a newer format, a damaged key file
+
+Example:
+  evfs owner vol.img carol.k1 -k evfs.r1")]
     Owner {
         vol: PathBuf,
         /// Key ID of the new owner
@@ -137,14 +231,31 @@ pub enum Command {
     /// Save or restore a volume's EMD (like cryptsetup luksHeaderBackup)
     #[command(
         subcommand,
-        after_help = "Examples:\n  evfs emd backup vol.img vol.emd\n  evfs emd restore vol.img vol.emd"
+        after_help = "\
+Exit status:
+  0  success
+  1  an I/O error, or the volume is in use by a backup, restore or map
+  2  usage error, VOL is not a volume, or the backup FILE exists
+  3  refused (restore): the valid EMD of another volume without --force, or VOL is too small
+  5  no valid EMD, FILE is not a valid saved EMD, a newer format
+
+Examples:
+  evfs emd backup vol.img vol.emd
+  evfs emd restore vol.img vol.emd"
     )]
     Emd(EmdCommand),
 
     /// Wipe both EMD copies: the data becomes unrecoverable without a saved EMD (owner)
-    #[command(
-        after_help = "Example:\n  evfs emd backup vol.img vol.emd && evfs destroy vol.img -k alice.k1"
-    )]
+    #[command(after_help = "\
+Exit status:
+  0  both EMD copies were wiped
+  1  an I/O error, or the volume is in use by a backup, restore or map
+  2  usage error, or VOL is plain data, a backup stream, a FIFO or a character device
+  4  access denied: wrong or no passphrase, the key has no slot, or it is not the owner
+  5  no valid EMD, a tampered EMD, a newer format, a damaged key file
+
+Example:
+  evfs emd backup vol.img vol.emd && evfs destroy vol.img -k alice.k1")]
     Destroy {
         vol: PathBuf,
         #[command(flatten)]
@@ -152,9 +263,21 @@ pub enum Command {
     },
 
     /// BLAKE3 of the plaintext data area, printed as b3sum does
-    #[command(
-        after_help = "For an EVFS volume this equals `b3sum` of the decrypted data area; for a plain file, `b3sum` of the file.\n\nExamples:\n  evfs hash vol.img -k alice.k1\n  evfs hash image.raw"
-    )]
+    #[command(after_help = "\
+For an EVFS volume this equals `b3sum` of the decrypted data area; for a plain file, `b3sum`
+of the file.
+
+Exit status:
+  0  the digest was printed (also when the reader of standard output went away)
+  1  an I/O error
+  2  usage error, or VOL is a FIFO or character device
+  3  refused: the volume is disabled (its data is raw ciphertext)
+  4  access denied: a volume without -k, wrong or no passphrase, the key has no slot
+  5  no valid EMD, a tampered EMD, a newer format, a data area past the end of VOL
+
+Examples:
+  evfs hash vol.img -k alice.k1
+  evfs hash image.raw")]
     Hash {
         vol: PathBuf,
         #[command(flatten)]
@@ -169,26 +292,58 @@ pub enum Command {
     Backup(BackupArgs),
 
     /// Write a backup stream (file or -) back onto a volume, EMD included
-    #[command(
-        after_help = "Needs no key unless the stream is compressed or sparse. Any truncation, reordering \
-or altered byte exits 5 and leaves the target dirty.\n\nExamples:\n  evfs restore vol.evfs restored.img\n  \
-ssh host 'cat vol.evfs' | evfs restore - restored.img\n  evfs restore vol-compressed.evfs /dev/sdb1 -k alice.k1"
-    )]
+    #[command(after_help = "\
+Needs no key unless the stream is compressed or sparse. Any truncation, reordering or altered
+byte exits 5 and leaves the target dirty.
+
+Exit status:
+  0  the stream was written and the target's EMD is clean
+  1  an I/O error, or the target is in use by another backup, restore or map
+  2  usage error, DST of a wrong kind (a FIFO, a character device, -), STREAM not a stream
+  3  refused: DST is the stream itself or too small; another volume or foreign data, or a
+     rollback, without --force
+  4  access denied: a compressed or sparse stream without -k, wrong or no passphrase, no slot
+  5  integrity failure: a truncated, reordered or altered stream, a newer format (the target
+     is left dirty)
+
+Examples:
+  evfs restore vol.evfs restored.img
+  ssh host 'cat vol.evfs' | evfs restore - restored.img
+  evfs restore vol-compressed.evfs /dev/sdb1 -k alice.k1")]
     Restore(RestoreArgs),
 
     /// Verify a backup: a volume against its provenance, a stream frame by frame, or --against its source
-    #[command(
-        after_help = "Exit status: 0 when everything checked out, 5 on any mismatch (naming where).\n\n\
-Examples:\n  evfs verify copy.img -k alice.k1\n  evfs verify copy.img -k alice.k1 --against vol.img\n  \
-evfs verify vol.evfs\n  evfs verify vol.evfs -k alice.k1 --json"
-    )]
+    #[command(after_help = "\
+Exit status:
+  0  everything checked out (also a volume written through map since its backup)
+  1  an I/O error
+  2  usage error, or TARGET is plain data without --against
+  3  refused: a disabled volume given to --against
+  4  access denied: a volume given to --against without -k, wrong or no passphrase, no slot
+  5  a mismatch or damage, naming where: a digest, an EMD copy, a dirty volume, a frame, the
+     trailer, a MAC, a newer format
+
+Examples:
+  evfs verify copy.img -k alice.k1
+  evfs verify copy.img -k alice.k1 --against vol.img
+  evfs verify vol.evfs
+  evfs verify vol.evfs -k alice.k1 --json")]
     Verify(VerifyArgs),
 
     /// Run the main job end to end on sample data: keys, volumes, backup, stream, restore, verify
-    #[command(
-        after_help = "Needs no terminal and no input; exits 0 only when every verification passed.\n\n\
-Examples:\n  evfs demo\n  evfs demo --dir /tmp/evfs-demo --size 1G"
-    )]
+    #[command(after_help = "\
+Needs no terminal and no input; exits 0 only when every verification passed.
+
+Exit status:
+  0  every verification passed
+  1  an I/O error
+  2  usage error (--size is not a positive multiple of 4 KiB)
+  4  access denied: the keystore under --dir is one others could change
+  5  a verification failed
+
+Examples:
+  evfs demo
+  evfs demo --dir /tmp/evfs-demo --size 1G")]
     Demo {
         /// Work in DIR (kept) instead of a temporary directory (removed after success)
         #[arg(long, value_name = "DIR")]
@@ -202,7 +357,17 @@ Examples:\n  evfs demo\n  evfs demo --dir /tmp/evfs-demo --size 1G"
     },
 
     /// Write the decrypted data area to standard output
-    #[command(after_help = "Example:\n  evfs cat vol.img -k alice.k1 | b3sum")]
+    #[command(after_help = "\
+Exit status:
+  0  the data was written (also when the reader of standard output went away)
+  1  an I/O error
+  2  usage error, or VOL is plain data, a backup stream, a FIFO or a character device
+  3  refused: the volume is disabled, or standard output is VOL itself
+  4  access denied: wrong or no passphrase, the key has no slot
+  5  no valid EMD, a tampered EMD, a newer format, a data area past the end of VOL
+
+Example:
+  evfs cat vol.img -k alice.k1 | b3sum")]
     Cat {
         vol: PathBuf,
         #[command(flatten)]
@@ -217,12 +382,23 @@ Examples:\n  evfs demo\n  evfs demo --dir /tmp/evfs-demo --size 1G"
     Map(MapArgs),
 
     /// Print the dm-crypt table line that maps the data area with the kernel (shows the volume key)
-    #[command(
-        after_help = "The line holds the volume key in hex: it is printed on standard output only, with a warning \
-on standard error. A file volume needs a loop device first; run dmtable on the loop device so that the line names it.\n\n\
-Examples:\n  evfs dmtable /dev/vg0/data -k alice.k1 | dmsetup create data-clear\n  \
-evfs dmtable \"$(losetup --find --show vol.img)\" -k alice.k1 | dmsetup create vol-clear\n  dmsetup remove vol-clear"
-    )]
+    #[command(after_help = "\
+The line holds the volume key in hex: it is printed on standard output only, with a warning on
+standard error. A file volume needs a loop device first; run dmtable on the loop device so that
+the line names it.
+
+Exit status:
+  0  the table line was printed
+  1  an I/O error
+  2  usage error, VOL is not a volume, or a path that a table line cannot hold
+  3  refused: the volume is disabled
+  4  access denied: wrong or no passphrase, the key has no slot
+  5  no valid EMD, a tampered EMD, a newer format
+
+Examples:
+  evfs dmtable /dev/vg0/data -k alice.k1 | dmsetup create data-clear
+  evfs dmtable \"$(losetup --find --show vol.img)\" -k alice.k1 | dmsetup create vol-clear
+  dmsetup remove vol-clear")]
     Dmtable {
         vol: PathBuf,
         #[command(flatten)]
@@ -230,10 +406,16 @@ evfs dmtable \"$(losetup --find --show vol.img)\" -k alice.k1 | dmsetup create v
     },
 
     /// Print shell completions for bash, zsh, fish, elvish or powershell
-    #[command(
-        after_help = "Examples:\n  evfs completions bash > /etc/bash_completion.d/evfs\n  \
-evfs completions zsh > \"${fpath[1]}/_evfs\"\n  evfs completions fish > ~/.config/fish/completions/evfs.fish"
-    )]
+    #[command(after_help = "\
+Exit status:
+  0  the script was printed
+  1  an I/O error
+  2  usage error (an unknown shell)
+
+Examples:
+  evfs completions bash > /etc/bash_completion.d/evfs
+  evfs completions zsh > \"${fpath[1]}/_evfs\"
+  evfs completions fish > ~/.config/fish/completions/evfs.fish")]
     Completions {
         /// The shell
         #[arg(value_enum)]
@@ -246,6 +428,14 @@ The export is the data area only (its size is the volume's data size): decrypted
 ciphertext as it lies with --raw (no key, any state; EVFS `evfsvol raw`). A read-write map holds the \
 volume's write lock and marks it dirty until it stops cleanly; a --read-only map shares the lock with \
 backup sources. Any export name is answered, including the empty default. The socket is made 0600.
+
+Exit status:
+  0  stopped by SIGINT or SIGTERM, the data synced and the volume clean again
+  1  an I/O error, the volume in use by a backup, restore or another map, the socket in use
+  2  usage error, VOL is not a volume, or the socket path is another kind of file
+  3  refused: the volume is disabled (without --raw)
+  4  access denied: wrong or no passphrase, the key has no slot
+  5  no valid EMD, a tampered EMD, a newer format
 
 Examples:
   evfs map vol.img --socket /run/evfs-vol.sock -k alice.k1 &
@@ -287,12 +477,29 @@ pub struct MapArgs {
 
 const BACKUP_HELP: &str = "\
 Configurations:
-  enabled volume -k ID  -> new file, block device or same-lineage volume: re-encrypt with a fresh key
-  plain file --owner ID -> new volume: encrypt
+  enabled volume -k ID  -> new file or device, or a stream: re-encrypt with a fresh key
+  enabled volume -k ID  -> a clone of it (an earlier backup): refresh, keeping its UUID and key
+  enabled volume -k ID  -> a volume with an EMD of its own where -k or --target-key has a slot:
+                           re-encrypt with that volume's key, keeping its EMD
+  plain file --owner ID -> new volume or stream: encrypt
+  plain file -k ID      -> a volume (or --target-key ID): encrypt into it
   --raw volume          -> new file, stream or disabled volume: ciphertext and EMD cloned, no key
   enabled volume --cleartext -> plain file, device or -: plaintext export
-  refused (exit 3): a disabled or --raw source into an encrypting target (double encryption),
-  cleartext onto encrypted media, the target is the source, too small, or foreign without --force.
+  refused (exit 3): a disabled or --raw source into an encrypting target (double encryption);
+  cleartext onto encrypted media; the target is the source or the same storage; too small;
+  without --force: foreign data, a volume with an EMD of its own and no slot for -k, a rollback
+  (a copy onto its volume written to since), plain data that looks like ciphertext.
+
+Exit status:
+  0  the backup completed and was synced
+  1  an I/O error, a broken pipe (standard output closed before the end), the source or target
+     in use by another backup, restore or map, a source that ends early
+  2  usage error: flags that do not apply here, a plain source without --owner or with -k
+     and no target volume, SRC or DST a FIFO or character device (- is a pipe)
+  3  refused: the configurations refused under Configurations, a backup stream as SRC, a
+     --resume that does not match the interrupted run
+  4  access denied: a volume source without -k, wrong or no passphrase, the key has no slot
+  5  integrity failure: a corrupt or tampered EMD, a newer format
 
 Examples:
   evfs backup vol.img vol-copy.img -k alice.k1
@@ -485,9 +692,19 @@ impl CipherArg {
 #[derive(Subcommand, Debug)]
 pub enum KeyCommand {
     /// Make a new key pair (private key sealed under a passphrase with Argon2id)
-    #[command(
-        after_help = "Examples:\n  evfs key gen alice.k1\n  evfs key gen backup.cron --passphrase-file pw.txt --store-passphrase\n  evfs key gen evfs.r1 --recovery"
-    )]
+    #[command(after_help = "\
+Exit status:
+  0  the key pair was made
+  1  an I/O error
+  2  usage error: an invalid key ID, a key of that name exists, KDF parameters out of range,
+     an empty passphrase, two passphrases that differ, --recovery for a user other than evfs
+  4  access denied: no passphrase source (no --passphrase-file and no terminal), a keystore
+     directory others could change
+
+Examples:
+  evfs key gen alice.k1
+  evfs key gen backup.cron --passphrase-file pw.txt --store-passphrase
+  evfs key gen evfs.r1 --recovery")]
     Gen {
         /// Key ID: user.keyname (a bare name means name.name)
         id: String,
@@ -508,28 +725,62 @@ pub enum KeyCommand {
         kdf_passes: u32,
     },
     /// List key IDs, fingerprints, and whether a passphrase is stored
-    #[command(
-        after_help = "Examples:\n  evfs key list\n  evfs --keystore /etc/evfs/pkey key list --json"
-    )]
+    #[command(after_help = "\
+Exit status:
+  0  success (also with no keys)
+  1  an I/O error
+  2  usage error
+  4  access denied: a keystore directory or key file others could change
+  5  a damaged public key file
+
+Examples:
+  evfs key list
+  evfs --keystore /etc/evfs/pkey key list --json")]
     List {
         /// Print one JSON object
         #[arg(long)]
         json: bool,
     },
     /// Print a public key (the line `key import` reads)
-    #[command(after_help = "Example:\n  evfs key show alice.k1 > alice.k1.pub")]
+    #[command(after_help = "\
+Exit status:
+  0  the public key line was printed
+  1  an I/O error, or ID is not in the keystore
+  2  usage error (an invalid key ID)
+  4  access denied: a keystore directory or key file others could change
+  5  a damaged public key file
+
+Example:
+  evfs key show alice.k1 > alice.k1.pub")]
     Show { id: String },
     /// Add someone's public key to the keystore
-    #[command(after_help = "Example:\n  evfs key import bob.k1 bob.k1.pub")]
+    #[command(after_help = "\
+Exit status:
+  0  the key was imported (or was there already, the same)
+  1  an I/O error
+  2  usage error: an invalid key ID, FILE without a public key line, ID in the keystore with
+     another public key
+  4  access denied: a keystore directory others could change
+
+Example:
+  evfs key import bob.k1 bob.k1.pub")]
     Import {
         id: String,
         /// File with the public key line (- for standard input)
         file: PathBuf,
     },
     /// Store a key's passphrase, sealed with the host key, for cron
-    #[command(
-        after_help = "Example:\n  evfs key store-passphrase backup.cron --passphrase-file pw.txt"
-    )]
+    #[command(after_help = "\
+Exit status:
+  0  the passphrase was stored
+  1  an I/O error
+  2  usage error: an invalid key ID, an empty or too long passphrase file
+  4  access denied: wrong or no passphrase, no private key for ID, a key file others could
+     change
+  5  a damaged key file
+
+Example:
+  evfs key store-passphrase backup.cron --passphrase-file pw.txt")]
     StorePassphrase {
         id: String,
         /// Read the passphrase from FILE (- for standard input)
@@ -537,14 +788,31 @@ pub enum KeyCommand {
         passphrase_file: Option<PathBuf>,
     },
     /// Remove a key's stored passphrase
-    #[command(after_help = "Example:\n  evfs key forget-passphrase backup.cron")]
+    #[command(after_help = "\
+Exit status:
+  0  the stored passphrase was removed (or there was none)
+  1  an I/O error
+  2  usage error (an invalid key ID)
+  4  access denied: a keystore directory others could change
+
+Example:
+  evfs key forget-passphrase backup.cron")]
     ForgetPassphrase { id: String },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
     /// Give a key access to the volume (owner only); an evfs.* ID becomes a recovery key
-    #[command(after_help = "Example:\n  evfs user add vol.img bob.k1 -k alice.k1")]
+    #[command(after_help = "\
+Exit status:
+  0  ID was added
+  1  an I/O error, the volume in use by a backup, restore or map, ID not in the keystore
+  2  usage error, VOL is not a volume, ID has a slot already, or no slot is free
+  4  access denied: wrong or no passphrase, -k has no slot or is not the owner
+  5  no valid EMD, a tampered EMD, a newer format, a damaged key file
+
+Example:
+  evfs user add vol.img bob.k1 -k alice.k1")]
     Add {
         vol: PathBuf,
         /// Key ID to add (its public key must be in the keystore)
@@ -553,7 +821,16 @@ pub enum UserCommand {
         key: KeyArgs,
     },
     /// Remove a key's slot (owner only)
-    #[command(after_help = "Example:\n  evfs user remove vol.img bob.k1 -k alice.k1")]
+    #[command(after_help = "\
+Exit status:
+  0  the slot was removed
+  1  an I/O error, or the volume is in use by a backup, restore or map
+  2  usage error, VOL is not a volume, ID has no slot, or ID is the owner
+  4  access denied: wrong or no passphrase, -k has no slot or is not the owner
+  5  no valid EMD, a tampered EMD, a newer format, a damaged key file
+
+Example:
+  evfs user remove vol.img bob.k1 -k alice.k1")]
     Remove {
         vol: PathBuf,
         id: String,
@@ -565,10 +842,28 @@ pub enum UserCommand {
 #[derive(Subcommand, Debug)]
 pub enum EmdCommand {
     /// Save the volume's EMD to FILE
-    #[command(after_help = "Example:\n  evfs emd backup vol.img vol.emd")]
+    #[command(after_help = "\
+Exit status:
+  0  the EMD was saved
+  1  an I/O error
+  2  usage error, VOL is not a volume, or FILE exists (an EMD backup is never overwritten)
+  5  no valid EMD, or a newer format
+
+Example:
+  evfs emd backup vol.img vol.emd")]
     Backup { vol: PathBuf, file: PathBuf },
     /// Write a saved EMD back to both copies of the volume
-    #[command(after_help = "Example:\n  evfs emd restore vol.img vol.emd")]
+    #[command(after_help = "\
+Exit status:
+  0  the EMD was written to both copies
+  1  an I/O error, or the volume is in use by a backup, restore or map
+  2  usage error, or VOL is not a regular file or block device
+  3  refused: VOL holds the valid EMD of another volume (without --force), or is too small for
+     the saved EMD's data area
+  5  FILE is not a valid saved EMD (wrong size, damaged, a newer format)
+
+Example:
+  evfs emd restore vol.img vol.emd")]
     Restore {
         vol: PathBuf,
         file: PathBuf,
