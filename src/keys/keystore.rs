@@ -228,11 +228,10 @@ impl Keystore {
     pub fn public(&self, id: &KeyId) -> Result<[u8; 32]> {
         let path = self.pub_path(id);
         let Some(bytes) = self.read(id, "pub", Trust::Public)? else {
-            return Err(Error::runtime(format!(
-                "no key {id} in keystore {}",
-                self.root.display()
-            ))
-            .with_hint(CliAdvice::ImportKey { id: id.to_string() }));
+            return Err(
+                Error::runtime(format!("no key {id} in keystore {}", self.root.display()))
+                    .with_hint(CliAdvice::ImportKey { id: id.to_string() }),
+            );
         };
         let text = std::str::from_utf8(&bytes).unwrap_or("");
         parse_public_line(text).ok_or_else(|| {

@@ -130,9 +130,9 @@ impl<'a> Plaintext<'a> {
     }
 }
 
-/// Open `path` and unlock its volume with `id` for reading its data;
-/// `None` when it is plain data (no EMD at all).
-pub fn open_volume(
+/// Open `path` and unlock its volume with `id` to hash its data; `None`
+/// when it is plain data (no EMD at all).
+fn open_volume(
     path: &Path,
     id: Option<&KeyId>,
     keys: &dyn Keys,
@@ -148,7 +148,7 @@ pub fn open_volume(
     let v = Volume::from_device(dev)?;
     let Some(id) = id else {
         return Err(Error::access(format!(
-            "{} is an EVFS volume: reading its plaintext needs a key",
+            "{} is an EVFS volume: hashing its plaintext needs a key",
             path.display()
         ))
         .with_hint(format!("give -k ID: evfs hash {} -k ID", path.display())));

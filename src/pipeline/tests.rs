@@ -310,7 +310,11 @@ fn a_full_target_or_a_closed_pipe_stops_the_run_with_exit_1() {
         let text = e.to_string();
         assert!(text.contains(words), "{errno}: {text}");
         if errno == libc::ENOSPC {
-            assert!(e.hint().is_some_and(|h| h.to_string().contains("free space")), "{e:?}");
+            assert!(
+                e.hint()
+                    .is_some_and(|h| h.to_string().contains("free space")),
+                "{e:?}"
+            );
         }
         assert_eq!(sink.writer.out.len(), 2 * CHUNK + 100);
     }

@@ -459,7 +459,12 @@ mod tests {
     fn msg(src: Src, dst: Dst, f: Flags) -> String {
         decide(src, dst, Room::Grows, BIG, f)
             .err()
-            .map(|e| format!("{e} / {}", e.hint().map(|h| h.to_string()).unwrap_or_default()))
+            .map(|e| {
+                format!(
+                    "{e} / {}",
+                    e.hint().map(|h| h.to_string()).unwrap_or_default()
+                )
+            })
             .unwrap_or_default()
     }
 
