@@ -1,5 +1,5 @@
 //! The one error type of the library, and the one place where failures become
-//! the exit codes of SPEC.md.
+//! the exit codes of the command line (`evfs(1)`, EXIT STATUS).
 //!
 //! Every variant carries a message that names what failed (and on which path);
 //! most carry a [`Hint`] that tells the user what to do next: advice in
@@ -91,7 +91,7 @@ pub enum Error {
     #[error("broken pipe: the reader of standard output went away before the data was complete")]
     BrokenPipe,
 
-    /// Exit 3: a configuration SPEC.md refuses (double encryption, cleartext on
+    /// Exit 3: a configuration evfs refuses (double encryption, cleartext on
     /// encrypted media, target is source, target too small, foreign target).
     #[error("refused: {msg}")]
     Refused { msg: String, hint: Option<Hint> },
@@ -110,7 +110,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process exit code for this error, as SPEC.md's table defines it.
+    /// The process exit code for this error (`evfs(1)`, EXIT STATUS).
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe => 1,

@@ -18,7 +18,7 @@ pub struct KdfParams {
 }
 
 impl KdfParams {
-    /// SPEC.md's floor for the defaults: at least 64 MiB and 3 passes.
+    /// The floor for the defaults: at least 64 MiB and 3 passes.
     pub const DEFAULT: KdfParams = KdfParams {
         memory_kib: 64 * 1024,
         passes: 3,

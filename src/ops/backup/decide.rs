@@ -1,4 +1,4 @@
-//! The configuration table of `evfs backup` (SPEC.md; EVFS Administrator's
+//! The configuration table of `evfs backup` (the EVFS Administrator's
 //! Guide table 7-1), in one function.
 //!
 //! Given what the source is, what the target is and which flags were given,
