@@ -1020,7 +1020,13 @@ fn the_evfs_requirement_makes_cryptsetup_leave_the_volume_alone() {
     }
     // Activation: refused by LUKS2_activate, which needs device-mapper to
     // be reached; where it is missing the refusal comes earlier.
-    let err = cs.fails(&["open", "--key-file", "-", img_s, "evfs-req-test"], b"pw");
+    let out = cs.run(&["open", "--key-file", "-", img_s, "evfs-req-test"], b"pw");
+    if out.status.success() {
+        // Do not leave the mapping behind before failing.
+        cs.run(&["close", "evfs-req-test"], b"");
+        panic!("cryptsetup activated a volume marked {REQUIREMENT_INCOMPLETE}");
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("Unmet LUKS2 requirements") || err.contains("device-mapper"),
         "{err}"
