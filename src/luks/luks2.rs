@@ -316,20 +316,31 @@ impl Luks2Header {
     /// neither copy has its magic; `Damaged` when one does but none is
     /// valid.
     pub fn read(dev: &(impl ReadAt + ?Sized)) -> Result<Luks2Header> {
-        let primary = read_copy(dev, 0, false)?;
+        // An I/O error on one copy makes that copy bad, as in cryptsetup:
+        // the other may still be readable.
+        let mut io_error: Option<std::io::Error> = None;
+        let mut read = |offset: u64, secondary: bool| match read_copy(dev, offset, secondary) {
+            Err(LuksError::Io(e)) => {
+                let why = format!("I/O error at byte {offset}: {e}");
+                io_error.get_or_insert(e);
+                Ok(CopyRead::Bad(why))
+            }
+            other => other,
+        };
+        let primary = read(0, false)?;
         let mut seen_magic = !matches!(primary, CopyRead::Absent(_));
         let (primary, primary_state) = match primary {
             CopyRead::Good(raw) => (Some(check(raw)), None),
             CopyRead::Bad(why) | CopyRead::Absent(why) => (None, Some(CopyState::Bad(why))),
         };
         let secondary_read = match &primary {
-            Some(p) => read_copy(dev, p.raw.bin.hdr_size, true)?,
+            Some(p) => read(p.raw.bin.hdr_size, true)?,
             None => {
                 // No usable primary binary header: scan the offsets a
                 // secondary may lie at.
                 let mut found = CopyRead::Absent("no secondary header found".into());
                 for off in METADATA_SIZES {
-                    match read_copy(dev, off, true)? {
+                    match read(off, true)? {
                         CopyRead::Good(raw) => {
                             found = CopyRead::Good(raw);
                             break;
@@ -374,6 +385,9 @@ impl Luks2Header {
             (CopyState::Valid { .. }, _) => false,
             (_, CopyState::Valid { .. }) => true,
             _ => {
+                if let Some(e) = io_error {
+                    return Err(LuksError::Io(e));
+                }
                 if !seen_magic {
                     return Err(LuksError::NotLuks);
                 }

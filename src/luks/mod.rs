@@ -130,10 +130,9 @@ impl Header {
     /// `Unsupported` for a version other than 1 and 2.
     pub fn read(dev: &(impl ReadAt + ?Sized)) -> Result<Header> {
         let mut b = vec![0u8; luks1::PHDR_LEN];
-        let have = dev.size()? >= b.len() as u64;
-        if have {
-            dev.read_at(&mut b, 0)?;
-        }
+        // An unreadable start may still be LUKS2 with a readable secondary
+        // header: the LUKS2 reader reports the I/O error if nothing is.
+        let have = dev.size()? >= b.len() as u64 && dev.read_at(&mut b, 0).is_ok();
         if have && &b[..6] == luks1::MAGIC {
             match u16::from_be_bytes([b[6], b[7]]) {
                 1 => return Ok(Header::Luks1(Box::new(Luks1Header::parse(&b)?))),

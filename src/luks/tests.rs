@@ -746,6 +746,50 @@ fn a_copy_with_valid_checksum_but_invalid_json_is_not_used() {
     );
 }
 
+/// A device whose reads fail in `bad` (a failing disk).
+struct Failing<'a> {
+    bytes: &'a [u8],
+    bad: std::ops::Range<u64>,
+}
+
+impl ReadAt for Failing<'_> {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        if off < self.bad.end && off + buf.len() as u64 > self.bad.start {
+            return Err(std::io::Error::other("bad sector"));
+        }
+        self.bytes.read_at(buf, off)
+    }
+
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.bytes.len() as u64)
+    }
+}
+
+#[test]
+fn an_unreadable_copy_is_a_bad_copy_and_two_are_an_io_error() {
+    let (_, img) = sample_luks2();
+    let r = Header::read(&Failing {
+        bytes: &img,
+        bad: 0..512,
+    })
+    .unwrap();
+    assert!(matches!(&luks2(&r).copies()[0], CopyState::Bad(w) if w.contains("I/O")));
+    assert!(luks2(&r).uses_secondary());
+    let r = Header::read(&Failing {
+        bytes: &img,
+        bad: 20000..20001,
+    })
+    .unwrap();
+    assert!(!luks2(&r).uses_secondary());
+    assert!(matches!(
+        Header::read(&Failing {
+            bytes: &img,
+            bad: 600..20000,
+        }),
+        Err(LuksError::Io(_))
+    ));
+}
+
 /// A copy built from JSON text, with a good checksum.
 fn raw_copy(json: &str, md: u64, seqid: u64, secondary: bool) -> Vec<u8> {
     let bin = BinHeader {
@@ -1518,8 +1562,10 @@ fn the_data_area_applies_the_iv_rule() {
 
 /// Everything a caller would do with a header read from untrusted bytes,
 /// short of running its KDFs.
-fn exercise(bytes: &[u8]) {
-    if let Ok(h) = Header::read(bytes) {
+fn exercise(bytes: &[u8]) -> bool {
+    let read = Header::read(bytes);
+    let accepted = read.is_ok();
+    if let Ok(h) = read {
         let _ = h.unsupported();
         let _ = h.uuid();
         if let Ok(area) = h.data_area() {
@@ -1546,25 +1592,46 @@ fn exercise(bytes: &[u8]) {
             let _ = w.remove_keyslot(0);
         }
     }
+    accepted
 }
 
 /// A valid LUKS2 header (deterministic) and its image.
 fn sample_luks2() -> (Luks2Header, Vec<u8>) {
     static IMG: std::sync::OnceLock<(Luks2Header, Vec<u8>)> = std::sync::OnceLock::new();
     IMG.get_or_init(|| {
+        // Data at 1 MiB: a small image that mutations copy quickly.
+        let opts = FormatOptions {
+            data_offset: 1 << 20,
+            ..fast_options()
+        };
         let (h, plan) = format_with(
             &LuksKey::new(fill(11, 64)),
             &pass("pw"),
-            &fast_options(),
+            &opts,
             &mut fixed_rng(11),
         )
         .unwrap();
         let mut img = Vec::new();
         plan.apply(&mut img).unwrap();
-        img.truncate(65536);
+        img.resize((1 << 20) + 4096, 0);
         (h, img)
     })
     .clone()
+}
+
+/// The inputs the mutation tests start from are accepted, so mutations
+/// reach the code behind the parser.
+#[test]
+fn the_mutation_seeds_are_accepted() {
+    let (_, mut img) = sample_luks2();
+    assert!(exercise(&img));
+    img[30] = b'x';
+    img[16384 + 30] = b'x';
+    fix_checksums(&mut img);
+    assert!(exercise(&img), "a patched label with fixed checksums reads");
+    let mut l1 = unhexdump(&listing(DOC, 0));
+    l1.resize(2 << 20, 0);
+    assert!(exercise(&l1));
 }
 
 /// Fix both LUKS2 checksums of `img` after a mutation.
