@@ -88,7 +88,7 @@ fn be64(b: &[u8], at: usize) -> u64 {
 
 impl BinHeader {
     /// Parse a 4096-byte binary header; `None` without either magic or
-    /// version 2. Sizes and offsets are checked by [`read_copy`].
+    /// version 2. Sizes and offsets are checked by `read_copy`.
     pub fn parse(b: &[u8]) -> Option<BinHeader> {
         if b.len() < BIN_LEN {
             return None;

@@ -3,7 +3,7 @@
 //! (`lib/luks2/luks2_json_metadata.c`) and its keyslot validation, as far as
 //! they decide whether a header copy can be used.
 //!
-//! The typed values are a read-only view; the [`Json`] tree stays the
+//! The typed values are a read-only view; the `Json` tree stays the
 //! source of truth for rewriting, so fields evfs does not know survive.
 
 use base64ct::{Base64, Encoding};

@@ -15,7 +15,7 @@
 //!   ([`read_key_file`]) and returns the volume key as a [`LuksKey`].
 //! * [`Header::data_area`] and [`DataArea::cipher`] decrypt data sectors
 //!   with dm-crypt's IV rule (512-byte IV units).
-//! * [`format`] and the update methods of [`Luks2Header`] write LUKS2: each
+//! * [`format()`] and the update methods of [`Luks2Header`] write LUKS2: each
 //!   returns a [`Plan`]; run [`Plan::check`] (the header on the device is
 //!   still the one the update was made from) then [`Plan::apply`].
 //!
