@@ -176,7 +176,7 @@ impl Metadata {
 
     /// Parse and validate the JSON of a header copy whose metadata size
     /// (binary header + JSON area) is `metadata_size`.
-    pub fn from_json(doc: &Json, metadata_size: u64) -> Result<Metadata, String> {
+    pub(crate) fn from_json(doc: &Json, metadata_size: u64) -> Result<Metadata, String> {
         if doc.as_object().is_none() {
             return Err("the JSON area is not an object".into());
         }
@@ -412,7 +412,7 @@ fn number_key(what: &str, key: &str) -> Result<u32, String> {
 }
 
 /// A `string-uint64`: decimal digits only (`strtoull` with nothing left).
-pub fn parse_u64_string(v: Option<&Json>) -> Option<u64> {
+pub(crate) fn parse_u64_string(v: Option<&Json>) -> Option<u64> {
     let s = v?.as_str()?;
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
