@@ -1138,6 +1138,15 @@ fn the_evfs_requirement_makes_cryptsetup_leave_the_volume_alone() {
         b"",
     );
     assert!(err.contains("Forbidden LUKS2 requirements"), "{err}");
+    // isLuks and erase work too (erase on a copy: it wipes the keyslots).
+    cs.ok(&["isLuks", img_s], b"");
+    let copy = cs.path("erase.img");
+    std::fs::copy(&img, &copy).unwrap();
+    cs.ok(&["erase", "-q", copy.to_str().unwrap()], b"");
+    assert!(matches!(
+        unlock(&copy, b"pw", None),
+        Err(LuksError::NoKeyslot(_))
+    ));
     // luksRemoveKey is not guarded either.
     cs.ok(&["luksRemoveKey", "--key-file", "-", img_s], b"pw");
     assert!(matches!(
