@@ -3,7 +3,8 @@
 //! The binary's commands live in [`commands`]; everything they build on is a
 //! module of its own: the sector cipher and key wrapping ([`crypto`]), the
 //! metadata format ([`emd`]), key pairs and the keystore ([`keys`]), devices
-//! and volumes ([`volume`]), and the data pipeline ([`pipeline`]).
+//! and volumes ([`volume`]), and the data pipeline ([`pipeline`]). LUKS1 and
+//! LUKS2 headers, for volumes made by cryptsetup, are in [`luks`].
 
 pub mod cli;
 pub mod commands;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod hex;
 pub mod keys;
 pub mod le;
+pub mod luks;
 pub mod nbd;
 pub mod ops;
 pub mod pipeline;

@@ -171,3 +171,84 @@ pub fn fix_stream_header(b: &mut [u8]) {
         b[HEADER_LEN - 32..HEADER_LEN].copy_from_slice(sum.as_bytes());
     }
 }
+
+/// The JSON of the LUKS2 seed: the header of formats/LUKS.md's worked
+/// example with a token and a config flag added, and a keyslots area
+/// shrunk to 256 KiB so that the whole image stays small.
+pub const LUKS2_JSON: &str = concat!(
+    r#"{"keyslots":{"0":{"type":"luks2","key_size":64,"af":{"type":"luks1","stripes":4000,"hash":"sha256"},"#,
+    r#""area":{"type":"raw","offset":"32768","size":"258048","encryption":"aes-xts-plain64","key_size":64},"#,
+    r#""kdf":{"type":"argon2id","time":4,"memory":1024,"cpus":1,"salt":"EfGGJn88a5Wnevw31g+Ano8q5uPAWH0NAlCxb2lb9Tw="}}},"#,
+    r#""tokens":{"0":{"type":"evfs-provenance","keyslots":["0"],"n":1}},"#,
+    r#""segments":{"0":{"type":"crypt","offset":"294912","size":"dynamic","iv_tweak":"0","encryption":"aes-xts-plain64","sector_size":4096}},"#,
+    r#""digests":{"0":{"type":"pbkdf2","keyslots":["0"],"segments":["0"],"hash":"sha256","iterations":1000,"#,
+    r#""salt":"jY061cswheWzkGNWLQxDgXUArA4vB3ANIegrekT/CRs=","digest":"K6nVXBNmZ5bpPibG/7WLST7sIKEyAA5dsacYxyQgp0Q="}},"#,
+    r#""config":{"json_size":"12288","keyslots_size":"262144","flags":["allow-discards"]}}"#
+);
+
+/// Bytes of one LUKS2 metadata copy in the seed.
+pub const LUKS2_MD: usize = 16384;
+
+/// A valid LUKS2 image: both copies of [`LUKS2_JSON`] (seqid 3), a zero
+/// keyslots area and one data sector.
+pub fn luks2_bytes() -> Vec<u8> {
+    use evfs::luks::luks2::BinHeader;
+    let mut img = vec![0u8; 294912 + 4096];
+    for (i, secondary) in [false, true].into_iter().enumerate() {
+        let bin = BinHeader {
+            secondary,
+            hdr_size: LUKS2_MD as u64,
+            seqid: 3,
+            label: b"fuzz".to_vec(),
+            checksum_alg: "sha256".into(),
+            salt: [0x5a + i as u8; 64],
+            uuid: b"3e9a6c51-0d7b-4f28-9e14-62a0c583d71f".to_vec(),
+            subsystem: Vec::new(),
+            hdr_offset: (i * LUKS2_MD) as u64,
+        };
+        let at = i * LUKS2_MD;
+        img[at..at + 4096].copy_from_slice(&bin.encode()[..]);
+        img[at + 4096..at + 4096 + LUKS2_JSON.len()].copy_from_slice(LUKS2_JSON.as_bytes());
+    }
+    fix_luks2_checksums(&mut img);
+    img
+}
+
+/// Recompute the SHA-256 checksums of both LUKS2 copies of the seed layout.
+pub fn fix_luks2_checksums(b: &mut [u8]) {
+    for at in [0, LUKS2_MD] {
+        if b.len() < at + LUKS2_MD {
+            return;
+        }
+        b[at + 448..at + 512].fill(0);
+        let (bin, area) = b[at..at + LUKS2_MD].split_at(4096);
+        let sum = evfs::luks::luks2::checksum("sha256", bin, area).expect("sha256 is supported");
+        b[at + 448..at + 448 + 32].copy_from_slice(&sum);
+    }
+}
+
+/// A valid LUKS1 phdr (aes-xts-plain64, sha256, a 32-byte key, keyslot 0
+/// enabled) followed by zeros up to its payload offset.
+pub fn luks1_bytes() -> Vec<u8> {
+    let mut b = vec![0u8; 2056 * 512];
+    b[..6].copy_from_slice(b"LUKS\xba\xbe");
+    b[6..8].copy_from_slice(&1u16.to_be_bytes());
+    b[8..11].copy_from_slice(b"aes");
+    b[40..51].copy_from_slice(b"xts-plain64");
+    b[72..78].copy_from_slice(b"sha256");
+    b[104..108].copy_from_slice(&2056u32.to_be_bytes());
+    b[108..112].copy_from_slice(&32u32.to_be_bytes());
+    b[112..164].fill(0x3c);
+    b[164..168].copy_from_slice(&1000u32.to_be_bytes());
+    b[168..204].copy_from_slice(b"0a7c5e2e-6f3b-4d1a-9c4e-2b8d7f6a1e03");
+    for i in 0..8usize {
+        let at = 208 + 48 * i;
+        let active: u32 = if i == 0 { 0x00AC_71F3 } else { 0x0000_DEAD };
+        b[at..at + 4].copy_from_slice(&active.to_be_bytes());
+        b[at + 4..at + 8].copy_from_slice(&1000u32.to_be_bytes());
+        b[at + 8..at + 40].fill(0x11 * i as u8);
+        b[at + 40..at + 44].copy_from_slice(&(8 + 256 * i as u32).to_be_bytes());
+        b[at + 44..at + 48].copy_from_slice(&4000u32.to_be_bytes());
+    }
+    b
+}

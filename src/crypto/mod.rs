@@ -1,8 +1,10 @@
 //! Cryptography: the sector cipher, volume keys, key wrapping, the passphrase
-//! KDF and the small AEAD helpers everything else seals secrets with.
+//! KDF and the small AEAD helpers everything else seals secrets with; also
+//! the AES-CBC-ESSIV sector cipher of old LUKS1 volumes, read only.
 //!
 //! Secrets are newtypes without `Debug`, `Clone` or `Copy`, wiped on drop.
 
+pub mod essiv;
 pub mod kdf;
 pub mod secret;
 pub mod wrap;

@@ -16,6 +16,13 @@
 //! Sector sizes are multiples of 16 bytes, so ciphertext stealing never
 //! happens and is not implemented.
 //!
+//! dm-crypt counts that IV in 512-byte units whatever the sector size, unless
+//! a mapping sets `iv_large_sectors` (cryptsetup does for BitLocker and, on
+//! request, plain mappings; never for LUKS). So sector `n` of a LUKS volume
+//! with 4096-byte sectors has tweak number `8 * n`. For that,
+//! [`Xts::with_tweak_step`] sets a step `s`: sector `i` of a call then gets
+//! tweak number `first_sector + i * s` (the default step 1 is the rule above).
+//!
 //! # Back ends
 //!
 //! [`Xts::new`] picks the fastest implementation the CPU supports, once
@@ -164,6 +171,36 @@ impl Backend {
 /// nor `Copy`, so key material is not printed or duplicated by accident.
 pub struct Xts {
     imp: Imp,
+    /// Tweak numbers between consecutive sectors of a call (1 unless
+    /// [`Xts::with_tweak_step`] changed it).
+    tweak_step: u64,
+}
+
+/// The tweak numbers of one call: sector `i` gets `first + i * step`. Public
+/// data (sector numbers), so freely copied.
+#[derive(Clone, Copy)]
+struct Tweaks {
+    first: u64,
+    step: u64,
+}
+
+impl Tweaks {
+    /// Tweak number of sector `i`. Wrapping, because the kernels also compute
+    /// lanes past the last sector, whose tweaks they never use; those of real
+    /// sectors were checked not to overflow (`check_layout`).
+    #[inline(always)]
+    fn nth(self, i: usize) -> u64 {
+        self.first.wrapping_add((i as u64).wrapping_mul(self.step))
+    }
+
+    /// The tweak numbers from sector `i` on.
+    #[inline(always)]
+    fn skip(self, i: usize) -> Tweaks {
+        Tweaks {
+            first: self.nth(i),
+            step: self.step,
+        }
+    }
 }
 
 /// Key schedule plus the code that uses it. Boxed so the round keys stay at
@@ -252,7 +289,30 @@ impl Xts {
                 unreachable!("not available on this target")
             }
         };
-        Ok(Some(Xts { imp }))
+        Ok(Some(Xts { imp, tweak_step: 1 }))
+    }
+
+    /// The same key with tweak step `step`: from now on sector `i` of a call
+    /// gets tweak number `first_sector + i * step` instead of
+    /// `first_sector + i`, so `first_sector` is the tweak number of the
+    /// call's first sector.
+    ///
+    /// This is how dm-crypt numbers larger sectors: its `plain64` IV counts
+    /// 512-byte units, so a LUKS volume with 4096-byte sectors uses step 8
+    /// (and passes `8 * n` plus the segment's `iv_tweak` for sector `n`).
+    ///
+    /// # Panics
+    ///
+    /// If `step` is 0 (every sector would get the same tweak).
+    pub fn with_tweak_step(mut self, step: u64) -> Xts {
+        assert!(step > 0, "xts: the tweak step must be at least 1");
+        self.tweak_step = step;
+        self
+    }
+
+    /// The tweak step (1 unless [`Xts::with_tweak_step`] set another).
+    pub fn tweak_step(&self) -> u64 {
+        self.tweak_step
     }
 
     /// Name of the back end in use: `"vaes-avx512"`, `"vaes-avx2"`, `"aes-ni"`
@@ -266,13 +326,13 @@ impl Xts {
     }
 
     /// Encrypts `data` in place: consecutive sectors of `sector_size` bytes
-    /// numbered from `first_sector`.
+    /// numbered from `first_sector` (in steps of [`Xts::tweak_step`]).
     ///
     /// # Panics
     ///
     /// If `sector_size` is not a non-zero multiple of 16, if `data.len()` is
-    /// not a multiple of `sector_size`, or if the last sector number would
-    /// exceed `u64::MAX`. Empty `data` is a no-op.
+    /// not a multiple of `sector_size`, or if the last sector's tweak number
+    /// would exceed `u64::MAX`. Empty `data` is a no-op.
     pub fn encrypt_sectors(&self, data: &mut [u8], sector_size: usize, first_sector: u64) {
         self.run(Dir::Encrypt, Io::InPlace(data), sector_size, first_sector);
     }
@@ -329,12 +389,16 @@ impl Xts {
     }
 
     fn run(&self, dir: Dir, io: Io<'_>, sector_size: usize, first_sector: u64) {
-        let sectors = check_layout(io.len(), sector_size, first_sector);
+        let tweaks = Tweaks {
+            first: first_sector,
+            step: self.tweak_step,
+        };
+        let sectors = check_layout(io.len(), sector_size, tweaks);
         if sectors == 0 {
             return;
         }
         match &self.imp {
-            Imp::Portable(keys) => keys.run(dir, io, sector_size, first_sector),
+            Imp::Portable(keys) => keys.run(dir, io, sector_size, tweaks),
             #[cfg(target_arch = "x86_64")]
             Imp::Hw { keys, kernel } => {
                 let (src, dst) = match io {
@@ -351,7 +415,7 @@ impl Xts {
                 // pointer (in place) or come from a `&[u8]` and a `&mut [u8]`,
                 // which cannot overlap.
                 unsafe {
-                    keys.run(*kernel, dir, src, dst, sectors, sector_size, first_sector);
+                    keys.run(*kernel, dir, src, dst, sectors, sector_size, tweaks);
                 }
             }
         }
@@ -359,7 +423,7 @@ impl Xts {
 }
 
 /// Validates the caller's layout guarantees and returns the sector count.
-fn check_layout(len: usize, sector_size: usize, first_sector: u64) -> usize {
+fn check_layout(len: usize, sector_size: usize, tweaks: Tweaks) -> usize {
     assert!(
         sector_size >= BLOCK && sector_size.is_multiple_of(BLOCK),
         "xts: sector_size must be a non-zero multiple of 16 bytes, got {sector_size}"
@@ -374,10 +438,13 @@ fn check_layout(len: usize, sector_size: usize, first_sector: u64) -> usize {
         // XTS's security, so refuse instead.
         let last = u64::try_from(sectors - 1)
             .ok()
-            .and_then(|n| first_sector.checked_add(n));
+            .and_then(|n| n.checked_mul(tweaks.step))
+            .and_then(|n| tweaks.first.checked_add(n));
         assert!(
             last.is_some(),
-            "xts: {sectors} sectors starting at sector {first_sector} overflow the 64-bit sector number"
+            "xts: {sectors} sectors starting at sector {} (tweak step {}) overflow the 64-bit sector number",
+            tweaks.first,
+            tweaks.step
         );
     }
     sectors
@@ -432,13 +499,13 @@ impl PortableKeys {
         })
     }
 
-    fn run(&self, dir: Dir, io: Io<'_>, sector_size: usize, first_sector: u64) {
+    fn run(&self, dir: Dir, io: Io<'_>, sector_size: usize, tweaks: Tweaks) {
         match self {
             PortableKeys::Aes128 { data, tweak } => {
-                portable_run(data, tweak, dir, io, sector_size, first_sector)
+                portable_run(data, tweak, dir, io, sector_size, tweaks)
             }
             PortableKeys::Aes256 { data, tweak } => {
-                portable_run(data, tweak, dir, io, sector_size, first_sector)
+                portable_run(data, tweak, dir, io, sector_size, tweaks)
             }
         }
     }
@@ -450,7 +517,7 @@ fn portable_run<C>(
     dir: Dir,
     mut io: Io<'_>,
     sector_size: usize,
-    first_sector: u64,
+    numbering: Tweaks,
 ) where
     C: BlockCipherEncrypt + BlockCipherDecrypt + BlockSizeUser<BlockSize = U16>,
 {
@@ -467,7 +534,7 @@ fn portable_run<C>(
         let batch = (sectors - sector).min(PORTABLE_CHUNK);
         for (i, t) in initial[..batch].iter_mut().enumerate() {
             // `check_layout` ruled out overflow of the sector number.
-            let n = first_sector + (sector + i) as u64;
+            let n = numbering.nth(sector + i);
             *t = Array(u128::from(n).to_le_bytes());
         }
         tweak_cipher.encrypt_blocks(&mut initial[..batch]);
@@ -544,7 +611,7 @@ fn xor_tweaks_into(src: &[u8], dst: &mut [u8], tweaks: &[u128]) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{BLOCK, Backend, Dir};
+    use super::{BLOCK, Backend, Dir, Tweaks};
     use core::arch::x86_64::*;
     use std::arch::is_x86_feature_detected;
     use zeroize::Zeroize;
@@ -641,8 +708,8 @@ mod x86 {
         /// * The CPU supports `kernel` (`kernel.is_available()` returned true).
         /// * `src` is readable and `dst` writable for `sectors * sector_size`
         ///   bytes, and the two ranges are either identical or disjoint.
-        /// * `sector_size` is a non-zero multiple of 16 and the sector numbers
-        ///   `first ..= first + sectors - 1` do not overflow.
+        /// * `sector_size` is a non-zero multiple of 16 and the tweak numbers
+        ///   of the `sectors` sectors do not overflow.
         #[allow(clippy::too_many_arguments)]
         pub(super) unsafe fn run(
             &self,
@@ -652,7 +719,7 @@ mod x86 {
             dst: *mut u8,
             sectors: usize,
             sector_size: usize,
-            first: u64,
+            tweaks: Tweaks,
         ) {
             // Monomorphize on (round count, direction) so the round loops
             // unroll and the direction costs nothing inside the loop.
@@ -660,16 +727,16 @@ mod x86 {
                 ($f:ident) => {
                     match (self.nrk, dir) {
                         (11, Dir::Encrypt) => {
-                            $f::<11, false>(self, src, dst, sectors, sector_size, first)
+                            $f::<11, false>(self, src, dst, sectors, sector_size, tweaks)
                         }
                         (11, Dir::Decrypt) => {
-                            $f::<11, true>(self, src, dst, sectors, sector_size, first)
+                            $f::<11, true>(self, src, dst, sectors, sector_size, tweaks)
                         }
                         (15, Dir::Encrypt) => {
-                            $f::<15, false>(self, src, dst, sectors, sector_size, first)
+                            $f::<15, false>(self, src, dst, sectors, sector_size, tweaks)
                         }
                         (15, Dir::Decrypt) => {
-                            $f::<15, true>(self, src, dst, sectors, sector_size, first)
+                            $f::<15, true>(self, src, dst, sectors, sector_size, tweaks)
                         }
                         _ => unreachable!("round key count is 11 or 15"),
                     }
@@ -872,8 +939,8 @@ mod x86 {
     /// instructions per cycle, so 8 independent blocks keep the units busy.
     const NI_PAR: usize = 8;
 
-    /// Encrypts the sector numbers `base .. base + count` (`count` in
-    /// 1..=NI_PAR) with the tweak key into `out[..count]`, with the work
+    /// Encrypts the tweak numbers of the first `count` sectors of `t` (`count`
+    /// in 1..=NI_PAR) with the tweak key into `out[..count]`, with the work
     /// rounded up to a power of two rather than always NI_PAR blocks: a call
     /// with one 512-byte sector would otherwise spend a fifth of its AES
     /// rounds on unused tweaks.
@@ -881,24 +948,24 @@ mod x86 {
     #[target_feature(enable = "aes,sse2")]
     fn aesni_initial_tweaks<const NRK: usize>(
         tk: &[[u8; BLOCK]; MAX_RK],
-        base: u64,
+        t: Tweaks,
         count: usize,
         out: &mut [u128; NI_PAR],
     ) {
         match count {
-            1 => aesni_encrypt_sector_numbers::<NRK, 1>(tk, base, out),
-            2 => aesni_encrypt_sector_numbers::<NRK, 2>(tk, base, out),
-            3 | 4 => aesni_encrypt_sector_numbers::<NRK, 4>(tk, base, out),
-            _ => aesni_encrypt_sector_numbers::<NRK, NI_PAR>(tk, base, out),
+            1 => aesni_encrypt_sector_numbers::<NRK, 1>(tk, t, out),
+            2 => aesni_encrypt_sector_numbers::<NRK, 2>(tk, t, out),
+            3 | 4 => aesni_encrypt_sector_numbers::<NRK, 4>(tk, t, out),
+            _ => aesni_encrypt_sector_numbers::<NRK, NI_PAR>(tk, t, out),
         }
     }
 
-    /// `out[..W]` = AES-Enc(key2, plain64(base + i)), W blocks interleaved.
+    /// `out[..W]` = AES-Enc(key2, plain64(t.nth(i))), W blocks interleaved.
     #[inline]
     #[target_feature(enable = "aes,sse2")]
     fn aesni_encrypt_sector_numbers<const NRK: usize, const W: usize>(
         tk: &[[u8; BLOCK]; MAX_RK],
-        base: u64,
+        t: Tweaks,
         out: &mut [u128; NI_PAR],
     ) {
         let k0 = load(&tk[0]);
@@ -906,7 +973,7 @@ mod x86 {
         for (i, xi) in x.iter_mut().enumerate() {
             // plain64: low 64 bits = sector number, high 64 bits = 0. Lanes
             // past the last sector may wrap; their tweaks are never used.
-            let n = base.wrapping_add(i as u64);
+            let n = t.nth(i);
             *xi = _mm_xor_si128(_mm_set_epi64x(0, n as i64), k0);
         }
         for k in &tk[1..NRK - 1] {
@@ -952,7 +1019,7 @@ mod x86 {
     /// # Safety
     ///
     /// CPU has AES-NI and PCLMULQDQ; `src`/`dst` valid for `sectors * sector_size` bytes,
-    /// identical or disjoint; sector numbers do not overflow.
+    /// identical or disjoint; tweak numbers do not overflow.
     #[target_feature(enable = "aes,sse2,pclmulqdq")]
     unsafe fn aesni_sectors<const NRK: usize, const DEC: bool>(
         keys: &HwKeys,
@@ -960,7 +1027,7 @@ mod x86 {
         dst: *mut u8,
         sectors: usize,
         sector_size: usize,
-        first: u64,
+        tweaks: Tweaks,
     ) {
         let data_keys = keys.data_keys(DEC);
         let mut rk = [_mm_setzero_si128(); NRK];
@@ -973,7 +1040,7 @@ mod x86 {
         let mut s = 0;
         while s < sectors {
             let batch = (sectors - s).min(NI_PAR);
-            aesni_initial_tweaks::<NRK>(&keys.tweak, first + s as u64, batch, &mut initial);
+            aesni_initial_tweaks::<NRK>(&keys.tweak, tweaks.skip(s), batch, &mut initial);
             for (i, t0) in initial[..batch].iter().enumerate() {
                 let off = (s + i) * sector_size;
                 // SAFETY: sector `s + i` < `sectors`, so `off + sector_size`
@@ -1144,37 +1211,37 @@ mod x86 {
     /// Sectors whose initial tweaks are computed together (four per zmm).
     const Z_TWEAK_BATCH: usize = 16;
 
-    /// Encrypts the sector numbers `base .. base + count` (`count` in
-    /// 1..=Z_TWEAK_BATCH) with the tweak key into `out[..count]`, using only
+    /// Encrypts the tweak numbers of the first `count` sectors of `t` (`count`
+    /// in 1..=Z_TWEAK_BATCH) with the tweak key into `out[..count]`, using only
     /// as many zmm registers as needed (rounded up to a power of two).
     #[inline]
     #[target_feature(enable = "avx512f,vaes")]
     fn vaes512_initial_tweaks<const NRK: usize>(
         tk: &[[u8; BLOCK]; MAX_RK],
-        base: u64,
+        t: Tweaks,
         count: usize,
         out: &mut [u128; Z_TWEAK_BATCH],
     ) {
         match count.div_ceil(4) {
-            1 => vaes512_encrypt_sector_numbers::<NRK, 1>(tk, base, out),
-            2 => vaes512_encrypt_sector_numbers::<NRK, 2>(tk, base, out),
-            _ => vaes512_encrypt_sector_numbers::<NRK, 4>(tk, base, out),
+            1 => vaes512_encrypt_sector_numbers::<NRK, 1>(tk, t, out),
+            2 => vaes512_encrypt_sector_numbers::<NRK, 2>(tk, t, out),
+            _ => vaes512_encrypt_sector_numbers::<NRK, 4>(tk, t, out),
         }
     }
 
-    /// `out[..4 * V]` = AES-Enc(key2, plain64(base + i)), four per zmm.
+    /// `out[..4 * V]` = AES-Enc(key2, plain64(t.nth(i))), four per zmm.
     #[inline]
     #[target_feature(enable = "avx512f,vaes")]
     fn vaes512_encrypt_sector_numbers<const NRK: usize, const V: usize>(
         tk: &[[u8; BLOCK]; MAX_RK],
-        base: u64,
+        t: Tweaks,
         out: &mut [u128; Z_TWEAK_BATCH],
     ) {
         const { assert!(4 * V <= Z_TWEAK_BATCH) };
         let mut x = [_mm512_setzero_si512(); V];
         for (q, xq) in x.iter_mut().enumerate() {
             // Lanes past the last sector may wrap; their tweaks are unused.
-            let n = |i: usize| base.wrapping_add((4 * q + i) as u64) as i64;
+            let n = |i: usize| t.nth(4 * q + i) as i64;
             *xq = _mm512_set_epi64(0, n(3), 0, n(2), 0, n(1), 0, n(0));
         }
         let k0 = _mm512_broadcast_i32x4(load(&tk[0]));
@@ -1199,7 +1266,7 @@ mod x86 {
     /// # Safety
     ///
     /// CPU has AVX-512F/BW, VAES, VPCLMULQDQ; `src`/`dst` valid for
-    /// `sectors * sector_size` bytes, identical or disjoint; sector numbers
+    /// `sectors * sector_size` bytes, identical or disjoint; tweak numbers
     /// do not overflow.
     #[target_feature(enable = "avx512f,avx512bw,vaes,vpclmulqdq")]
     unsafe fn vaes512_sectors<const NRK: usize, const DEC: bool>(
@@ -1208,7 +1275,7 @@ mod x86 {
         dst: *mut u8,
         sectors: usize,
         sector_size: usize,
-        first: u64,
+        tweaks: Tweaks,
     ) {
         let data_keys = keys.data_keys(DEC);
         let mut rk = [_mm512_setzero_si512(); NRK];
@@ -1223,7 +1290,7 @@ mod x86 {
         let mut s = 0;
         while s < sectors {
             let batch = (sectors - s).min(Z_TWEAK_BATCH);
-            vaes512_initial_tweaks::<NRK>(&keys.tweak, first + s as u64, batch, &mut initial);
+            vaes512_initial_tweaks::<NRK>(&keys.tweak, tweaks.skip(s), batch, &mut initial);
             for (i, t0) in initial[..batch].iter().enumerate() {
                 let off = (s + i) * sector_size;
                 // SAFETY: sector `s + i` < `sectors`, so `off + sector_size`
@@ -1397,7 +1464,7 @@ mod x86 {
     /// # Safety
     ///
     /// CPU has AVX2, VAES, VPCLMULQDQ, AES-NI; `src`/`dst` valid for
-    /// `sectors * sector_size` bytes, identical or disjoint; sector numbers
+    /// `sectors * sector_size` bytes, identical or disjoint; tweak numbers
     /// do not overflow.
     #[target_feature(enable = "avx2,vaes,vpclmulqdq,aes")]
     unsafe fn vaes256_sectors<const NRK: usize, const DEC: bool>(
@@ -1406,7 +1473,7 @@ mod x86 {
         dst: *mut u8,
         sectors: usize,
         sector_size: usize,
-        first: u64,
+        tweaks: Tweaks,
     ) {
         let data_keys = keys.data_keys(DEC);
         let mut rk = [_mm256_setzero_si256(); NRK];
@@ -1421,7 +1488,7 @@ mod x86 {
         let mut s = 0;
         while s < sectors {
             let batch = (sectors - s).min(NI_PAR);
-            aesni_initial_tweaks::<NRK>(&keys.tweak, first + s as u64, batch, &mut initial);
+            aesni_initial_tweaks::<NRK>(&keys.tweak, tweaks.skip(s), batch, &mut initial);
             for (i, t0) in initial[..batch].iter().enumerate() {
                 let off = (s + i) * sector_size;
                 // SAFETY: sector `s + i` < `sectors`, so `off + sector_size`
@@ -1557,6 +1624,20 @@ mod tests {
 
     /// Reference result from the `xts-mode` crate.
     fn reference(key: &[u8], data: &[u8], sector_size: usize, first: u64, dir: Dir) -> Vec<u8> {
+        reference_stepped(key, data, sector_size, first, 1, dir)
+    }
+
+    /// Reference result from the `xts-mode` crate, sector `i` with tweak
+    /// number `first + i * step` (its tweak function gets the index `i`).
+    fn reference_stepped(
+        key: &[u8],
+        data: &[u8],
+        sector_size: usize,
+        first: u64,
+        step: u64,
+        dir: Dir,
+    ) -> Vec<u8> {
+        let tweak = |i: u128| get_tweak_default(u128::from(first) + i * u128::from(step));
         let mut buf = data.to_vec();
         let (k1, k2) = key.split_at(key.len() / 2);
         macro_rules! with {
@@ -1566,12 +1647,8 @@ mod tests {
                     <$c>::new_from_slice(k2).unwrap(),
                 );
                 match dir {
-                    Dir::Encrypt => {
-                        x.encrypt_area(&mut buf, sector_size, u128::from(first), get_tweak_default)
-                    }
-                    Dir::Decrypt => {
-                        x.decrypt_area(&mut buf, sector_size, u128::from(first), get_tweak_default)
-                    }
+                    Dir::Encrypt => x.encrypt_area(&mut buf, sector_size, 0, tweak),
+                    Dir::Decrypt => x.decrypt_area(&mut buf, sector_size, 0, tweak),
                 }
             }};
         }
@@ -1586,12 +1663,23 @@ mod tests {
     /// Checks all four entry points of every available back end against the
     /// reference, in both directions.
     fn check_all(key: &[u8], data: &[u8], sector_size: usize, first: u64) {
-        let want_ct = reference(key, data, sector_size, first, Dir::Encrypt);
-        let want_pt = reference(key, data, sector_size, first, Dir::Decrypt);
+        check_all_stepped(key, data, sector_size, first, 1);
+    }
+
+    /// [`check_all`] with tweak step `step` (the default step when it is 1).
+    fn check_all_stepped(key: &[u8], data: &[u8], sector_size: usize, first: u64, step: u64) {
+        let want_ct = reference_stepped(key, data, sector_size, first, step, Dir::Encrypt);
+        let want_pt = reference_stepped(key, data, sector_size, first, step, Dir::Decrypt);
         for backend in available() {
             let x = xts_for(key, backend);
+            let x = if step == 1 {
+                x
+            } else {
+                x.with_tweak_step(step)
+            };
+            assert_eq!(x.tweak_step(), step);
             let ctx = format!(
-                "backend {} key {} bytes sector_size {sector_size} sectors {} first {first}",
+                "backend {} key {} bytes sector_size {sector_size} sectors {} first {first} step {step}",
                 backend.name(),
                 key.len(),
                 data.len() / sector_size
@@ -1736,6 +1824,14 @@ mod tests {
                 assert_eq!(out, v.ct, "encrypt_to: {ctx}");
                 x.decrypt_sectors_to(&v.ct, &mut out, size, v.dus);
                 assert_eq!(out, v.pt, "decrypt_to: {ctx}");
+                // The first sector of a call has tweak `first_sector`
+                // whatever the step: the stepped path meets the standard.
+                let x = x.with_tweak_step(8);
+                let mut buf = v.pt.clone();
+                x.encrypt_sectors(&mut buf, size, v.dus);
+                assert_eq!(buf, v.ct, "encrypt with tweak step 8: {ctx}");
+                x.decrypt_sectors(&mut buf, size, v.dus);
+                assert_eq!(buf, v.pt, "decrypt with tweak step 8: {ctx}");
             }
         }
     }
@@ -1757,6 +1853,30 @@ mod tests {
                 assert_eq!(buf, ct, "backend {}", backend.name());
                 x.decrypt_sectors(&mut buf, size, vs[0].dus);
                 assert_eq!(buf, pt, "backend {}", backend.name());
+            }
+        }
+    }
+
+    /// Vectors 4 and 6 (data units 0 and 2) and 7 and 9 (0xfd and 0xff) are
+    /// consecutive sectors of a call with tweak step 2: a known answer for
+    /// the stepped path.
+    #[test]
+    fn ieee_1619_vectors_as_stepped_runs() {
+        let vectors = parse_vectors(VECTOR_FILE);
+        for (a, b) in [(3, 5), (6, 8)] {
+            let (va, vb) = (&vectors[a], &vectors[b]);
+            assert_eq!(vb.dus, va.dus + 2);
+            let pt = [va.pt.clone(), vb.pt.clone()].concat();
+            let ct = [va.ct.clone(), vb.ct.clone()].concat();
+            let size = va.pt.len();
+            for backend in available() {
+                let x = xts_for(&va.key, backend).with_tweak_step(2);
+                let mut buf = pt.clone();
+                x.encrypt_sectors(&mut buf, size, va.dus);
+                assert_eq!(buf, ct, "backend {}", backend.name());
+                let mut out = vec![0; buf.len()];
+                x.decrypt_sectors_to(&buf, &mut out, size, va.dus);
+                assert_eq!(out, pt, "backend {}", backend.name());
             }
         }
     }
@@ -1847,6 +1967,89 @@ mod tests {
             let data = fill(data_seed, size * sectors);
             check_all(&key, &data, size, first);
         }
+
+        #[test]
+        fn stepped_matches_xts_mode(
+            key_seed in any::<u64>(),
+            data_seed in any::<u64>(),
+            size_idx in 0..SECTOR_SIZES.len(),
+            sectors in 1usize..=9,
+            step in prop_oneof![Just(8u64), 1u64..=16, any::<u64>()],
+            first in any::<u64>(),
+        ) {
+            let key = fill(key_seed, 64);
+            let size = SECTOR_SIZES[size_idx];
+            // Keep the last tweak number within u64 (wrapping is rejected).
+            let step = step.clamp(1, u64::MAX / sectors as u64);
+            let first = first.min(u64::MAX - (sectors as u64 - 1) * step);
+            let data = fill(data_seed, size * sectors);
+            check_all_stepped(&key, &data, size, first, step);
+        }
+    }
+
+    // ----- tweak steps (dm-crypt's 512-byte IV units) ----------------------
+
+    /// LUKS with 4096-byte sectors: sector n has tweak 8n (+ iv_tweak). Every
+    /// sector count from 1 to 20 (each kernel's tweak batches) and the sector
+    /// sizes in use, for both key sizes and a few steps.
+    #[test]
+    fn tweak_steps_match_xts_mode() {
+        for key_len in [32, 64] {
+            let key = fill(21 + key_len as u64, key_len);
+            for step in [2, 8, 1000, 1 << 40] {
+                for sectors in 1..=20 {
+                    for size in [512, 4096] {
+                        let data = fill(sectors as u64 ^ step, size * sectors);
+                        check_all_stepped(&key, &data, size, 8 * 12345 + 3, step);
+                    }
+                }
+                let data = fill(step, 64 * 37);
+                check_all_stepped(&key, &data, 64, 0, step);
+            }
+        }
+    }
+
+    /// Step 8 over n sectors equals n one-sector calls with tweak 8k: the
+    /// rule the LUKS data area relies on, checked on the default API.
+    #[test]
+    fn tweak_step_equals_one_call_per_sector() {
+        let key = fill(77, 64);
+        let data = fill(78, 4096 * 19);
+        for backend in available() {
+            let mut stepped = data.clone();
+            xts_for(&key, backend)
+                .with_tweak_step(8)
+                .encrypt_sectors(&mut stepped, 4096, 800);
+            let mut single = data.clone();
+            let plain = xts_for(&key, backend);
+            for (k, sector) in single.chunks_exact_mut(4096).enumerate() {
+                plain.encrypt_sectors(sector, 4096, 800 + 8 * k as u64);
+            }
+            assert!(stepped == single, "backend {}", backend.name());
+        }
+    }
+
+    #[test]
+    fn tweak_step_up_to_u64_max() {
+        let key = fill(5, 32);
+        let data = fill(6, 512 * 3);
+        check_all_stepped(&key, &data, 512, u64::MAX - 16, 8);
+        check_all_stepped(&key, &data[..512], 512, u64::MAX, u64::MAX);
+    }
+
+    #[test]
+    #[should_panic(expected = "overflow")]
+    fn rejects_tweak_overflow_with_step() {
+        Xts::new(&[0; 32])
+            .unwrap()
+            .with_tweak_step(8)
+            .encrypt_sectors(&mut [0; 1024], 512, u64::MAX - 7);
+    }
+
+    #[test]
+    #[should_panic(expected = "at least 1")]
+    fn rejects_tweak_step_zero() {
+        let _ = Xts::new(&[0; 32]).unwrap().with_tweak_step(0);
     }
 
     // ----- API edge cases --------------------------------------------------
