@@ -544,7 +544,7 @@ fn secrets_of(env: &Env, pass: &str, vols: &[&str]) -> Vec<Vec<u8>> {
         .unwrap();
     let mut out = vec![pass.as_bytes().to_vec()];
     let mut add = |bytes: &[u8]| {
-        let hex = evfs::hex::encode(bytes);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         out.push(hex.clone().into_bytes());
         out.push(hex.to_uppercase().into_bytes());
         // Half keys too: an XTS key is two AES keys.

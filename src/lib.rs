@@ -1,30 +1,46 @@
 //! evfs: EVFS-style encrypted volumes on Linux, and the tools to back them up.
 //!
-//! The binary's commands live in [`commands`]; everything they build on is a
-//! module of its own: the sector cipher and key wrapping ([`crypto`]), the
-//! metadata format ([`emd`]), key pairs and the keystore ([`keys`]), devices
-//! and volumes ([`volume`]), and the data pipeline ([`pipeline`]). LUKS1 and
-//! LUKS2 headers, for volumes made by cryptsetup, are in [`luks`].
+//! A program embedding evfs starts from the use-cases in [`ops`]: back up
+//! ([`ops::backup`]), restore ([`ops::restore`]), verify ([`ops::verify`]),
+//! read plaintext ([`ops::read`]), map over NBD ([`ops::map`]) and
+//! administer volumes ([`ops::admin`]). Each takes a typed request, a
+//! [`ops::Keys`] provider and an [`ops::Observer`], and returns a report or
+//! an [`Error`], whose exit code and [`Hint`] the command line shows.
+//!
+//! Below them, from the bottom: the primitives ([`crypto`]); the formats as
+//! bytes ([`emd`], [`stream`], [`luks`]) and the keystore ([`keys`]);
+//! volume I/O ([`volume`]: devices, storage identity, locks, the EMD
+//! copies, the write transaction). The data pipeline and the NBD server are
+//! internal. `ARCHITECTURE.md` draws the map.
+//!
+//! The command line itself is [`cli`] (its clap definitions, from which the
+//! manual pages are generated) and [`run`] (what the `evfs` binary calls).
 
+#![deny(unsafe_code)]
+
+// The clap definitions document themselves as help texts; a field without
+// one (a positional VOL) is named in the usage line.
+#[allow(missing_docs)]
 pub mod cli;
-pub mod commands;
+mod commands;
 pub mod crypto;
 pub mod emd;
 pub mod error;
-pub mod hex;
+mod hex;
 pub mod keys;
-pub mod le;
+mod le;
 pub mod luks;
-pub mod nbd;
+mod nbd;
 pub mod ops;
-pub mod pipeline;
-pub mod positional;
-pub mod size;
+mod pipeline;
+mod positional;
+mod size;
 pub mod stream;
-pub mod text;
+mod text;
 pub mod volume;
 
 #[cfg(test)]
 mod testutil;
 
+pub use commands::run;
 pub use error::{CliAdvice, Error, Hint, Result};

@@ -139,6 +139,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// making the listener non-blocking) and for a failing final
 /// `export.flush()`; see [`serve_with_events`]. Returns `Ok(stats)` after a
 /// clean stop.
+#[cfg(test)]
 pub fn serve(
     listener: UnixListener,
     export: Arc<dyn Export>,

@@ -2,11 +2,9 @@
 //! the pipeline writes through this trait, and the volume layer's devices
 //! (and plain files) implement it, so neither knows the other.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 
 /// Something written at byte offsets: a file or a block device.
 pub trait WriteAt {
@@ -17,13 +15,17 @@ pub trait WriteAt {
 }
 
 /// A plain file and its name.
+#[cfg(test)]
 pub struct NamedFile<'a> {
-    pub file: &'a File,
+    pub file: &'a std::fs::File,
     pub name: &'a Path,
 }
 
+#[cfg(test)]
 impl WriteAt for NamedFile<'_> {
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        use crate::error::IoContext;
+        use std::os::unix::fs::FileExt;
         self.file
             .write_all_at(buf, offset)
             .ctx("writing", self.name)

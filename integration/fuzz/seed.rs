@@ -5,7 +5,7 @@
 use evfs::crypto::wrap::WRAPPED_LEN;
 use evfs::crypto::{Cipher, VolumeKey};
 use evfs::emd::format::EMD_SIZE;
-use evfs::emd::{Checkpoint, Emd, Provenance, Role, Slot, State, Timestamp};
+use evfs::emd::{Checkpoint, Emd, Origin, Provenance, Role, Slot, State, Task, Timestamp};
 use evfs::keys::KeyId;
 
 /// A fixed volume key.
@@ -23,9 +23,11 @@ pub fn emd_bytes() -> Vec<u8> {
 /// A valid, sealed EMD with every optional part present.
 pub fn emd() -> Emd {
     let mut e = Emd {
+        version: evfs::emd::format::VERSION,
         generation: 3,
         dirty: true,
         checkpoint: Some(Checkpoint {
+            task: Task::Backup,
             run_id: [9; 16],
             source_uuid: [0x11; 16],
             bytes_done: 1 << 20,
@@ -39,13 +41,20 @@ pub fn emd() -> Emd {
         sector_size: 4096,
         data_offset: 1 << 20,
         data_size: 4 << 20,
+        data_len: (4 << 20) - 100,
+        data_version: 3,
+        clone_of: Some([0x11; 16]),
         label: "fuzz".to_string(),
         provenance: Some(Provenance {
-            source_uuid: [0x11; 16],
+            origin: Origin::Volume {
+                uuid: [0x11; 16],
+                data_version: 7,
+            },
             started: Timestamp { secs: 1, nanos: 2 },
             finished: Timestamp { secs: 3, nanos: 4 },
-            bytes: 4 << 20,
+            bytes: (4 << 20) - 100,
             plaintext_blake3: Some([0xab; 32]),
+            data_version: 3,
         }),
         slots: vec![
             Slot {
@@ -95,10 +104,8 @@ pub fn stream() -> Vec<u8> {
 }
 
 fn make_stream() -> Vec<u8> {
-    use evfs::backup::decide::Mode;
-    use evfs::pipeline::{ChunkOut, FrameInput, Framer, Sink};
-    use evfs::stream::format::Header;
-    use evfs::stream::writer::{StreamFramer, StreamWriter};
+    use evfs::stream::format::{Header, StreamMode, VERSION};
+    use evfs::stream::writer::{Payload, StreamFramer, StreamWriter};
 
     const CHUNK: usize = 64 << 10;
     let key = key();
@@ -108,7 +115,8 @@ fn make_stream() -> Vec<u8> {
     let lens = [CHUNK, CHUNK, CHUNK, 8192];
     let total: usize = lens.iter().sum();
     let h = Header {
-        mode: Mode::Reencrypt,
+        version: VERSION,
+        mode: StreamMode::Reencrypt,
         raw: false,
         compressed: false,
         sparse: true,
@@ -116,6 +124,7 @@ fn make_stream() -> Vec<u8> {
         stream_id: [0x5e; 16],
         expected: Some(total as u64),
         source_uuid: [0x11; 16],
+        source_data_version: 7,
         emd: emd.clone(),
     };
     let framer = StreamFramer {
@@ -133,26 +142,15 @@ fn make_stream() -> Vec<u8> {
             (0..*len).map(|j| (j * 7 + i) as u8).collect()
         };
         let zero = i == 2;
-        let frame = framer
-            .frame(
-                FrameInput {
-                    index: i as u64,
-                    offset,
-                    data: &data,
-                    zero,
-                },
-                None,
-            )
+        let f = framer
+            .frame(i as u64, offset, &data, zero, None)
             .expect("framing");
-        w.put(&ChunkOut {
-            index: i as u64,
-            offset,
-            data: &data,
-            plain_len: data.len(),
-            zero,
-            frame: Some(&frame),
-        })
-        .expect("writing to memory");
+        let payload = match f.payload {
+            Payload::Data => &data[..],
+            _ => &[][..],
+        };
+        w.write_frame(&f.header, payload, &f.hash)
+            .expect("writing to memory");
         offset += *len as u64;
     }
     emd.seal(&key);
@@ -166,7 +164,7 @@ fn make_stream() -> Vec<u8> {
 pub fn fix_stream_header(b: &mut [u8]) {
     use evfs::stream::format::HEADER_LEN;
     if b.len() >= HEADER_LEN {
-        fix_emd_checksum(&mut b[64..]);
+        fix_emd_checksum(&mut b[HEADER_LEN - 32 - EMD_SIZE..]);
         let sum = blake3::hash(&b[..HEADER_LEN - 32]);
         b[HEADER_LEN - 32..HEADER_LEN].copy_from_slice(sum.as_bytes());
     }

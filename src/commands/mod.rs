@@ -249,8 +249,3 @@ fn dispatch(ctx: &Ctx, cli: Cli) -> Result<()> {
 }
 
 pub use crate::ops::DATA_ROLES;
-
-/// Quote a path the way HP-UX messages do.
-pub fn quoted(path: &Path) -> String {
-    format!("\"{}\"", path.display())
-}

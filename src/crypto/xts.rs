@@ -66,6 +66,9 @@
 //!   ciphers built by value before being boxed) are not, and cannot portably
 //!   be, wiped.
 
+// The AES-NI and VAES kernels are `core::arch` intrinsics, which are
+// `unsafe` to call; each use says why its CPU feature and pointers are sound.
+#![allow(unsafe_code)]
 #![warn(
     missing_docs,
     unsafe_op_in_unsafe_fn,

@@ -21,7 +21,6 @@ pub mod source;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use crate::crypto::Xts;
 use crate::error::{Error, Result};
@@ -198,9 +197,8 @@ pub struct ChunkOut<'a> {
 pub struct Outcome {
     /// Plaintext (input) bytes processed, not counting a resumed prefix.
     pub bytes: u64,
-    pub chunks: u64,
+    /// BLAKE3 of all the plaintext from offset 0, when the plan hashes.
     pub digest: Option<blake3::Hash>,
-    pub seconds: f64,
 }
 
 struct Work {
@@ -225,6 +223,7 @@ struct Done {
 }
 
 /// Run `plan` from `source` into `sink`, reporting bytes to `meter`.
+#[cfg(test)]
 pub fn run(
     plan: &Plan,
     source: &mut dyn Source,
@@ -250,7 +249,6 @@ pub fn run_after(
             "a resumed pipeline must start on a chunk boundary",
         ));
     }
-    let started = Instant::now();
     let threads = plan.threads.max(1);
     let depth = threads * 2;
     let buffers = depth + threads + 2;
@@ -322,15 +320,7 @@ pub fn run_after(
         }
         // Let the other threads finish: buffers held here go home, the rest is drained.
         for _ in done_rx.iter() {}
-        result.map(|(bytes, chunks, digest, tree)| {
-            let outcome = Outcome {
-                bytes,
-                chunks,
-                digest,
-                seconds: started.elapsed().as_secs_f64(),
-            };
-            (outcome, tree)
-        })
+        result.map(|(bytes, digest, tree)| (Outcome { bytes, digest }, tree))
     })
 }
 
@@ -341,7 +331,7 @@ fn collect(
     done_rx: &crossbeam_channel::Receiver<Result<Done>>,
     sink: &mut dyn Sink,
     meter: &Meter,
-) -> Result<(u64, u64, Option<blake3::Hash>, digest::TreeMerger)> {
+) -> Result<(u64, Option<blake3::Hash>, digest::TreeMerger)> {
     let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
     let mut next = plan.start / CHUNK as u64;
     let first = next;
@@ -379,7 +369,7 @@ fn collect(
         )));
     }
     let digest = (plan.hash && whole).then(|| merger.digest());
-    Ok((bytes, next - first, digest, merger))
+    Ok((bytes, digest, merger))
 }
 
 /// The work of one chunk, on a worker thread.

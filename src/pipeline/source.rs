@@ -2,6 +2,10 @@
 //! windows, so that what was read leaves memory again), or any reader such as
 //! stdin (large reads into pooled buffers).
 
+// Memory maps of the source and the SIGBUS handler that guards them need
+// `unsafe`; each use says why it is sound.
+#![allow(unsafe_code)]
+
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;

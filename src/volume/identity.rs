@@ -16,6 +16,9 @@
 //! Pipes, terminals, sockets and character devices are no storage: they
 //! overlap nothing.
 
+// The loop device status is an `ioctl` through libc.
+#![allow(unsafe_code)]
+
 use std::fmt;
 use std::fs::{File, FileType, Metadata};
 use std::os::fd::AsRawFd;

@@ -11,6 +11,9 @@
 //! dies. `/proc/locks` shows no process for such a lock, so a busy message
 //! finds the holder in the `lock:` lines of `/proc/*/fdinfo/*`.
 
+// Open-file-description locks are `fcntl` calls through libc.
+#![allow(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
