@@ -4,6 +4,7 @@
 mod admin;
 mod backup;
 mod completions;
+mod ctx;
 mod data;
 mod demo;
 mod dmtable;
@@ -16,130 +17,11 @@ mod report;
 mod restore;
 mod verify;
 
-use std::io::Write;
 use std::path::Path;
 
-use crate::cli::{Cli, Command, EmdCommand, KeyArgs, UserCommand};
+use crate::cli::{Cli, Command, EmdCommand, UserCommand};
 use crate::error::{Error, Result};
-use crate::keys::{KeyId, Keystore, PassphraseSource, PrivateKey, passphrase};
-
-/// What every command may need: global flags and the keystore.
-pub struct Ctx {
-    pub keystore_flag: Option<std::path::PathBuf>,
-    pub quiet: bool,
-    pub verbose: u8,
-    /// The report a `--json` command had made when it failed (`check`,
-    /// `verify`): the failure's JSON object is merged into it.
-    report: std::sync::Mutex<Option<serde_json::Value>>,
-}
-
-impl Ctx {
-    pub fn new(keystore_flag: Option<std::path::PathBuf>, quiet: bool, verbose: u8) -> Ctx {
-        Ctx {
-            keystore_flag,
-            quiet,
-            verbose,
-            report: std::sync::Mutex::new(None),
-        }
-    }
-
-    pub fn from_cli(cli: &Cli) -> Ctx {
-        Ctx::new(cli.keystore.clone(), cli.quiet, cli.verbose)
-    }
-
-    /// Fail with `err`, keeping `report` for the JSON object of the failure.
-    pub fn fail_with_report(&self, report: serde_json::Value, err: Error) -> Error {
-        *self.report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
-        err
-    }
-
-    fn take_report(&self) -> Option<serde_json::Value> {
-        self.report.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-
-    pub fn keystore(&self) -> Result<Keystore> {
-        Keystore::resolve(self.keystore_flag.as_deref())
-    }
-
-    /// A human message on stderr, unless `--quiet`.
-    pub fn note(&self, msg: impl AsRef<str>) {
-        if !self.quiet {
-            eprintln!("{}", msg.as_ref());
-        }
-    }
-
-    /// A message on stderr only with `-v`.
-    pub fn detail(&self, msg: impl AsRef<str>) {
-        if self.verbose > 0 && !self.quiet {
-            eprintln!("{}", msg.as_ref());
-        }
-    }
-
-    /// Unlock the private key named by `-k`, with its passphrase sources.
-    pub fn private_key(&self, args: &KeyArgs) -> Result<PrivateKey> {
-        let id = KeyId::parse(&args.key)?;
-        let ks = self.keystore()?;
-        passphrase::unlock(
-            &ks,
-            &id,
-            &PassphraseSource::file(args.passphrase_file.as_deref()),
-        )
-    }
-}
-
-/// The command line's key provider: passphrases from `--passphrase-file`
-/// (for `-k`) and `--target-passphrase-file` (for `--target-key`), else the
-/// stored passphrase, else a prompt on the terminal.
-pub struct CliKeys<'a> {
-    ctx: &'a Ctx,
-    volume_file: Option<std::path::PathBuf>,
-    target_file: Option<std::path::PathBuf>,
-}
-
-impl<'a> CliKeys<'a> {
-    pub fn new(
-        ctx: &'a Ctx,
-        volume_file: Option<std::path::PathBuf>,
-        target_file: Option<std::path::PathBuf>,
-    ) -> CliKeys<'a> {
-        CliKeys {
-            ctx,
-            volume_file,
-            target_file,
-        }
-    }
-}
-
-impl crate::ops::Keys for CliKeys<'_> {
-    fn keystore(&self) -> Result<Keystore> {
-        self.ctx.keystore()
-    }
-
-    fn unlock(&self, id: &KeyId, purpose: crate::ops::KeyUse) -> Result<PrivateKey> {
-        let file = match purpose {
-            crate::ops::KeyUse::Volume => self.volume_file.as_deref(),
-            crate::ops::KeyUse::Target => self.target_file.as_deref(),
-        };
-        passphrase::unlock(&self.keystore()?, id, &PassphraseSource::file(file))
-    }
-}
-
-/// `--threads`, defaulting to every core.
-pub fn threads(flag: Option<usize>) -> Result<usize> {
-    match flag {
-        Some(0) => Err(Error::usage("--threads must be at least 1")),
-        flag => Ok(crate::ops::threads(flag)),
-    }
-}
-
-/// Write the command's result to stdout; a closed stdout is an error, not a panic.
-pub fn out(text: impl AsRef<str>) -> Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(text.as_ref().as_bytes())
-        .and_then(|()| stdout.flush())
-        .map_err(|e| Error::io("writing", "standard output", e))
-}
+pub use ctx::{CliKeys, Ctx, out, threads};
 
 /// Where a command's `--json` object goes, when it was asked for one.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -76,15 +76,7 @@ pub fn classify(
     };
     let copies = crate::volume::metadata::read(&dev)?;
     if let Some(e) = copies.current() {
-        // An interrupted clone of this source carries the clone's EMD too,
-        // so running the backup again after a crash refreshes it.
-        let relation = match source_uuid {
-            Some(u) if e.uuid == u => Relation::Same,
-            Some(u) if e.clone_of == Some(u) => Relation::Clone,
-            _ => Relation::Own {
-                key_slot: key.is_some_and(|id| e.slot(id).is_some()),
-            },
-        };
+        let relation = relation(e, source_uuid, key);
         return Ok(Classified {
             dst: Dst::Volume {
                 state: e.state,
@@ -117,6 +109,30 @@ pub fn not_the_source(target: &Storage, source: &Storage) -> Result<()> {
             ),
         ),
     }
+}
+
+/// How the volume whose EMD is `target` relates to a backup of the volume
+/// `source` (`None`: plain data) with the key `key`. An interrupted clone
+/// of the source carries the clone's EMD too, so running the backup again
+/// after a crash refreshes it.
+pub fn relation(target: &Emd, source: Option<[u8; 16]>, key: Option<&KeyId>) -> Relation {
+    match source {
+        Some(u) if target.uuid == u => Relation::Same,
+        Some(u) if target.clone_of == Some(u) => Relation::Clone,
+        _ => Relation::Own {
+            key_slot: key.is_some_and(|id| target.slot(id).is_some()),
+        },
+    }
+}
+
+/// Whether the volume whose EMD is `target` holds the data of the volume
+/// `source`, or a copy of it: it is that volume, a clone of it, or its last
+/// backup came from it.
+pub fn of_lineage(target: &Emd, source: [u8; 16]) -> bool {
+    matches!(
+        relation(target, Some(source), None),
+        Relation::Same | Relation::Clone
+    ) || target.provenance.as_ref().and_then(|p| p.source_uuid()) == Some(source)
 }
 
 /// Whether a file or device reads as zeros where data would be: all of it up
