@@ -187,6 +187,8 @@ fn recovery_key_may_change_the_owner_and_nothing_else() {
         "vol",
         "--owner",
         "alice.k1",
+        "--passphrase-file",
+        "alice.k1.pw",
         "--size",
         "8M",
         "--recovery",
@@ -377,21 +379,82 @@ fn tampering_with_checksums_fixed_up_is_caught_by_the_mac_at_unlock() {
 #[test]
 fn create_refuses_existing_emd_or_data_and_bad_arguments() {
     let (env, _, _) = setup();
-    let (_, err) = env.expect(3, &["create", "vol", "--owner", "alice.k1"]);
+    let (_, err) = env.expect(
+        3,
+        &[
+            "create",
+            "vol",
+            "--owner",
+            "alice.k1",
+            "--passphrase-file",
+            "alice.k1.pw",
+        ],
+    );
     assert!(err.contains("already holds an EVFS EMD"), "{err}");
-    env.ok(&["create", "vol", "--owner", "bob", "--force"]);
+    env.ok(&[
+        "create",
+        "vol",
+        "--owner",
+        "bob",
+        "--passphrase-file",
+        "bob.pw",
+        "--force",
+    ]);
     assert_eq!(env.info("vol")["owner"], "bob.bob");
     std::fs::write(env.path("data"), vec![1u8; 4 << 20]).unwrap();
-    env.expect(3, &["create", "data", "--owner", "bob"]);
-    env.expect(2, &["create", "new", "--owner", "bob"]);
-    env.expect(2, &["create", "tiny", "--owner", "bob", "--size", "1M"]);
+    env.expect(
+        3,
+        &[
+            "create",
+            "data",
+            "--owner",
+            "bob",
+            "--passphrase-file",
+            "bob.pw",
+        ],
+    );
+    env.expect(
+        2,
+        &[
+            "create",
+            "new",
+            "--owner",
+            "bob",
+            "--passphrase-file",
+            "bob.pw",
+        ],
+    );
+    env.expect(
+        2,
+        &[
+            "create",
+            "tiny",
+            "--owner",
+            "bob",
+            "--passphrase-file",
+            "bob.pw",
+            "--size",
+            "1M",
+        ],
+    );
     assert!(
         !env.path("tiny").exists(),
         "a refused create leaves no file behind"
     );
-    let (_, err) = env.expect(1, &["create", "x", "--owner", "nobody", "--size", "8M"]);
+    let (_, err) = env.expect(
+        1,
+        &[
+            "create",
+            "x",
+            "--owner",
+            "nobody",
+            "--passphrase-file",
+            "nobody.pw",
+            "--size",
+            "8M",
+        ],
+    );
     assert!(err.contains("key import"), "{err}");
-    env.expect(2, &["create", "x", "--owner", "bob", "--size", "8Q"]);
     env.expect(
         2,
         &[
@@ -399,6 +462,21 @@ fn create_refuses_existing_emd_or_data_and_bad_arguments() {
             "x",
             "--owner",
             "bob",
+            "--passphrase-file",
+            "bob.pw",
+            "--size",
+            "8Q",
+        ],
+    );
+    env.expect(
+        2,
+        &[
+            "create",
+            "x",
+            "--owner",
+            "bob",
+            "--passphrase-file",
+            "bob.pw",
             "--size",
             "8M",
             "--sector-size",
@@ -410,6 +488,8 @@ fn create_refuses_existing_emd_or_data_and_bad_arguments() {
         "small",
         "--owner",
         "bob",
+        "--passphrase-file",
+        "bob.pw",
         "--size",
         "8M",
         "--sector-size",
@@ -423,7 +503,19 @@ fn create_refuses_existing_emd_or_data_and_bad_arguments() {
     assert_eq!(info["sector_size"], 512);
     assert_eq!(info["cipher"], "aes-128-xts");
     assert_eq!(info["label"], "lab");
-    env.expect(1, &["create", "x", "--owner", "nobody.k", "--size", "8M"]);
+    env.expect(
+        1,
+        &[
+            "create",
+            "x",
+            "--owner",
+            "nobody.k",
+            "--passphrase-file",
+            "nobody.k.pw",
+            "--size",
+            "8M",
+        ],
+    );
 }
 
 #[test]
@@ -440,18 +532,24 @@ fn key_show_and_import_move_a_public_key_between_keystores() {
         env.path("alice.pub").to_str().unwrap(),
     ]);
     assert_eq!(other.ok(&["key", "show", "alice.k1"]), line);
-    // Only the public key is needed to create a volume for someone.
-    other.create("theirs", "alice.k1", "8M");
+    // Only the public key is needed to create a volume for someone; with
+    // no private key to sign it, its EMD is unsigned, and says so.
+    let (_, err) = other.expect(
+        0,
+        &["create", "theirs", "--owner", "alice.k1", "--size", "8M"],
+    );
+    assert!(err.contains("the EMD is not signed"), "{err}");
     let pa = env.path("alice.k1.pw").display().to_string();
     let theirs = other.path("theirs").display().to_string();
-    env.ok(&[
-        "disable",
-        &theirs,
-        "-k",
-        "alice.k1",
-        "--passphrase-file",
-        &pa,
-    ]);
+    let k = ["-k", "alice.k1", "--passphrase-file", &pa];
+    // Alice refuses an EMD nobody she trusts signed, until she signs it.
+    let (_, err) = env.expect(5, &[&["disable", &theirs][..], &k].concat());
+    assert!(
+        err.contains("is not signed") && err.contains("evfs emd sign"),
+        "{err}"
+    );
+    env.ok(&[&["emd", "sign", &theirs][..], &k].concat());
+    env.ok(&[&["disable", &theirs][..], &k].concat());
     std::fs::write(env.path("junk"), "not a key").unwrap();
     other.expect(
         2,

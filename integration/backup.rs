@@ -465,7 +465,15 @@ fn stdin_sources_are_sniffed() {
     assert_eq!(env.hash("fromstdin.vol", "alice.k1"), b3(&image));
     // Plain data on stdin with --owner.
     let out = env
-        .cmd(&["backup", "-", "plainstdin.vol", "--owner", "alice.k1"])
+        .cmd(&[
+            "backup",
+            "-",
+            "plainstdin.vol",
+            "--owner",
+            "alice.k1",
+            "--passphrase-file",
+            "alice.k1.pw",
+        ])
         .write_stdin(image.clone())
         .output()
         .unwrap();
@@ -487,7 +495,15 @@ fn stdin_sources_are_sniffed() {
         &pa,
     ]);
     let out = env
-        .cmd(&["backup", "-", "x.vol", "--owner", "alice.k1"])
+        .cmd(&[
+            "backup",
+            "-",
+            "x.vol",
+            "--owner",
+            "alice.k1",
+            "--passphrase-file",
+            "alice.k1.pw",
+        ])
         .write_stdin(std::fs::read(env.path("s.evfs")).unwrap())
         .output()
         .unwrap();

@@ -34,6 +34,8 @@ fn create_on_a_loop_device_sizes_it_by_seek_and_takes_data() {
         dev.path(),
         "--owner",
         "alice.k1",
+        "--passphrase-file",
+        "alice.k1.pw",
         "--label",
         "loop",
     ]);
@@ -46,7 +48,17 @@ fn create_on_a_loop_device_sizes_it_by_seek_and_takes_data() {
     let disk = std::fs::read(env.path("disk")).unwrap();
     assert_eq!(&disk[disk.len() - 16384..][..8], b"EVFS-EMD");
     // A second create is refused without --force.
-    env.expect(3, &["create", dev.path(), "--owner", "alice.k1"]);
+    env.expect(
+        3,
+        &[
+            "create",
+            dev.path(),
+            "--owner",
+            "alice.k1",
+            "--passphrase-file",
+            "alice.k1.pw",
+        ],
+    );
 
     env.ok(&[
         "backup",
@@ -248,6 +260,8 @@ fn direct_backups_onto_a_loop_device_and_a_file_verify() {
         "odd.img",
         "--owner",
         "alice.k1",
+        "--passphrase-file",
+        "alice.k1.pw",
         "--size",
         "5M",
         "--sector-size",

@@ -282,8 +282,16 @@ fn resume_continues_from_the_checkpoint_with_the_digest_of_a_full_run() {
     let before = std::fs::read(f.env.path("t")).unwrap();
 
     // Not onto a target of another source: exit 3, and the target untouched.
-    f.env
-        .ok(&["create", "other", "--owner", "alice", "--size", "66M"]);
+    f.env.ok(&[
+        "create",
+        "other",
+        "--owner",
+        "alice",
+        "--passphrase-file",
+        "alice.pw",
+        "--size",
+        "66M",
+    ]);
     let mut args = vec!["backup", "other", "t", "--resume"];
     args.extend_from_slice(&f.key_args());
     let (_, err) = f.env.expect(3, &args);
@@ -339,8 +347,16 @@ fn resume_into_a_volume_with_its_own_key() {
     let f = Fixture::new(64);
     f.env.gen_key("bob");
     let pb = f.env.path("bob.pw").display().to_string();
-    f.env
-        .ok(&["create", "vol", "--owner", "bob", "--size", "66M"]);
+    f.env.ok(&[
+        "create",
+        "vol",
+        "--owner",
+        "bob",
+        "--passphrase-file",
+        "bob.pw",
+        "--size",
+        "66M",
+    ]);
     let into = |extra: &[&str]| {
         let mut args = vec![
             "backup",

@@ -590,7 +590,19 @@ fn golden_backup_rows_that_run() {
     t.run_to_file(&ka(&["backup", "vol", "-"]), "vol2.evfs");
     g.check("reencrypt-into-a-stream", t);
 
-    setup(&env, &["create", "own", "--owner", ALICE, "--size", "8M"]);
+    setup(
+        &env,
+        &[
+            "create",
+            "own",
+            "--owner",
+            ALICE,
+            "--passphrase-file",
+            PA,
+            "--size",
+            "8M",
+        ],
+    );
     let mut t = Transcript::new(&env);
     t.run(&ka(&["backup", "vol", "own"]));
     g.check(
@@ -598,7 +610,19 @@ fn golden_backup_rows_that_run() {
         t,
     );
 
-    setup(&env, &["create", "bobs", "--owner", BOB, "--size", "8M"]);
+    setup(
+        &env,
+        &[
+            "create",
+            "bobs",
+            "--owner",
+            BOB,
+            "--passphrase-file",
+            PB,
+            "--size",
+            "8M",
+        ],
+    );
     let mut t = Transcript::new(&env);
     t.run(&ka(&[
         "backup",
@@ -612,7 +636,15 @@ fn golden_backup_rows_that_run() {
     g.check("reencrypt-into-a-volume-with-target-key", t);
 
     let mut t = Transcript::new(&env);
-    t.run(&["backup", "plain", "new.vol", "--owner", ALICE]);
+    t.run(&[
+        "backup",
+        "plain",
+        "new.vol",
+        "--owner",
+        ALICE,
+        "--passphrase-file",
+        PA,
+    ]);
     t.run(&[
         "backup",
         "plain",
@@ -620,11 +652,37 @@ fn golden_backup_rows_that_run() {
         "plain.evfs",
         "--owner",
         ALICE,
+        "--passphrase-file",
+        PA,
     ]);
     g.check("encrypt-plain-data-into-a-new-volume-or-stream", t);
 
-    setup(&env, &["create", "bobs2", "--owner", BOB, "--size", "8M"]);
-    setup(&env, &["create", "bobs3", "--owner", BOB, "--size", "8M"]);
+    setup(
+        &env,
+        &[
+            "create",
+            "bobs2",
+            "--owner",
+            BOB,
+            "--passphrase-file",
+            PB,
+            "--size",
+            "8M",
+        ],
+    );
+    setup(
+        &env,
+        &[
+            "create",
+            "bobs3",
+            "--owner",
+            BOB,
+            "--passphrase-file",
+            PB,
+            "--size",
+            "8M",
+        ],
+    );
     let mut t = Transcript::new(&env);
     t.run(&[
         "backup",
@@ -662,7 +720,19 @@ fn golden_backup_rows_that_run() {
     g.check("cleartext-export", t);
 
     write(&env, "foreign", &mixed_data(MIB, 3));
-    setup(&env, &["create", "carols", "--owner", BOB, "--size", "8M"]);
+    setup(
+        &env,
+        &[
+            "create",
+            "carols",
+            "--owner",
+            BOB,
+            "--passphrase-file",
+            PB,
+            "--size",
+            "8M",
+        ],
+    );
     let mut t = Transcript::new(&env);
     t.run(&ka(&["backup", "vol", "foreign", "--force"]));
     t.run(&ka(&["backup", "vol", "carols", "--force"]));
@@ -691,7 +761,19 @@ fn golden_backup_refusals() {
     setup(&env, &ka(&["disable", "dis"]));
     let mut t = Transcript::new(&env);
     both(&mut t, &ka(&["backup", "dis", "x"]));
-    both(&mut t, &["backup", "dis", "x", "--raw", "--owner", ALICE]);
+    both(
+        &mut t,
+        &[
+            "backup",
+            "dis",
+            "x",
+            "--raw",
+            "--owner",
+            ALICE,
+            "--passphrase-file",
+            PA,
+        ],
+    );
     both(&mut t, &["backup", "vol", "copy", "--raw"]);
     g.check("double-encryption", t);
 
@@ -720,7 +802,19 @@ fn golden_backup_refusals() {
     both(&mut t, &ka(&["backup", "vol", "vol.symlink"]));
     g.check("the-target-is-the-source", t);
 
-    setup(&env, &["create", "tiny", "--owner", ALICE, "--size", "3M"]);
+    setup(
+        &env,
+        &[
+            "create",
+            "tiny",
+            "--owner",
+            ALICE,
+            "--passphrase-file",
+            PA,
+            "--size",
+            "3M",
+        ],
+    );
     let mut t = Transcript::new(&env);
     both(&mut t, &ka(&["backup", "vol", "tiny"]));
     g.check("too-small", t);
@@ -730,10 +824,33 @@ fn golden_backup_refusals() {
     both(&mut t, &ka(&["backup", "vol", "foreign"]));
     g.check("foreign-data-without-force", t);
 
-    setup(&env, &["create", "bobs", "--owner", BOB, "--size", "8M"]);
+    setup(
+        &env,
+        &[
+            "create",
+            "bobs",
+            "--owner",
+            BOB,
+            "--passphrase-file",
+            PB,
+            "--size",
+            "8M",
+        ],
+    );
     let mut t = Transcript::new(&env);
     both(&mut t, &ka(&["backup", "vol", "bobs"]));
-    both(&mut t, &["backup", "plain", "bobs", "--owner", ALICE]);
+    both(
+        &mut t,
+        &[
+            "backup",
+            "plain",
+            "bobs",
+            "--owner",
+            ALICE,
+            "--passphrase-file",
+            PA,
+        ],
+    );
     g.check("a-volume-with-an-emd-of-its-own", t);
 
     // vol is written to after the copy was made: the copy written back is
@@ -754,9 +871,42 @@ fn golden_backup_refusals() {
     disk.extend(std::fs::read(env.path("copy")).unwrap());
     write(&env, "disk.img", &disk);
     let mut t = Transcript::new(&env);
-    both(&mut t, &["backup", "random.bin", "x", "--owner", ALICE]);
-    both(&mut t, &["backup", "luks.img", "x", "--owner", ALICE]);
-    both(&mut t, &["backup", "disk.img", "x", "--owner", ALICE]);
+    both(
+        &mut t,
+        &[
+            "backup",
+            "random.bin",
+            "x",
+            "--owner",
+            ALICE,
+            "--passphrase-file",
+            PA,
+        ],
+    );
+    both(
+        &mut t,
+        &[
+            "backup",
+            "luks.img",
+            "x",
+            "--owner",
+            ALICE,
+            "--passphrase-file",
+            PA,
+        ],
+    );
+    both(
+        &mut t,
+        &[
+            "backup",
+            "disk.img",
+            "x",
+            "--owner",
+            ALICE,
+            "--passphrase-file",
+            PA,
+        ],
+    );
     g.check("plain-data-that-looks-like-ciphertext", t);
 
     let mut t = Transcript::new(&env);
@@ -768,9 +918,29 @@ fn golden_backup_refusals() {
     both(&mut t, &["backup", "vol", "x", "--raw", "--cleartext"]);
     both(
         &mut t,
-        &ka(&["backup", "vol", "x", "--cleartext", "--owner", ALICE]),
+        &ka(&[
+            "backup",
+            "vol",
+            "x",
+            "--cleartext",
+            "--owner",
+            ALICE,
+            "--passphrase-file",
+            PA,
+        ]),
     );
-    both(&mut t, &ka(&["backup", "vol", "x", "--owner", ALICE]));
+    both(
+        &mut t,
+        &ka(&[
+            "backup",
+            "vol",
+            "x",
+            "--owner",
+            ALICE,
+            "--passphrase-file",
+            PA,
+        ]),
+    );
     both(&mut t, &ka(&["backup", "vol", "x", "--target-key", BOB]));
     both(
         &mut t,
@@ -857,16 +1027,28 @@ fn golden_common_mistakes() {
     g.check("verify-of-plain-data", t);
 
     write(&env, "foreign", &mixed_data(MIB, 3));
-    setup(&env, &["create", "bobs", "--owner", BOB, "--size", "8M"]);
+    setup(
+        &env,
+        &[
+            "create",
+            "bobs",
+            "--owner",
+            BOB,
+            "--passphrase-file",
+            PB,
+            "--size",
+            "8M",
+        ],
+    );
     let mut t = Transcript::new(&env);
     both(&mut t, &["restore", "vol.evfs", "foreign"]);
     both(&mut t, &["restore", "vol.evfs", "bobs"]);
     g.check("restore-onto-a-foreign-target", t);
 
     let mut t = Transcript::new(&env);
-    t.run(&["create", "vol", "--owner", ALICE]);
-    t.run(&["create", "plain", "--owner", ALICE]);
-    t.run(&["create", "new", "--owner", ALICE]);
+    t.run(&["create", "vol", "--owner", ALICE, "--passphrase-file", PA]);
+    t.run(&["create", "plain", "--owner", ALICE, "--passphrase-file", PA]);
+    t.run(&["create", "new", "--owner", ALICE, "--passphrase-file", PA]);
     g.check("create-over-an-existing-emd-or-data", t);
 
     setup(&env, &ka(&["user", "add", "vol", BOB]));

@@ -144,7 +144,14 @@ fn loop_devices_over_separate_ranges_of_one_file_are_separate() {
     else {
         return;
     };
-    env.ok(&["create", head.path(), "--owner", "alice.k1"]);
+    env.ok(&[
+        "create",
+        head.path(),
+        "--owner",
+        "alice.k1",
+        "--passphrase-file",
+        "alice.k1.pw",
+    ]);
     let k = key(&pa);
     // Apart: a backup from one half into the other runs.
     env.ok(&with(&["backup", head.path(), tail.path()], &k));
@@ -184,6 +191,8 @@ fn partitioned(test: &str) -> Option<(Env, String, Loop)> {
             &p,
             "--owner",
             "alice.k1",
+            "--passphrase-file",
+            "alice.k1.pw",
             "--label",
             &format!("p{n}"),
         ]);
@@ -335,7 +344,15 @@ fn locks_follow_the_storage_through_a_loop_device_and_name_the_holder() {
     };
     let k = key(&pa);
     std::fs::write(env.path("other.raw"), vec![5u8; 2 << 20]).unwrap();
-    env.ok(&["backup", "other.raw", "other.img", "--owner", "alice.k1"]);
+    env.ok(&[
+        "backup",
+        "other.raw",
+        "other.img",
+        "--owner",
+        "alice.k1",
+        "--passphrase-file",
+        "alice.k1.pw",
+    ]);
 
     // The file mapped read-write: every writer through the loop device waits.
     let map = Mapped::start(&env, "a.sock", &with(&["vol.img"], &k));
@@ -386,7 +403,15 @@ fn locks_follow_the_storage_through_a_loop_device_and_name_the_holder() {
     expect_within(
         &env,
         1,
-        &["create", l.path(), "--owner", "alice.k1", "--force"],
+        &[
+            "create",
+            l.path(),
+            "--owner",
+            "alice.k1",
+            "--passphrase-file",
+            "alice.k1.pw",
+            "--force",
+        ],
         &holder,
     );
     assert_eq!(hashes(&env, &["vol.img", "other.img"]), during);
@@ -470,7 +495,15 @@ fn partitions_lock_only_their_range() {
     expect_within(
         &env,
         1,
-        &["create", l.path(), "--owner", "alice.k1", "--force"],
+        &[
+            "create",
+            l.path(),
+            "--owner",
+            "alice.k1",
+            "--passphrase-file",
+            "alice.k1.pw",
+            "--force",
+        ],
         &holder,
     );
     assert_eq!(hashes(&env, &["disk.img"]), during);
@@ -581,7 +614,16 @@ fn a_failed_create_leaves_no_file() {
     env.gen_key("alice.k1");
     // Larger than the file system takes (ext4: 16 TiB): the size fails
     // after the file was made.
-    let out = env.run(&["create", "x", "--owner", "alice.k1", "--size", "100T"]);
+    let out = env.run(&[
+        "create",
+        "x",
+        "--owner",
+        "alice.k1",
+        "--passphrase-file",
+        "alice.k1.pw",
+        "--size",
+        "100T",
+    ]);
     if out.status.success() {
         // XFS, btrfs, tmpfs: the size is taken. The failing size is covered
         // by the unit test of Device::create_file; the failing write below.
@@ -598,7 +640,16 @@ fn a_failed_create_leaves_no_file() {
         return;
     };
     let x = fs.path("x");
-    let out = env.run(&["create", &x, "--owner", "alice.k1", "--size", "100T"]);
+    let out = env.run(&[
+        "create",
+        &x,
+        "--owner",
+        "alice.k1",
+        "--passphrase-file",
+        "alice.k1.pw",
+        "--size",
+        "100T",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(std::fs::read_dir(fs.dir.path()).unwrap().count(), 0);
 }
@@ -637,7 +688,14 @@ fn a_fifo_or_character_device_where_a_volume_is_needed_is_refused_at_once() {
             with(&["hash", target], &k),
             with(&["cat", target], &k),
             with(&["user", "add", target, "bob.k1"], &k),
-            vec!["create", target, "--owner", "alice.k1"],
+            vec![
+                "create",
+                target,
+                "--owner",
+                "alice.k1",
+                "--passphrase-file",
+                "alice.k1.pw",
+            ],
             vec!["restore", "s.evfs", target],
             vec!["restore", "-", target],
             with(&["backup", "vol.img", target], &k),

@@ -241,7 +241,16 @@ fn a_public_key_writable_by_others_is_refused_and_a_read_only_one_is_fine() {
         );
         refused(
             &env,
-            &["create", "v2", "--owner", "alice", "--size", "4M"],
+            &[
+                "create",
+                "v2",
+                "--owner",
+                "alice",
+                "--passphrase-file",
+                "alice.pw",
+                "--size",
+                "4M",
+            ],
             &path,
             "chmod 644",
         );
@@ -249,7 +258,16 @@ fn a_public_key_writable_by_others_is_refused_and_a_read_only_one_is_fine() {
     chmod(&path, 0o444);
     env.ok(&["key", "show", "alice"]);
     chmod(&path, 0o644);
-    env.ok(&["create", "v2", "--owner", "alice", "--size", "4M"]);
+    env.ok(&[
+        "create",
+        "v2",
+        "--owner",
+        "alice",
+        "--passphrase-file",
+        "alice.pw",
+        "--size",
+        "4M",
+    ]);
 }
 
 #[test]

@@ -24,6 +24,8 @@ fn setup(sector_size: &str) -> (Env, Vec<u8>) {
         "vol",
         "--owner",
         "alice.k1",
+        "--passphrase-file",
+        "alice.k1.pw",
         "--size",
         "8M",
         "--sector-size",
@@ -267,7 +269,15 @@ fn a_mapped_volume_is_locked_against_a_second_map_and_backups() {
     assert!(err.contains("in use"), "{err}");
 
     // Into the mapped volume, with its own key or replacing it: the lock.
-    env.ok(&["backup", "data.raw", "data.vol", "--owner", "alice.k1"]);
+    env.ok(&[
+        "backup",
+        "data.raw",
+        "data.vol",
+        "--owner",
+        "alice.k1",
+        "--passphrase-file",
+        "alice.k1.pw",
+    ]);
     let (_, err) = env.expect(
         1,
         &[
@@ -599,6 +609,8 @@ fn dmtable_line_decrypts_the_raw_volume_independently() {
             "vol",
             "--owner",
             "alice.k1",
+            "--passphrase-file",
+            "alice.k1.pw",
             "--size",
             "5M",
             "--sector-size",
@@ -654,6 +666,8 @@ fn dmtable_refuses_a_disabled_volume_and_a_recovery_key() {
         "vol",
         "--owner",
         "alice.k1",
+        "--passphrase-file",
+        "alice.k1.pw",
         "--size",
         "4M",
         "--recovery",

@@ -166,12 +166,23 @@ fn short_reads_from_a_slow_pipe_and_signals_during_writes_lose_nothing() {
     let (env, pw) = setup(16);
     let data = crate::common::mixed_data(5 * 1048576 + 777, 4);
     // Plain data trickling in through a pipe in odd pieces.
-    let mut child = evfs(&env, &["backup", "-", "trickled", "--owner", "alice"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = evfs(
+        &env,
+        &[
+            "backup",
+            "-",
+            "trickled",
+            "--owner",
+            "alice",
+            "--passphrase-file",
+            "alice.pw",
+        ],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     for piece in data.chunks(65_537) {
         stdin.write_all(piece).unwrap();
@@ -287,7 +298,16 @@ fn restore_must_fail(env: &Env, stream: &[u8], case: &str) {
 /// A valid stream of a 4 MiB volume (four 1 MiB frames) and where its frames start.
 fn valid_stream(env: &Env, pw: &str) -> (Vec<u8>, Vec<usize>) {
     let bytes = std::fs::read(env.path("s4.evfs")).unwrap_or_else(|_| {
-        env.ok(&["create", "v4", "--owner", "alice", "--size", "6M"]);
+        env.ok(&[
+            "create",
+            "v4",
+            "--owner",
+            "alice",
+            "--passphrase-file",
+            "alice.pw",
+            "--size",
+            "6M",
+        ]);
         env.ok(&[
             "backup",
             "v4",
@@ -593,6 +613,8 @@ fn no_key_or_passphrase_appears_in_any_output_even_verbose() {
             "src",
             "--owner",
             "alice",
+            "--passphrase-file",
+            "pw",
             "--progress",
         ],
         vec![
@@ -769,7 +791,16 @@ fn the_passphrase_prompt_does_not_echo() {
         "--kdf-passes",
         "1",
     ]);
-    env.ok(&["create", "vol", "--owner", "bob", "--size", "4M"]);
+    env.ok(&[
+        "create",
+        "vol",
+        "--owner",
+        "bob",
+        "--passphrase-file",
+        "bob.pw",
+        "--size",
+        "4M",
+    ]);
     let script = r#"
 import os, pty, sys
 argv = sys.argv[1:]
@@ -824,12 +855,23 @@ sys.exit(os.waitstatus_to_exitcode(status))
 /// Start `backup - held --owner alice` reading from a pipe this test holds
 /// open: the target stays locked until the pipe is closed.
 fn hold_target(env: &Env) -> (Child, std::process::ChildStdin) {
-    let mut child = evfs(env, &["backup", "-", "held", "--owner", "alice"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = evfs(
+        env,
+        &[
+            "backup",
+            "-",
+            "held",
+            "--owner",
+            "alice",
+            "--passphrase-file",
+            "alice.pw",
+        ],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin
         .write_all(&crate::common::mixed_data(3 << 20, 8))

@@ -129,6 +129,8 @@ fn case_5_a_foreign_volume_with_its_own_emd_is_not_taken_over() {
         "carol.img",
         "--owner",
         "carol.k1",
+        "--passphrase-file",
+        "carol.k1.pw",
         "--size",
         "8M",
         "--label",
@@ -222,6 +224,8 @@ fn case_7_hash_cat_export_and_verify_cover_exactly_the_data_for_every_size() {
             &vol,
             "--owner",
             "alice.k1",
+            "--passphrase-file",
+            "alice.k1.pw",
             "--sector-size",
             sector,
         ]);
@@ -277,13 +281,32 @@ fn raw_data_area(env: &Env, vol: &str) -> Vec<u8> {
 fn case_8_ciphertext_fed_as_plaintext_is_refused() {
     let (env, _, pa, _) = setup();
     std::fs::write(env.path("raw.bin"), raw_data_area(&env, "orig.vol")).unwrap();
-    let (_, err) = env.expect(3, &["backup", "raw.bin", "x.vol", "--owner", "alice.k1"]);
+    let (_, err) = env.expect(
+        3,
+        &[
+            "backup",
+            "raw.bin",
+            "x.vol",
+            "--owner",
+            "alice.k1",
+            "--passphrase-file",
+            "alice.k1.pw",
+        ],
+    );
     assert!(err.contains("looks like ciphertext"), "{err}");
     assert!(err.contains("--force"), "{err}");
     assert!(!env.path("x.vol").exists());
     // From a pipe, and into an existing volume with -k, alike.
     let out = env
-        .cmd(&["backup", "-", "x.vol", "--owner", "alice.k1"])
+        .cmd(&[
+            "backup",
+            "-",
+            "x.vol",
+            "--owner",
+            "alice.k1",
+            "--passphrase-file",
+            "alice.k1.pw",
+        ])
         .write_stdin(bytes(&env, "raw.bin"))
         .output()
         .unwrap();
@@ -293,17 +316,46 @@ fn case_8_ciphertext_fed_as_plaintext_is_refused() {
     let mut disk = vec![0u8; MIB];
     disk.extend(bytes(&env, "orig.vol"));
     std::fs::write(env.path("disk.img"), &disk).unwrap();
-    let (_, err) = env.expect(3, &["backup", "disk.img", "y.vol", "--owner", "alice.k1"]);
+    let (_, err) = env.expect(
+        3,
+        &[
+            "backup",
+            "disk.img",
+            "y.vol",
+            "--owner",
+            "alice.k1",
+            "--passphrase-file",
+            "alice.k1.pw",
+        ],
+    );
     assert!(err.contains("EMD magic at byte 1048576"), "{err}");
     // A LUKS header.
     let mut luks = b"LUKS\xba\xbe\x00\x02".to_vec();
     luks.resize(4 * MIB, 0);
     std::fs::write(env.path("luks.img"), &luks).unwrap();
-    let (_, err) = env.expect(3, &["backup", "luks.img", "z.vol", "--owner", "alice.k1"]);
+    let (_, err) = env.expect(
+        3,
+        &[
+            "backup",
+            "luks.img",
+            "z.vol",
+            "--owner",
+            "alice.k1",
+            "--passphrase-file",
+            "alice.k1.pw",
+        ],
+    );
     assert!(err.contains("LUKS"), "{err}");
     // Random data it really is: --force.
     env.ok(&[
-        "backup", "raw.bin", "x.vol", "--owner", "alice.k1", "--force",
+        "backup",
+        "raw.bin",
+        "x.vol",
+        "--owner",
+        "alice.k1",
+        "--passphrase-file",
+        "alice.k1.pw",
+        "--force",
     ]);
 }
 
@@ -342,7 +394,15 @@ fn case_8_file_system_images_even_full_of_compressed_files_are_not_refused() {
         ],
     );
     assert!(ok, "mke2fs: {text}");
-    env.ok(&["backup", "fs.img", "fs.vol", "--owner", "alice.k1"]);
+    env.ok(&[
+        "backup",
+        "fs.img",
+        "fs.vol",
+        "--owner",
+        "alice.k1",
+        "--passphrase-file",
+        "alice.k1.pw",
+    ]);
     assert_eq!(env.hash("fs.vol", "alice.k1"), b3(&bytes(&env, "fs.img")));
 }
 
@@ -639,30 +699,57 @@ const V1_STREAM_DIGEST: &str = "8c569cc3d3befacfd1aec59ae58fab7d7a7b9a088c1a536c
 fn formats_version_1_volumes_and_streams_are_still_read() {
     let env = v1_samples();
     let key = ["-k", "sample.owner", "--passphrase-file", "pass.txt"];
+    let with = |args: &[&str], extra: &[&str]| -> Vec<String> {
+        args.iter()
+            .chain(&key)
+            .chain(extra)
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let run = |code: i32, args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.expect(code, &args)
+    };
     let info = env.info("volume.img");
     assert_eq!(info["format_version"], 1);
+    assert_eq!(info["signed_by"], serde_json::Value::Null);
+    // Version 1 knew no signatures: unlocking one is refused, naming the
+    // way out, until it is signed or --allow-unsigned accepts it.
+    let (_, err) = run(5, with(&["hash", "volume.img"], &[]));
+    assert!(
+        err.contains("is not signed") && err.contains("evfs emd sign volume.img"),
+        "{err}"
+    );
     // The volume's provenance counts the plain source's exact bytes: its
     // hash is now `b3sum plain.bin`.
     let plain = b3(&bytes(&env, "plain.bin"));
     assert_eq!(info["data_length"], 4940);
-    let hash = env.ok(&["hash", "volume.img", key[0], key[1], key[2], key[3]]);
+    let (hash, _) = run(0, with(&["hash", "volume.img"], &["--allow-unsigned"]));
     assert!(hash.starts_with(&plain), "{hash}");
-    env.ok(&["verify", "volume.img", key[0], key[1], key[2], key[3]]);
+    run(0, with(&["verify", "volume.img"], &["--allow-unsigned"]));
     env.ok(&["check", "volume.img"]);
     for s in ["stream.evfs", "stream-compressed.evfs"] {
-        let out = env.ok(&["verify", s, key[0], key[1], key[2], key[3], "--json"]);
+        // Unsigned streams: with -k a signature is required.
+        run(5, with(&["verify", s], &[]));
+        let (out, _) = run(0, with(&["verify", s], &["--json", "--allow-unsigned"]));
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["plaintext_blake3"], V1_STREAM_DIGEST, "{s}");
+        assert_eq!(v["signed_by"], serde_json::Value::Null, "{s}");
         let target = format!("{s}.restored");
-        env.ok(&["restore", s, &target, key[0], key[1], key[2], key[3]]);
-        let hash = env.ok(&["hash", &target, key[0], key[1], key[2], key[3]]);
+        run(0, with(&["restore", s, &target], &["--allow-unsigned"]));
+        let (hash, _) = run(0, with(&["hash", &target], &["--allow-unsigned"]));
         assert!(hash.starts_with(V1_STREAM_DIGEST), "{s}: {hash}");
     }
-    // A change by a key holder moves a version-1 volume to version 2.
-    env.ok(&["disable", "volume.img", key[0], key[1], key[2], key[3]]);
-    assert_eq!(env.info("volume.img")["format_version"], 2);
-    env.ok(&["enable", "volume.img", key[0], key[1], key[2], key[3]]);
-    let hash = env.ok(&["hash", "volume.img", key[0], key[1], key[2], key[3]]);
+    // `emd sign` by a key holder moves a version-1 volume to version 2,
+    // signed; from then on it unlocks without --allow-unsigned.
+    run(0, with(&["emd", "sign", "volume.img"], &[]));
+    let info = env.info("volume.img");
+    assert_eq!(info["format_version"], 2);
+    assert_eq!(info["signed_by"]["id"], "sample.owner");
+    assert_eq!(info["signed_by"]["trusted"], true);
+    run(0, with(&["disable", "volume.img"], &[]));
+    run(0, with(&["enable", "volume.img"], &[]));
+    let (hash, _) = run(0, with(&["hash", "volume.img"], &[]));
     assert!(hash.starts_with(&plain), "{hash}");
 }
 
@@ -706,10 +793,22 @@ fn formats_version_2_samples_are_read() {
     assert_eq!(info["format_version"], 2);
     assert_eq!(info["data_length"], plain.len());
     assert_eq!(info["provenance"]["plaintext_blake3"], b3(&plain));
+    assert_eq!(info["signed_by"]["id"], "sample.owner");
+    assert_eq!(info["signed_by"]["fingerprint"], "b3:b00a968b47418956");
+    // An empty keystore trusts nobody: the signature is reported valid,
+    // not trusted, and keyless verify exits on integrity alone.
+    assert_eq!(info["signed_by"]["trusted"], false);
+    assert_eq!(info["signed_by"]["valid"], true);
     let out = env.ok(&["verify", "stream.evfs", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["plaintext_blake3"], b3(&plain));
-    env.ok(&["restore", "stream.evfs", "r.vol"]);
+    assert_eq!(v["signed_by"]["id"], "sample.owner");
+    assert_eq!(v["signed_by"]["valid"], true);
+    env.expect(5, &["verify", "stream.evfs", "--require-signature"]);
+    env.ok(&["verify", "stream.evfs", "--trust", "b3:b00a968b47418956"]);
+    // Disaster recovery: a new target on a host that trusts nobody.
+    let (_, err) = env.expect(0, &["restore", "stream.evfs", "r.vol"]);
+    assert!(err.contains("authenticity was not checked"), "{err}");
     assert_eq!(
         env.info("r.vol")["provenance"]["plaintext_blake3"],
         b3(&plain)

@@ -203,7 +203,15 @@ fn sparse_and_compressed_streams_are_smaller_and_restore_with_the_key() {
         })
         .collect();
     std::fs::write(env.path("text"), &text).unwrap();
-    env.ok(&["backup", "text", "text.vol", "--owner", "alice.k1"]);
+    env.ok(&[
+        "backup",
+        "text",
+        "text.vol",
+        "--owner",
+        "alice.k1",
+        "--passphrase-file",
+        "alice.k1.pw",
+    ]);
     env.ok(&[
         "backup",
         "text.vol",
@@ -309,7 +317,18 @@ fn a_stream_fed_to_backup_is_refused_with_a_hint() {
         "--passphrase-file",
         &pa,
     ]);
-    let (_, err) = env.expect(3, &["backup", "s.evfs", "x.vol", "--owner", "alice.k1"]);
+    let (_, err) = env.expect(
+        3,
+        &[
+            "backup",
+            "s.evfs",
+            "x.vol",
+            "--owner",
+            "alice.k1",
+            "--passphrase-file",
+            "alice.k1.pw",
+        ],
+    );
     assert!(err.contains("evfs restore"), "{err}");
     // A stream where a volume is expected is named as a stream.
     let (_, err) = env.expect(2, &["info", "s.evfs"]);

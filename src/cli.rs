@@ -52,6 +52,10 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Accept an unsigned EMD or stream where a signature is required (older volumes, keyless writers)
+    #[arg(long, global = true)]
+    pub allow_unsigned: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -80,9 +84,20 @@ pub struct OptKeyArgs {
     pub passphrase_file: Option<PathBuf>,
 }
 
+/// How `verify` and `restore` judge who signed.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TrustArgs {
+    /// Trust signatures by the key with this fingerprint (b3:...) for this run; may be repeated
+    #[arg(long = "trust", value_name = "FINGERPRINT")]
+    pub trust: Vec<String>,
+    /// Fail (exit 5) when the signature is missing or not by a trusted signer
+    #[arg(long)]
+    pub require_signature: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Manage key pairs and stored passphrases
+    /// Manage key pairs, stored passphrases and trusted signers
     #[command(
         subcommand,
         after_help = "\
@@ -97,23 +112,29 @@ Exit status:
 Examples:
   evfs key gen alice.k1
   evfs key list --json
-  evfs key show alice.k1 > alice.k1.pub"
+  evfs key show alice.k1 > alice.k1.pub
+  evfs key import backup.cron backup.cron.pub --trust"
     )]
     Key(KeyCommand),
 
     /// Write a new EMD: make a file or block device an EVFS volume
     #[command(after_help = "\
+The EMD is signed with --sign-with ID, else with the owner's key when its private key is here
+and its passphrase can be had (--passphrase-file, the stored one, a prompt); otherwise it is
+written unsigned, with a note, and `evfs emd sign VOL -k ID` signs it later.
+
 Exit status:
   0  the volume was made
   1  an I/O error, VOL in use by a backup, restore or map, a key that is not in the keystore
   2  usage error: VOL missing without --size, a size or label that does not fit, a recovery key
      as owner, VOL not a regular file or block device
   3  refused without --force: VOL holds an EMD or non-zero data
-  4  access denied: a keystore or key file others could change
+  4  access denied: a keystore or key file others could change, a wrong passphrase of the
+     signing key
   5  a damaged public key file
 
 Examples:
-  evfs create vol.img --owner alice.k1 --size 64M
+  evfs create vol.img --owner alice.k1 --size 64M --passphrase-file alice.pw
   evfs create /dev/vg0/lv1 --owner alice.k1 --label payroll --recovery evfs.r1")]
     Create(CreateArgs),
 
@@ -143,7 +164,7 @@ Exit status:
   1  an I/O error, or the volume is in use by a backup, restore or map
   2  usage error, or VOL is plain data, a backup stream, a FIFO or a character device
   4  access denied: wrong or no passphrase, the key has no slot, a recovery key
-  5  no valid EMD, a tampered EMD, a newer format, a damaged key file
+  5  no valid EMD, a tampered or unsigned EMD, a newer format, a damaged key file
 
 Example:
   evfs enable vol.img -k alice.k1")]
@@ -160,7 +181,7 @@ Exit status:
   1  an I/O error, or the volume is in use by a backup, restore or map
   2  usage error, or VOL is plain data, a backup stream, a FIFO or a character device
   4  access denied: wrong or no passphrase, the key has no slot, a recovery key
-  5  no valid EMD, a tampered EMD, a newer format, a damaged key file
+  5  no valid EMD, a tampered or unsigned EMD, a newer format, a damaged key file
 
 Example:
   evfs disable vol.img -k bob.k1")]
@@ -201,7 +222,7 @@ Exit status:
   1  an I/O error, the volume in use by a backup, restore or map, ID not in the keystore
   2  usage error, VOL is not a volume, ID has a slot (add) or none (remove), no free slot
   4  access denied: wrong or no passphrase, -k has no slot or is not the owner
-  5  no valid EMD, a tampered EMD, a newer format, a damaged key file
+  5  no valid EMD, a tampered or unsigned EMD, a newer format, a damaged key file
 
 Examples:
   evfs user add vol.img bob.k1 -k alice.k1
@@ -216,7 +237,7 @@ Exit status:
   1  an I/O error, the volume in use by a backup, restore or map, ID not in the keystore
   2  usage error, VOL is not a volume, ID is a recovery key, or no slot is free
   4  access denied: wrong or no passphrase, -k has no slot or is neither owner nor recovery key
-  5  no valid EMD, a tampered EMD, a newer format, a damaged key file
+  5  no valid EMD, a tampered or unsigned EMD, a newer format, a damaged key file
 
 Example:
   evfs owner vol.img carol.k1 -k evfs.r1")]
@@ -252,7 +273,7 @@ Exit status:
   1  an I/O error, or the volume is in use by a backup, restore or map
   2  usage error, or VOL is plain data, a backup stream, a FIFO or a character device
   4  access denied: wrong or no passphrase, the key has no slot, or it is not the owner
-  5  no valid EMD, a tampered EMD, a newer format, a damaged key file
+  5  no valid EMD, a tampered or unsigned EMD, a newer format, a damaged key file
 
 Example:
   evfs emd backup vol.img vol.emd && evfs destroy vol.img -k alice.k1")]
@@ -273,7 +294,7 @@ Exit status:
   2  usage error, or VOL is a FIFO or character device
   3  refused: the volume is disabled (its data is raw ciphertext)
   4  access denied: a volume without -k, wrong or no passphrase, the key has no slot
-  5  no valid EMD, a tampered EMD, a newer format, a data area past the end of VOL
+  5  no valid EMD, a tampered or unsigned EMD, a newer format, a data area past the end of VOL
 
 Examples:
   evfs hash vol.img -k alice.k1
@@ -294,7 +315,11 @@ Examples:
     /// Write a backup stream (file or -) back onto a volume, EMD included
     #[command(after_help = "\
 Needs no key unless the stream is compressed or sparse. Any truncation, reordering or altered
-byte exits 5 and leaves the target dirty.
+byte exits 5 and leaves the target dirty. The stream's signature is checked: over an existing
+volume, or with -k, --trust or --require-signature, it must be valid and by a trusted signer
+(a key pair of this keystore, a key imported with --trust) unless --allow-unsigned, and the
+stream's EMD clone is checked so before anything is written. Into a new target with no such
+flag (disaster recovery on a fresh host), an untrusted or missing signature is reported.
 
 Exit status:
   0  the stream was written and the target's EMD is clean
@@ -304,7 +329,7 @@ Exit status:
      rollback, without --force
   4  access denied: a compressed or sparse stream without -k, wrong or no passphrase, no slot
   5  integrity failure: a truncated, reordered or altered stream, a newer format (the target
-     is left dirty)
+     is left dirty); a broken signature; a missing or untrusted one where one is required
 
 Examples:
   evfs restore vol.evfs restored.img
@@ -314,6 +339,10 @@ Examples:
 
     /// Verify a backup: a volume against its provenance, a stream frame by frame, or --against its source
     #[command(after_help = "\
+Prints who signed the stream or the volume's EMD (`signed by ID (b3:...), trusted`). A broken
+signature fails. With -k, --trust or --require-signature, a missing or untrusted one fails too
+unless --allow-unsigned; without them, a keyless verify reports it and exits on integrity alone.
+
 Exit status:
   0  everything checked out (also a volume written through map since its backup)
   1  an I/O error
@@ -321,7 +350,8 @@ Exit status:
   3  refused: a disabled volume given to --against
   4  access denied: a volume given to --against without -k, wrong or no passphrase, no slot
   5  a mismatch or damage, naming where: a digest, an EMD copy, a dirty volume, a frame, the
-     trailer, a MAC, a newer format
+     trailer, a MAC, a newer format, a signature (broken, or missing or untrusted where
+     required)
 
 Examples:
   evfs verify copy.img -k alice.k1
@@ -364,7 +394,7 @@ Exit status:
   2  usage error, or VOL is plain data, a backup stream, a FIFO or a character device
   3  refused: the volume is disabled, or standard output is VOL itself
   4  access denied: wrong or no passphrase, the key has no slot
-  5  no valid EMD, a tampered EMD, a newer format, a data area past the end of VOL
+  5  no valid EMD, a tampered or unsigned EMD, a newer format, a data area past the end of VOL
 
 Example:
   evfs cat vol.img -k alice.k1 | b3sum")]
@@ -393,7 +423,7 @@ Exit status:
   2  usage error, VOL is not a volume, or a path that a table line cannot hold
   3  refused: the volume is disabled
   4  access denied: wrong or no passphrase, the key has no slot
-  5  no valid EMD, a tampered EMD, a newer format
+  5  no valid EMD, a tampered or unsigned EMD, a newer format
 
 Examples:
   evfs dmtable /dev/vg0/data -k alice.k1 | dmsetup create data-clear
@@ -435,7 +465,7 @@ Exit status:
   2  usage error, VOL is not a volume, or the socket path is another kind of file
   3  refused: the volume is disabled (without --raw)
   4  access denied: wrong or no passphrase, the key has no slot
-  5  no valid EMD, a tampered EMD, a newer format
+  5  no valid EMD, a tampered or unsigned EMD, a newer format
 
 Examples:
   evfs map vol.img --socket /run/evfs-vol.sock -k alice.k1 &
@@ -489,6 +519,11 @@ Configurations:
   cleartext onto encrypted media; the target is the source or the same storage; too small;
   without --force: foreign data, a volume with an EMD of its own and no slot for -k, a rollback
   (a copy onto its volume written to since), plain data that looks like ciphertext.
+
+Signatures: the target's EMD and a stream are signed by --sign-with ID, else by the key that
+unlocked the source (-k), else by the owner's key when its private key is here and its
+passphrase can be had (--passphrase-file without -k, the stored one, a prompt); otherwise they
+are written unsigned, with a note. A raw clone keeps the source's EMD and its signature.
 
 Exit status:
   0  the backup completed and was synced
@@ -561,6 +596,10 @@ pub struct BackupArgs {
     #[arg(long, value_name = "FILE")]
     pub target_passphrase_file: Option<PathBuf>,
 
+    /// Sign the target's EMD or the stream with this key (default: -k's, else the owner's when its private key is here); without -k, --passphrase-file serves it
+    #[arg(long, value_name = "ID")]
+    pub sign_with: Option<String>,
+
     /// Write a backup stream to FILE (instead of DST)
     #[arg(long, value_name = "FILE", conflicts_with = "dst")]
     pub stream: Option<PathBuf>,
@@ -609,6 +648,8 @@ pub struct RestoreArgs {
     /// Overwrite a target that holds foreign data or another volume
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Print plain progress lines to stderr
     #[arg(long)]
     pub progress: bool,
@@ -629,6 +670,8 @@ pub struct VerifyArgs {
     /// Also check that TARGET's plaintext equals SRC's (a volume, plain file or stream)
     #[arg(long, value_name = "SRC")]
     pub against: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Worker threads (default: all cores)
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -659,6 +702,12 @@ pub struct CreateArgs {
     /// Recovery key (user evfs), may be given twice
     #[arg(long, value_name = "ID")]
     pub recovery: Vec<String>,
+    /// Sign the new EMD with this key (default: the owner's, when its private key is here)
+    #[arg(long, value_name = "ID")]
+    pub sign_with: Option<String>,
+    /// Read the signing key's passphrase from FILE (- for standard input)
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
     /// Overwrite an existing EMD or non-zero data
     #[arg(long)]
     pub force: bool,
@@ -724,7 +773,7 @@ Examples:
         #[arg(long, value_name = "N", default_value_t = 3)]
         kdf_passes: u32,
     },
-    /// List key IDs, fingerprints, and whether a passphrase is stored
+    /// List key IDs, fingerprints, whether a passphrase is stored, and which keys are trusted signers
     #[command(after_help = "\
 Exit status:
   0  success (also with no keys)
@@ -762,13 +811,29 @@ Exit status:
      another public key
   4  access denied: a keystore directory others could change
 
-Example:
-  evfs key import bob.k1 bob.k1.pub")]
+Examples:
+  evfs key import bob.k1 bob.k1.pub
+  evfs key import backup.cron backup.cron.pub --trust")]
     Import {
         id: String,
         /// File with the public key line (- for standard input)
         file: PathBuf,
+        /// Also trust its signatures (of backups and EMDs), as the keystore's own keys are
+        #[arg(long)]
+        trust: bool,
     },
+    /// Stop trusting the signatures of an imported key
+    #[command(after_help = "\
+Exit status:
+  0  trust was withdrawn (or the key was not trusted)
+  1  an I/O error, or ID is not in the keystore
+  2  usage error: an invalid key ID, or ID is a key pair of this keystore (trusted while its
+     private key is here)
+  4  access denied: a keystore directory others could change
+
+Example:
+  evfs key untrust backup.cron")]
+    Untrust { id: String },
     /// Store a key's passphrase, sealed with the host key, for cron
     #[command(after_help = "\
 Exit status:
@@ -809,7 +874,7 @@ Exit status:
   1  an I/O error, the volume in use by a backup, restore or map, ID not in the keystore
   2  usage error, VOL is not a volume, ID has a slot already, or no slot is free
   4  access denied: wrong or no passphrase, -k has no slot or is not the owner
-  5  no valid EMD, a tampered EMD, a newer format, a damaged key file
+  5  no valid EMD, a tampered or unsigned EMD, a newer format, a damaged key file
 
 Example:
   evfs user add vol.img bob.k1 -k alice.k1")]
@@ -827,7 +892,7 @@ Exit status:
   1  an I/O error, or the volume is in use by a backup, restore or map
   2  usage error, VOL is not a volume, ID has no slot, or ID is the owner
   4  access denied: wrong or no passphrase, -k has no slot or is not the owner
-  5  no valid EMD, a tampered EMD, a newer format, a damaged key file
+  5  no valid EMD, a tampered or unsigned EMD, a newer format, a damaged key file
 
 Example:
   evfs user remove vol.img bob.k1 -k alice.k1")]
@@ -870,6 +935,26 @@ Example:
         /// Replace a valid EMD of another volume
         #[arg(long)]
         force: bool,
+    },
+    /// Sign the volume's EMD with a key that unlocks it (an older or keyless-written volume)
+    #[command(after_help = "\
+Exit status:
+  0  the EMD was signed
+  1  an I/O error, or the volume is in use by a backup, restore or map
+  2  usage error, or VOL is not a volume
+  4  access denied: wrong or no passphrase, -k has no slot
+  5  no valid EMD, a tampered or unsigned EMD (its MAC fails), a newer format, a damaged key file
+
+Sign only an EMD whose content you trust: its slots, owner and label are
+what the signature vouches for. An EMD of version 1 is rewritten as version 2
+(which has room for a signature).
+
+Example:
+  evfs emd sign vol.img -k alice.k1")]
+    Sign {
+        vol: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
     },
 }
 

@@ -34,6 +34,7 @@ mod nbd;
 pub mod ops;
 mod pipeline;
 mod positional;
+pub mod signature;
 mod size;
 pub mod stream;
 mod text;

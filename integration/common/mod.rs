@@ -135,9 +135,20 @@ impl Env {
         pw
     }
 
-    /// A new volume of `size` owned by `owner`.
+    /// A new volume of `size` owned by `owner`, its EMD signed with the
+    /// owner's key (passphrase file `OWNER.pw`).
     pub fn create(&self, vol: &str, owner: &str, size: &str) {
-        self.ok(&["create", vol, "--owner", owner, "--size", size]);
+        let pw = format!("{owner}.pw");
+        self.ok(&[
+            "create",
+            vol,
+            "--owner",
+            owner,
+            "--size",
+            size,
+            "--passphrase-file",
+            &pw,
+        ]);
     }
 
     /// [`Env::process`] as another user: the binary is copied into the
@@ -150,6 +161,17 @@ impl Env {
         if !exe.exists() {
             std::fs::copy(bin(), &exe).expect("copy the evfs binary");
             std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+            // A child forked meanwhile by another test thread holds the
+            // copy's descriptor open for writing until it execs, and
+            // exec fails with ETXTBSY until then: wait for that to pass.
+            for _ in 0..100 {
+                match std::process::Command::new(&exe).arg("--version").output() {
+                    Err(e) if e.raw_os_error() == Some(26) => {
+                        std::thread::sleep(std::time::Duration::from_millis(20))
+                    }
+                    _ => break,
+                }
+            }
         }
         let mut c = std::process::Command::new(&exe);
         c.current_dir(self.dir.path())
@@ -163,7 +185,7 @@ impl Env {
     }
 
     /// Write `len` bytes of [`mixed_data`] to `image` and encrypt them into a
-    /// new volume `vol` owned by `owner`; returns the data.
+    /// new volume `vol` owned by `owner` (signed with its key); returns the data.
     pub fn volume_from_data(
         &self,
         image: &str,
@@ -174,7 +196,16 @@ impl Env {
     ) -> Vec<u8> {
         let data = mixed_data(len, seed);
         std::fs::write(self.path(image), &data).unwrap();
-        self.ok(&["backup", image, vol, "--owner", owner]);
+        let pw = format!("{owner}.pw");
+        self.ok(&[
+            "backup",
+            image,
+            vol,
+            "--owner",
+            owner,
+            "--passphrase-file",
+            &pw,
+        ]);
         data
     }
 

@@ -71,6 +71,7 @@ pub fn emd() -> Emd {
             },
         ],
         mac: [0; 32],
+        signature: None,
     };
     e.seal(&key());
     e

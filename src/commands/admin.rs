@@ -42,6 +42,11 @@ pub fn owner(ctx: &Ctx, vol: &Path, new_owner: &str, key: &KeyArgs) -> Result<()
     admin::owner(&keys, &obs, vol, &KeyId::parse(new_owner)?, &id)
 }
 
+pub fn sign_emd(ctx: &Ctx, vol: &Path, key: &KeyArgs) -> Result<()> {
+    let (id, keys, obs) = with_key(ctx, key)?;
+    admin::sign(&keys, &obs, vol, &id)
+}
+
 pub fn destroy(ctx: &Ctx, vol: &Path, key: &KeyArgs) -> Result<()> {
     let (id, keys, obs) = with_key(ctx, key)?;
     admin::destroy(&keys, &obs, vol, &id)
@@ -61,8 +66,9 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
             .map(|r| KeyId::parse(r))
             .collect::<Result<_>>()?,
         force: args.force,
+        sign_with: args.sign_with.as_deref().map(KeyId::parse).transpose()?,
     };
-    let keys = CliKeys::new(ctx, None, None);
+    let keys = CliKeys::new(ctx, None, None).signer_file(args.passphrase_file);
     create::run(&req, &keys, &CliObserver::new(ctx, ProgressMode::silent()))
 }
 

@@ -12,10 +12,19 @@ use crate::ops::backup::{self, BackupRequest, Target};
 
 pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<()> {
     let req = request(&args)?;
+    // Without -k, --passphrase-file serves the signer (--sign-with, or the
+    // owner of a volume made from plain data).
     let keys = CliKeys::new(
         ctx,
         args.key.passphrase_file.clone(),
         args.target_passphrase_file.clone(),
+    )
+    .signer_file(
+        args.key
+            .key
+            .is_none()
+            .then(|| args.key.passphrase_file.clone())
+            .flatten(),
     );
     let obs = CliObserver::new(
         ctx,
@@ -72,6 +81,7 @@ fn request(args: &BackupArgs) -> Result<BackupRequest> {
         key: id(&args.key.key)?,
         owner: id(&args.owner)?,
         target_key: id(&args.target_key)?,
+        sign_with: id(&args.sign_with)?,
         threads: super::threads(args.threads)?,
         raw: args.raw,
         same_key: args.same_key,

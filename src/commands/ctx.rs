@@ -6,12 +6,16 @@ use std::io::Write;
 use crate::cli::{Cli, KeyArgs};
 use crate::error::{Error, Result};
 use crate::keys::{KeyId, Keystore, PassphraseSource, PrivateKey, passphrase};
+use crate::ops::KeyUse;
+use crate::ops::trust::Policy;
 
 /// What every command may need: global flags and the keystore.
 pub struct Ctx {
     pub keystore_flag: Option<std::path::PathBuf>,
     pub quiet: bool,
     pub verbose: u8,
+    /// `--allow-unsigned`.
+    pub allow_unsigned: bool,
     /// The report a `--json` command had made when it failed (`check`,
     /// `verify`): the failure's JSON object is merged into it.
     report: std::sync::Mutex<Option<serde_json::Value>>,
@@ -20,6 +24,7 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(keystore_flag: Option<std::path::PathBuf>, quiet: bool, verbose: u8) -> Ctx {
         Ctx {
+            allow_unsigned: false,
             keystore_flag,
             quiet,
             verbose,
@@ -28,7 +33,10 @@ impl Ctx {
     }
 
     pub fn from_cli(cli: &Cli) -> Ctx {
-        Ctx::new(cli.keystore.clone(), cli.quiet, cli.verbose)
+        Ctx {
+            allow_unsigned: cli.allow_unsigned,
+            ..Ctx::new(cli.keystore.clone(), cli.quiet, cli.verbose)
+        }
     }
 
     /// Fail with `err`, keeping `report` for the JSON object of the failure.
@@ -78,9 +86,13 @@ pub struct CliKeys<'a> {
     ctx: &'a Ctx,
     volume_file: Option<std::path::PathBuf>,
     target_file: Option<std::path::PathBuf>,
+    signer_file: Option<std::path::PathBuf>,
+    policy: Policy,
 }
 
 impl<'a> CliKeys<'a> {
+    /// Passphrases of `-k` from `volume_file`, of `--target-key` from
+    /// `target_file`; a signer's from the stored passphrase or a prompt.
     pub fn new(
         ctx: &'a Ctx,
         volume_file: Option<std::path::PathBuf>,
@@ -90,7 +102,34 @@ impl<'a> CliKeys<'a> {
             ctx,
             volume_file,
             target_file,
+            signer_file: None,
+            policy: Policy {
+                allow_unsigned: ctx.allow_unsigned,
+                ..Policy::default()
+            },
         }
+    }
+
+    /// A signer's passphrase from `file` (a command without `-k`, whose
+    /// `--passphrase-file` serves the signer).
+    pub fn signer_file(mut self, file: Option<std::path::PathBuf>) -> Self {
+        self.signer_file = file;
+        self
+    }
+
+    /// Judge signatures with these run flags (`--trust`, `--require-signature`).
+    pub fn with_policy(mut self, trust: Vec<String>, require: bool) -> Self {
+        self.policy.trust = trust;
+        self.policy.require = require;
+        self
+    }
+
+    fn source(&self, purpose: KeyUse) -> PassphraseSource {
+        PassphraseSource::file(match purpose {
+            KeyUse::Volume => self.volume_file.as_deref(),
+            KeyUse::Target => self.target_file.as_deref(),
+            KeyUse::Signer => self.signer_file.as_deref(),
+        })
     }
 }
 
@@ -99,12 +138,20 @@ impl crate::ops::Keys for CliKeys<'_> {
         self.ctx.keystore()
     }
 
-    fn unlock(&self, id: &KeyId, purpose: crate::ops::KeyUse) -> Result<PrivateKey> {
-        let file = match purpose {
-            crate::ops::KeyUse::Volume => self.volume_file.as_deref(),
-            crate::ops::KeyUse::Target => self.target_file.as_deref(),
-        };
-        passphrase::unlock(&self.keystore()?, id, &PassphraseSource::file(file))
+    fn unlock(&self, id: &KeyId, purpose: KeyUse) -> Result<PrivateKey> {
+        passphrase::unlock(&self.keystore()?, id, &self.source(purpose))
+    }
+
+    fn try_unlock(&self, id: &KeyId, purpose: KeyUse) -> Result<Option<PrivateKey>> {
+        let ks = self.keystore()?;
+        match passphrase::available(&ks, id, &self.source(purpose))? {
+            Some(pass) => ks.unlock(id, &pass).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn policy(&self) -> Policy {
+        self.policy.clone()
     }
 }
 

@@ -4,19 +4,39 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{Ctx, out};
+use super::{CliKeys, Ctx, out};
 use crate::emd::format::uuid_string;
 use crate::emd::{Copies, Emd, Origin, Role, Task, Timestamp};
 use crate::error::Result;
+use crate::ops::Keys;
+use crate::ops::trust;
 use crate::text::printable;
 use crate::volume::{Device, Volume};
 
-pub fn run(_ctx: &Ctx, vol: &Path, json: bool) -> Result<()> {
+pub fn run(ctx: &Ctx, vol: &Path, json: bool) -> Result<()> {
     let v = Volume::from_device(Device::open_read(vol)?)?;
+    let keys = CliKeys::new(ctx, None, None);
+    let signed = trust::signed_by(
+        v.emd.signature.as_ref(),
+        &v.emd.signed_message(),
+        &keys,
+        &Keys::policy(&keys),
+    )?;
     if json {
-        return out(format!("{}\n", info_json(&v)));
+        let mut doc = info_json(&v);
+        doc["signed_by"] = super::report::signed_json(signed.as_ref());
+        return out(format!("{doc}\n"));
     }
-    out(info_text(&v))
+    let mut text = info_text(&v);
+    text.push_str(&format!(
+        "{:<14}{}\n",
+        "signature:",
+        match &signed {
+            Some(s) => s.describe().trim_start_matches("signed by ").to_string(),
+            None => "none (unsigned)".to_string(),
+        }
+    ));
+    out(text)
 }
 
 /// The `info --json` object (also embedded in other commands' JSON).

@@ -65,6 +65,7 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
                             "fingerprint": fingerprint(&k.public),
                             "private": k.has_private,
                             "passphrase_stored": k.has_passphrase,
+                            "trusted": k.trusted,
                             "recovery": k.id.is_recovery(),
                         })
                     })
@@ -78,7 +79,7 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
             let mut text = String::new();
             for k in &keys {
                 text.push_str(&format!(
-                    "{:<24} {}  {}{}\n",
+                    "{:<24} {}  {}{}{}\n",
                     k.id.as_str(),
                     fingerprint(&k.public),
                     if k.has_private {
@@ -86,6 +87,7 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
                     } else {
                         "public-only"
                     },
+                    if k.trusted { ", trusted" } else { "" },
                     if k.has_passphrase {
                         ", passphrase stored"
                     } else {
@@ -103,7 +105,7 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
             let public = ks.public(&id)?;
             out(public_line(&id, &public))
         }
-        KeyCommand::Import { id, file } => {
+        KeyCommand::Import { id, file, trust } => {
             let id = KeyId::parse(&id)?;
             let mut text = String::new();
             if file.as_os_str() == "-" {
@@ -126,7 +128,36 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
                 .with_hint("export one with `evfs key show ID`")
             })?;
             ks.import(&id, &public)?;
-            ctx.note(format!("imported {id} ({})", fingerprint(&public)));
+            if trust {
+                ks.trust(&id)?;
+            }
+            ctx.note(format!(
+                "imported {id} ({}){}",
+                fingerprint(&public),
+                if trust {
+                    ", trusted: its signatures of backups and EMDs are accepted"
+                } else {
+                    ""
+                }
+            ));
+            Ok(())
+        }
+        KeyCommand::Untrust { id } => {
+            let id = KeyId::parse(&id)?;
+            let public = ks.public(&id)?;
+            if ks.has_private(&id) {
+                return Err(Error::usage(format!(
+                    "{id} is a key pair of this keystore: it is trusted while its private key is here"
+                )));
+            }
+            if ks.untrust(&id)? {
+                ctx.note(format!(
+                    "{id} ({}) is no longer a trusted signer",
+                    fingerprint(&public)
+                ));
+            } else {
+                ctx.note(format!("{id} was not a trusted signer"));
+            }
             Ok(())
         }
         KeyCommand::StorePassphrase {

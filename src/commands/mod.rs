@@ -117,6 +117,7 @@ fn dispatch(ctx: &Ctx, cli: Cli) -> Result<()> {
         Command::Emd(EmdCommand::Restore { vol, file, force }) => {
             admin::emd_restore(ctx, &vol, &file, force)
         }
+        Command::Emd(EmdCommand::Sign { vol, key }) => admin::sign_emd(ctx, &vol, &key),
         Command::Destroy { vol, key } => admin::destroy(ctx, &vol, &key),
         Command::Hash { vol, key, threads } => data::hash(ctx, &vol, &key, threads),
         Command::Cat { vol, key, threads } => data::cat(ctx, &vol, &key, threads),

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::emd::format::uuid_string;
 use crate::ops::Report;
+use crate::ops::trust::SignedBy;
 use crate::stream::format::StreamMode;
 
 /// The `--json` object of a backup or restore report.
@@ -64,4 +65,34 @@ fn rate(bytes: u64, seconds: f64) -> u64 {
     } else {
         0
     }
+}
+
+/// The `signed_by` member of `verify`, `restore` and `info` JSON.
+pub fn signed_json(s: Option<&SignedBy>) -> serde_json::Value {
+    match s {
+        None => serde_json::Value::Null,
+        Some(s) => json!({
+            "id": s.id.as_str(),
+            "fingerprint": s.fingerprint,
+            "trusted": s.trusted,
+            "valid": s.valid,
+        }),
+    }
+}
+
+/// `--trust` values, checked: each a key fingerprint as `key list` prints it.
+pub fn fingerprints(values: &[String]) -> crate::error::Result<Vec<String>> {
+    values
+        .iter()
+        .map(|v| {
+            let hex = v.strip_prefix("b3:").unwrap_or("");
+            if hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(v.to_ascii_lowercase())
+            } else {
+                Err(crate::error::Error::usage(format!(
+                    "--trust {v}: a fingerprint is b3: and 16 hex digits, as `evfs key list` prints it"
+                )))
+            }
+        })
+        .collect()
 }

@@ -23,7 +23,10 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<()> {
         key: args.key.key.as_deref().map(KeyId::parse).transpose()?,
         force: args.force,
     };
-    let keys = CliKeys::new(ctx, args.key.passphrase_file.clone(), None);
+    let keys = CliKeys::new(ctx, args.key.passphrase_file.clone(), None).with_policy(
+        report::fingerprints(&args.trust.trust)?,
+        args.trust.require_signature,
+    );
     let obs = CliObserver::new(
         ctx,
         ProgressMode {
@@ -34,9 +37,14 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<()> {
     let r = restore::run(&req, &keys, &obs)?;
     drop(obs);
     if args.json {
-        super::out(format!("{}\n", report::json(&r)))
+        let mut doc = report::json(&r);
+        doc["signed_by"] = report::signed_json(r.signed_by.as_ref());
+        super::out(format!("{doc}\n"))
     } else {
         ctx.note(report::summary(&r, "restore"));
+        if let Some(s) = &r.signed_by {
+            ctx.note(format!("evfs: {}", s.describe()));
+        }
         Ok(())
     }
 }

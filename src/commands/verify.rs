@@ -17,7 +17,10 @@ pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
         against: args.against.clone(),
         threads: threads(args.threads)?,
     };
-    let keys = CliKeys::new(ctx, args.key.passphrase_file.clone(), None);
+    let keys = CliKeys::new(ctx, args.key.passphrase_file.clone(), None).with_policy(
+        super::report::fingerprints(&args.trust.trust)?,
+        args.trust.require_signature,
+    );
     let v = verify::check(&req, &keys)?;
     let failure = v
         .first_failure()
@@ -35,6 +38,7 @@ pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
             "plaintext_blake3": v.plaintext.map(|d| d.hash.to_hex().to_string()),
             "bytes": v.plaintext.map(|d| d.bytes),
             "against": args.against.as_ref().map(|p| p.display().to_string()),
+            "signed_by": super::report::signed_json(v.signed_by.as_ref()),
             "checks": checks,
         });
         return match failure {

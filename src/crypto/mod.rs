@@ -7,6 +7,7 @@
 pub mod essiv;
 pub mod kdf;
 pub mod secret;
+pub mod sign;
 pub mod wrap;
 pub mod xts;
 

@@ -14,6 +14,7 @@ use crate::crypto::wrap::WRAPPED_LEN;
 use crate::crypto::{Cipher, VolumeKey};
 use crate::keys::KeyId;
 use crate::le::{array, put_u16, put_u32, put_u64, u16_at, u32_at, u64_at, zero};
+use crate::signature::{self, Signature};
 
 /// Bytes of one EMD copy.
 pub const EMD_SIZE: usize = 16384;
@@ -35,8 +36,8 @@ pub const MAX_DATA_END: u64 = 1 << 62;
 const SLOT_SIZE: usize = 256;
 const SLOTS_AT: usize = 512;
 const ID_FIELD: usize = 64;
-/// Version 2: the signature block, outside the MAC (a writer without the
-/// volume key may sign); all zero until a signature is defined.
+/// Version 2: the signature block (`formats/SIGNATURE.md`), outside the
+/// MAC (a writer without the volume key may sign); all zero when unsigned.
 const SIGNATURE_AT: usize = 15872;
 const MAC_AT: usize = EMD_SIZE - 64;
 const CHECKSUM_AT: usize = EMD_SIZE - 32;
@@ -228,6 +229,9 @@ pub struct Emd {
     pub provenance: Option<Provenance>,
     pub slots: Vec<Slot>,
     pub mac: [u8; 32],
+    /// Who signed the authenticated bytes (version 2), outside the MAC so
+    /// that a writer without the volume key can sign; `None`: unsigned.
+    pub signature: Option<Signature>,
 }
 
 /// Why bytes are not a valid EMD copy.
@@ -271,10 +275,39 @@ impl Emd {
     }
 
     /// Recompute the MAC with `key`, in the current format version; call
-    /// after any change to the body.
+    /// after any change to the body. The body changed, so a signature of
+    /// the old one is dropped: sign again with [`Emd::sign`].
     pub fn seal(&mut self, key: &VolumeKey) {
         self.version = VERSION;
+        self.signature = None;
         self.mac = self.compute_mac(key);
+    }
+
+    /// The message an EMD signature signs: a context, then the bytes the MAC
+    /// covers (magic, version and size; the authenticated body up to the
+    /// signature block).
+    pub fn signed_message(&self) -> Vec<u8> {
+        let b = self.encode_unsealed();
+        let mut m = signature::EMD_CONTEXT.to_vec();
+        m.extend_from_slice(&b[..16]);
+        m.extend_from_slice(&b[BODY_AT..SIGNATURE_AT]);
+        m
+    }
+
+    /// Sign with `sign`, which makes the signature of a message; a copy of
+    /// version 1 has no room for one (re-seal it first).
+    pub fn sign(&mut self, sign: impl FnOnce(&[u8]) -> Signature) {
+        if self.version >= 2 {
+            self.signature = Some(sign(&self.signed_message()));
+        }
+    }
+
+    /// Whether the signature (if any) is valid for this EMD: `None` when
+    /// unsigned.
+    pub fn signature_valid(&self) -> Option<bool> {
+        self.signature
+            .as_ref()
+            .map(|s| s.valid(&self.signed_message()))
     }
 
     /// Whether the stored MAC matches `key` (constant time).
@@ -336,6 +369,9 @@ impl Emd {
             if let Some(u) = &self.clone_of {
                 b[154] = 1;
                 b[384..400].copy_from_slice(u);
+            }
+            if let Some(sig) = &self.signature {
+                b[SIGNATURE_AT..MAC_AT].copy_from_slice(&sig.encode());
             }
         }
         if let Some(p) = &self.provenance {
@@ -530,7 +566,17 @@ impl Emd {
                 wrapped: array(s, 98),
             });
         }
-        reserved(b, SLOTS_AT + MAX_SLOTS * SLOT_SIZE..MAC_AT, "reserved")?;
+        let signature = if v2 {
+            reserved(
+                b,
+                SLOTS_AT + MAX_SLOTS * SLOT_SIZE..SIGNATURE_AT,
+                "reserved",
+            )?;
+            Signature::parse(&b[SIGNATURE_AT..MAC_AT]).map_err(|_| EmdError::Field("signature"))?
+        } else {
+            reserved(b, SLOTS_AT + MAX_SLOTS * SLOT_SIZE..MAC_AT, "reserved")?;
+            None
+        };
         validate_slots(&slots)?;
 
         Ok(Emd {
@@ -552,6 +598,7 @@ impl Emd {
             provenance,
             slots,
             mac: array(b, MAC_AT),
+            signature,
         })
     }
 

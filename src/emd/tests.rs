@@ -69,9 +69,17 @@ pub(crate) fn example() -> Emd {
             },
         ],
         mac: [0; 32],
+        signature: None,
     };
     e.seal(&example_key());
     e
+}
+
+/// The signer of the worked examples: `backup.cron`, secret key bytes
+/// `0x70 0x71 ... 0x8f` (`formats/SIGNATURE.md`).
+pub(crate) fn example_signer() -> crate::keys::PrivateKey {
+    let secret: [u8; 32] = std::array::from_fn(|i| 0x70 + i as u8);
+    crate::keys::PrivateKey::from_secret(KeyId::parse("backup.cron").unwrap(), secret)
 }
 
 #[test]
@@ -381,6 +389,7 @@ fn arb_emd() -> impl Strategy<Value = Emd> {
                     }),
                     slots,
                     mac: [7; 32],
+                    signature: None,
                 }
             },
         )

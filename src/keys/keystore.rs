@@ -50,6 +50,24 @@ impl PrivateKey {
     pub fn public(&self) -> [u8; 32] {
         PublicKey::from(&self.secret).to_bytes()
     }
+
+    /// A key from its secret bytes: the fixed keys of worked examples.
+    #[cfg(test)]
+    pub(crate) fn from_secret(id: KeyId, secret: [u8; 32]) -> PrivateKey {
+        PrivateKey {
+            id,
+            secret: StaticSecret::from(secret),
+        }
+    }
+
+    /// Sign `message` (see `crypto::sign`): the signature block of this key.
+    pub fn sign(&self, message: &[u8]) -> crate::signature::Signature {
+        crate::signature::Signature {
+            id: self.id.clone(),
+            public: self.public(),
+            bytes: crate::crypto::sign::sign(&self.secret, message),
+        }
+    }
 }
 
 /// One line of `key list`.
@@ -59,7 +77,14 @@ pub struct KeyEntry {
     pub public: [u8; 32],
     pub has_private: bool,
     pub has_passphrase: bool,
+    /// Its signatures are trusted: a key pair of this keystore, or a public
+    /// key imported with trust.
+    pub trusted: bool,
 }
+
+/// What a `.trust` file holds: the public key it vouches for, so that a
+/// `.pub` swapped afterwards is not trusted by the old mark.
+const TRUST_HEADER: &str = "evfs trusted signer v1";
 
 /// Short, stable fingerprint of a public key.
 pub fn fingerprint(public: &[u8; 32]) -> String {
@@ -224,6 +249,48 @@ impl Keystore {
         .with_hint("import it under another key ID"))
     }
 
+    /// Trust `id`'s signatures (`key import --trust`): a `.trust` file
+    /// beside its `.pub`, naming the public key it vouches for.
+    pub fn trust(&self, id: &KeyId) -> Result<()> {
+        let public = self.public(id)?;
+        let dir = self.create_user_dir(id)?;
+        let text = format!("{TRUST_HEADER}\n{}\n", hex::encode(&public));
+        dir.replace(&file_name(id, "trust"), text.as_bytes(), 0o644)
+    }
+
+    /// Withdraw trust from `id` (`key untrust`); `false` when there was
+    /// none to withdraw. A key pair of this keystore stays trusted while its
+    /// private key is here.
+    pub fn untrust(&self, id: &KeyId) -> Result<bool> {
+        match Dir::open(&self.root)?
+            .map(|r| r.subdir(id.user()))
+            .transpose()?
+        {
+            Some(Some(dir)) => dir.remove(&file_name(id, "trust")),
+            _ => Ok(false),
+        }
+    }
+
+    /// Whether `id`, with public key `public`, is a trusted signer here:
+    /// a key pair of this keystore, or a key imported with trust whose
+    /// `.pub` still holds `public`.
+    pub fn is_trusted(&self, id: &KeyId, public: &[u8; 32]) -> Result<bool> {
+        match self.public(id) {
+            Ok(p) if &p == public => {}
+            _ => return Ok(false),
+        }
+        if fs::symlink_metadata(self.priv_path(id)).is_ok() {
+            return Ok(true);
+        }
+        let Some(bytes) = self.read(id, "trust", Trust::Public)? else {
+            return Ok(false);
+        };
+        let text = std::str::from_utf8(&bytes).unwrap_or("");
+        let mut lines = text.lines();
+        Ok(lines.next() == Some(TRUST_HEADER)
+            && lines.next().and_then(hex::decode_array::<32>).as_ref() == Some(public))
+    }
+
     /// The public key of `id`.
     pub fn public(&self, id: &KeyId) -> Result<[u8; 32]> {
         let path = self.pub_path(id);
@@ -237,6 +304,11 @@ impl Keystore {
         parse_public_line(text).ok_or_else(|| {
             Error::integrity(format!("{} is not an evfs public key file", path.display()))
         })
+    }
+
+    /// Whether the private key of `id` is in this keystore.
+    pub fn has_private(&self, id: &KeyId) -> bool {
+        fs::symlink_metadata(self.priv_path(id)).is_ok()
     }
 
     /// Whether a stored passphrase exists for `id`.
@@ -390,6 +462,7 @@ impl Keystore {
                 out.push(KeyEntry {
                     has_private: present(self.priv_path(&id)),
                     has_passphrase: present(self.pass_path(&id)),
+                    trusted: self.is_trusted(&id, &public)?,
                     id,
                     public,
                 });

@@ -74,16 +74,23 @@ pub fn read_passphrase_file(path: &Path) -> Result<Passphrase> {
 
 /// The passphrase of an existing key: file, stored, prompt, else exit 4.
 pub fn existing(ks: &Keystore, id: &KeyId, source: &PassphraseSource) -> Result<Passphrase> {
+    available(ks, id, source)?.ok_or_else(|| no_source(id))
+}
+
+/// The passphrase of an existing key from the first source that has one:
+/// the file, the stored passphrase, a prompt; `None` when there is none.
+pub fn available(
+    ks: &Keystore,
+    id: &KeyId,
+    source: &PassphraseSource,
+) -> Result<Option<Passphrase>> {
     if let Some(f) = &source.file {
-        return read_passphrase_file(f);
+        return read_passphrase_file(f).map(Some);
     }
     if let Some(p) = ks.stored_passphrase(id)? {
-        return Ok(p);
+        return Ok(Some(p));
     }
-    if let Some(p) = prompt(&format!("Passphrase for key {id}: "))? {
-        return Ok(p);
-    }
-    Err(no_source(id))
+    prompt(&format!("Passphrase for key {id}: "))
 }
 
 /// Unlock the private key of `id` with a passphrase from `source`.

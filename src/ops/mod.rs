@@ -15,6 +15,8 @@ pub mod demo;
 pub mod map;
 pub mod read;
 pub mod restore;
+pub mod stream_check;
+pub mod trust;
 pub mod verify;
 
 use std::sync::Arc;
@@ -39,6 +41,9 @@ pub enum KeyUse {
     Volume,
     /// The key of a backup's target volume (`--target-key`).
     Target,
+    /// A key that signs what a keyless command writes (`--sign-with`, or
+    /// the owner's by default).
+    Signer,
 }
 
 /// Unlocks key pairs for a use-case, and reads public keys.
@@ -47,6 +52,15 @@ pub trait Keys {
     fn keystore(&self) -> Result<Keystore>;
     /// The private key of `id`, unlocked with its passphrase.
     fn unlock(&self, id: &KeyId, purpose: KeyUse) -> Result<PrivateKey>;
+    /// [`Keys::unlock`], or `None` when no passphrase of `id` can be had
+    /// without asking where nobody can answer (for a signer by default).
+    fn try_unlock(&self, id: &KeyId, purpose: KeyUse) -> Result<Option<PrivateKey>> {
+        self.unlock(id, purpose).map(Some)
+    }
+    /// How this run judges signatures.
+    fn policy(&self) -> trust::Policy {
+        trust::Policy::default()
+    }
 }
 
 /// What a use-case tells its caller while it runs. Every method has a
@@ -111,6 +125,8 @@ pub struct Report {
     pub stream_bytes: Option<u64>,
     /// Data offset a resumed backup continued from (`--resume`).
     pub resumed_at: Option<u64>,
+    /// Who signed the restored stream (a restore only).
+    pub signed_by: Option<trust::SignedBy>,
 }
 
 /// The number of worker threads: `requested`, or every core.

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::{DATA_ROLES, KeyUse, Keys, Observer};
+use super::{DATA_ROLES, KeyUse, Keys, Observer, trust};
 use crate::crypto::VolumeKey;
 use crate::emd::Emd;
 use crate::error::{Error, Result};
@@ -154,7 +154,7 @@ fn open_volume(
         .with_hint(format!("give -k ID: evfs hash {} -k ID", path.display())));
     };
     let pk = keys.unlock(id, KeyUse::Volume)?;
-    let unlocked = v.unlock(&pk, DATA_ROLES, "read its data")?;
+    let unlocked = trust::unlock(&v.emd, v.path(), &pk, DATA_ROLES, "read its data", keys)?;
     v.require_enabled("decrypted")?;
     Ok(Some((v, unlocked.key)))
 }
@@ -198,7 +198,7 @@ pub fn cat(
     let v = Volume::from_device(dev)?;
     super::backup::target::not_the_source(out_storage, &v.dev.storage()?)?;
     let pk = keys.unlock(id, KeyUse::Volume)?;
-    let unlocked = v.unlock(&pk, DATA_ROLES, "read its data")?;
+    let unlocked = trust::unlock(&v.emd, v.path(), &pk, DATA_ROLES, "read its data", keys)?;
     v.require_enabled("decrypted")?;
     let plain = Plaintext::of_volume(&v, &unlocked.key)?;
     super::watched(obs, "cat", Some(plain.len()), |meter| {

@@ -11,18 +11,16 @@ use std::time::Instant;
 use super::backup::decide::Mode;
 use super::backup::rollback::{self, Lineage};
 use super::backup::target::is_blank;
-use super::{DATA_ROLES, KeyUse, Keys, Observer, Report};
-use crate::crypto::VolumeKey;
+use super::stream_check::StreamCheck;
+use super::{Keys, Observer, Report};
 use crate::emd::{Checkpoint, Emd, Task};
 use crate::error::{Error, IoContext, Result};
 use crate::keys::KeyId;
-use crate::stream::decode::FrameDecoder;
 use crate::stream::format::Header;
-use crate::stream::reader::{Item, StreamReader};
 use crate::volume::device::require_volume_kind;
 use crate::volume::identity::Storage;
 use crate::volume::transaction::Transaction;
-use crate::volume::{Device, layout, lock, metadata, sniff, unlock_emd};
+use crate::volume::{Device, layout, lock, metadata, sniff};
 
 /// A restore: a stream (a file, or `-` for standard input) onto a volume.
 #[derive(Clone, Debug)]
@@ -67,35 +65,6 @@ pub fn open_stream(path: &Path) -> Result<(Box<dyn Read + Send>, String)> {
     Ok((Box::new(std::io::Cursor::new(head).chain(input)), name))
 }
 
-/// The stream's target volume key from `-k`, when given. Required when the
-/// stream holds frames that only the key can turn into ciphertext.
-pub fn stream_key(
-    keys: &dyn Keys,
-    id: Option<&KeyId>,
-    header: &Header,
-    name: &str,
-    required: bool,
-) -> Result<Option<VolumeKey>> {
-    let Some(id) = id else {
-        if required {
-            let what = if header.compressed {
-                "compressed"
-            } else {
-                "sparse"
-            };
-            return Err(Error::access(format!(
-                "{name} is a {what} stream: restoring it needs the volume key"
-            ))
-            .with_hint("give -k ID with a key of the backed-up volume (its owner or a user)"));
-        }
-        return Ok(None);
-    };
-    let pk = keys.unlock(id, KeyUse::Volume)?;
-    Ok(Some(
-        unlock_emd(&header.emd, Path::new(name), &pk, DATA_ROLES, "read it")?.key,
-    ))
-}
-
 /// Restore a stream onto a volume: refuse what would destroy data (the
 /// stream itself, a foreign target, a rollback), then write every frame and,
 /// only after the trailer checked out and the data is synced, the stream's
@@ -125,21 +94,19 @@ pub fn run(args: &RestoreRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result
             );
         }
     }
-    let (input, name) = open_stream(&args.stream)?;
-    let mut reader = StreamReader::open(input, &name)?;
-    let header = reader.header.clone();
-    let key = stream_key(
-        keys,
-        args.key.as_ref(),
-        &header,
-        &name,
-        header.compressed || header.sparse,
-    )?;
-    if let Some(k) = &key
-        && !header.raw
-    {
-        reader.set_mac_key(&k.stream_mac_key());
-    }
+    // A signature is required with -k, and over an existing volume (see
+    // below); a restore into a new target on a fresh host may go on
+    // without one, and says so.
+    let policy = keys.policy();
+    let existed = dst.exists() && metadata::read(&Device::open_read(dst)?)?.any_magic();
+    let strict = args.key.is_some() || existed;
+    let policy = if strict { policy.requiring() } else { policy };
+    let mut check =
+        StreamCheck::open(&args.stream, args.key.as_ref(), keys, policy.clone(), |h| {
+            h.compressed || h.sparse
+        })?;
+    let header = check.header().clone();
+    let name = check.name().to_string();
 
     // Busy before foreign: a target another writer holds is reported as such.
     lock::probe(dst, "restore into it")?;
@@ -151,6 +118,9 @@ pub fn run(args: &RestoreRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result
         }
         rollback::check(&lineage, &name, e, &dst.display().to_string(), args.force)?;
     }
+    // Nothing is written from a stream whose EMD clone is not signed by a
+    // trusted signer, where a signature is required.
+    check.gate(keys)?;
     let needed = layout::device_size_for(header.emd.data_size);
     let created = !dst.exists();
     let mut dev = if created {
@@ -181,35 +151,31 @@ pub fn run(args: &RestoreRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result
         u64::MAX - data_offset
     };
     let txn = Transaction::begin(&dev, initial, floor)?;
-    let mut decoder = FrameDecoder::new(&header, key.as_ref());
-    let trailer = super::watched(obs, "restore", header.expected, |meter| -> Result<_> {
-        loop {
-            match reader.next_item()? {
-                Item::Frame(f, payload, fh) => {
-                    let data = decoder.ciphertext(&f, payload, &fh)?;
-                    if f.offset + data.len() as u64 > limit {
-                        return Err(Error::refused(format!(
-                            "the target {} is too small for the stream's data",
-                            dst.display()
-                        )));
-                    }
-                    dev.write_at(data, data_offset + f.offset)?;
-                    meter.add(u64::from(f.plain_len));
-                }
-                Item::End(t) => return Ok(t),
+    let checked = super::watched(obs, "restore", header.expected, |meter| {
+        let mut write = |offset: u64, data: &[u8]| -> Result<()> {
+            if offset + data.len() as u64 > limit {
+                return Err(Error::refused(format!(
+                    "the target {} is too small for the stream's data",
+                    dst.display()
+                )));
             }
-        }
+            dev.write_at(data, data_offset + offset)
+        };
+        check.run(keys, Some(&mut write), &mut |n| meter.add(n))
     })?;
-    let fin: Emd = trailer.emd.clone();
-    same_volume(&header, &fin, &name)?;
-    if let Some(k) = &key
-        && !fin.mac_ok(k)
-    {
-        return Err(Error::integrity(format!(
-            "{name}: the final EMD fails its MAC check"
-        )));
+    let trailer = &checked.trailer;
+    if checked.signed_by.as_ref().is_none_or(|s| !s.trusted) {
+        obs.note(&format!(
+            "evfs restore: note: {}: its authenticity was not checked ({})",
+            name,
+            match &checked.signed_by {
+                Some(s) => s.describe(),
+                None => "the stream is not signed".to_string(),
+            }
+        ));
     }
-    let fin = txn.commit(None, |e| {
+    let fin: Emd = trailer.emd.clone();
+    let fin = txn.commit(None, None, |e| {
         *e = fin;
         if !dev.is_block() {
             let size = layout::device_size_for(e.data_size);
@@ -221,7 +187,7 @@ pub fn run(args: &RestoreRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result
     })?;
     // Frames carry the target's ciphertext, written as it lies; only a key
     // turns compressed frames and zero markers into ciphertext.
-    let mode = match &key {
+    let mode = match check.key() {
         Some(_) if header.compressed || header.sparse => Mode::Encrypt,
         _ => Mode::Raw,
     };
@@ -230,14 +196,15 @@ pub fn run(args: &RestoreRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result
         stream_mode: Some(header.mode),
         bytes: trailer.bytes,
         seconds: clock.elapsed().as_secs_f64(),
-        digest: trailer.plaintext_blake3.map(blake3::Hash::from),
+        digest: checked.digest().map(|d| d.hash),
         threads: 1,
         source: name,
         target: dst.display().to_string(),
         source_uuid: (header.source_uuid != [0; 16]).then_some(header.source_uuid),
         target_uuid: Some(fin.uuid),
-        stream_bytes: Some(reader.position()),
+        stream_bytes: Some(checked.stream_bytes),
         resumed_at: None,
+        signed_by: checked.signed_by.clone(),
     })
 }
 
@@ -285,25 +252,4 @@ fn check_target(dst: &Path, header: &Header, force: bool) -> Result<Option<Emd>>
         .with_hint("use --force to overwrite it"));
     }
     Ok(None)
-}
-
-/// The trailer's EMD must describe the volume the header announced.
-fn same_volume(header: &Header, fin: &Emd, name: &str) -> Result<()> {
-    let h = &header.emd;
-    let same = fin.uuid == h.uuid
-        && fin.cipher == h.cipher
-        && fin.sector_size == h.sector_size
-        && fin.data_offset == h.data_offset
-        && fin.slots == h.slots
-        && fin.label == h.label
-        && fin.state == h.state
-        && fin.clone_of == h.clone_of
-        && fin.data_version == h.data_version
-        && (header.expected.is_none() || fin.data_size == h.data_size);
-    if !same {
-        return Err(Error::integrity(format!(
-            "{name}: the trailer's EMD does not describe the volume of the header"
-        )));
-    }
-    Ok(())
 }

@@ -10,14 +10,13 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use super::read::Plaintext;
-use super::restore::{open_stream, stream_key};
-use super::{DATA_ROLES, KeyUse, Keys};
+pub use super::stream_check::Digest;
+use super::stream_check::StreamCheck;
+use super::trust::SignedBy;
+use super::{DATA_ROLES, KeyUse, Keys, trust};
 use crate::emd::{Copies, State};
 use crate::error::{Error, Result};
 use crate::keys::KeyId;
-use crate::pipeline::digest::{TreeMerger, hash_chunk};
-use crate::stream::decode::FrameDecoder;
-use crate::stream::reader::{Item, StreamReader};
 use crate::volume::sniff::{self, Kind};
 use crate::volume::{Device, Volume, metadata};
 
@@ -87,13 +86,6 @@ impl Findings {
     }
 }
 
-/// A plaintext digest and how many bytes it covers.
-#[derive(Clone, Copy, Debug)]
-pub struct Digest {
-    pub hash: blake3::Hash,
-    pub bytes: u64,
-}
-
 /// What `verify` found: every check, and the plaintext digest it computed or read.
 pub struct Verdict {
     findings: Findings,
@@ -101,6 +93,8 @@ pub struct Verdict {
     pub kind: Kind,
     /// The plaintext digest computed or read, and its length.
     pub plaintext: Option<Digest>,
+    /// Who signed the stream, or the volume's EMD.
+    pub signed_by: Option<SignedBy>,
 }
 
 impl Verdict {
@@ -139,9 +133,18 @@ pub fn check(args: &VerifyRequest, keys: &dyn Keys) -> Result<Verdict> {
     let threads = args.threads;
     let mut f = Findings::default();
     let kind = kind_of(&args.target)?;
+    let mut signed_by = None;
     let target_digest = match kind {
-        Kind::Stream => verify_stream(keys, &args.target, args.key.as_ref(), &mut f)?,
-        Kind::Volume => verify_volume(keys, &args.target, args.key.as_ref(), threads, &mut f)?,
+        Kind::Stream => {
+            let (d, s) = verify_stream(keys, &args.target, args.key.as_ref(), &mut f)?;
+            signed_by = s;
+            d
+        }
+        Kind::Volume => {
+            let (d, s) = verify_volume(keys, &args.target, args.key.as_ref(), threads, &mut f)?;
+            signed_by = s;
+            d
+        }
         Kind::Plain => {
             if args.against.is_none() {
                 return Err(Error::usage(format!(
@@ -205,6 +208,7 @@ pub fn check(args: &VerifyRequest, keys: &dyn Keys) -> Result<Verdict> {
         findings: f,
         kind,
         plaintext: reported,
+        signed_by,
     })
 }
 
@@ -234,7 +238,7 @@ fn verify_volume(
     key: Option<&KeyId>,
     threads: usize,
     f: &mut Findings,
-) -> Result<Option<Digest>> {
+) -> Result<(Option<Digest>, Option<SignedBy>)> {
     let v = Volume::from_device(Device::open_read(path)?)?;
     let current = Some(v.emd.generation);
     let (primary, backup) = v.copies.health();
@@ -260,18 +264,36 @@ fn verify_volume(
             "the volume is clean".to_string()
         },
     );
+    // Keyless: the signature's status is reported, and only a broken one
+    // fails; with -k, unlocking requires a trusted one.
+    let policy = keys.policy();
+    let signed = trust::signed_by(
+        v.emd.signature.as_ref(),
+        &v.emd.signed_message(),
+        keys,
+        &policy,
+    )?;
+    match (&signed, trust::judge(signed.as_ref(), &policy, "the EMD")) {
+        (_, Err(e)) => f.fail(
+            e.to_string()
+                .trim_start_matches("integrity failure: ")
+                .to_string(),
+        ),
+        (Some(s), Ok(())) => f.pass(format!("the EMD is {}", s.describe())),
+        (None, Ok(())) => f.pass("the EMD is not signed: its authenticity is not checked"),
+    }
     let Some(id) = key else {
         f.pass("data not checked (give -k ID to check the plaintext against the provenance)");
-        return Ok(None);
+        return Ok((None, signed));
     };
     let pk = keys.unlock(id, KeyUse::Volume)?;
-    let unlocked = v.unlock(&pk, DATA_ROLES, "read its data")?;
+    let unlocked = trust::unlock(&v.emd, v.path(), &pk, DATA_ROLES, "read its data", keys)?;
     f.pass(format!("EMD MAC verified with {}", pk.id()));
     if v.emd.state == State::Disabled {
         f.fail(
             "the volume is disabled: its plaintext cannot be read (enable it to verify the data)",
         );
-        return Ok(None);
+        return Ok((None, signed));
     }
     let bytes = v.emd.data_len;
     let hash = Plaintext::of_volume(&v, &unlocked.key)?.digest(threads)?;
@@ -303,104 +325,41 @@ fn verify_volume(
             "the volume has no provenance digest to check its data against (use --against SRC)",
         ),
     }
-    Ok(Some(Digest { hash, bytes }))
+    Ok((Some(Digest { hash, bytes }), signed))
 }
 
-/// Read a whole stream, checking everything; with a key, also the MAC and
-/// the plaintext digest.
+/// Read a whole stream through the one stream checker (which `restore`
+/// runs too); with a key, also the MACs and the plaintext digest.
 fn verify_stream(
     keys: &dyn Keys,
     path: &Path,
     key: Option<&KeyId>,
     f: &mut Findings,
-) -> Result<Option<Digest>> {
-    let (input, name) = open_stream(path)?;
-    let mut reader = StreamReader::open(input, &name)?;
-    f.pass("stream header checksum");
-    let header = reader.header.clone();
-    let vkey = stream_key(keys, key, &header, &name, false)?;
-    if let Some(k) = &vkey
-        && !header.raw
-    {
-        reader.set_mac_key(&k.stream_mac_key());
-    }
-    let mut decoder = vkey.as_ref().map(|k| FrameDecoder::new(&header, Some(k)));
-    let mut merger = TreeMerger::new();
-    // The last frame may end in padding that the digest does not cover, so
-    // each frame is hashed when the next item shows how much of it counts.
-    let mut held: Option<(u64, Vec<u8>)> = None;
-    let mut frames = 0u64;
-    let trailer = loop {
-        match reader.next_item() {
-            Ok(Item::Frame(fh, payload, raw)) => {
-                frames += 1;
-                if let Some(d) = decoder.as_mut() {
-                    let plain = d.plaintext(&fh, payload, &raw)?;
-                    if let Some((off, data)) = held.take() {
-                        merger.push(hash_chunk(off, &data));
-                    }
-                    held = Some((fh.offset, plain[..fh.plain_len as usize].to_vec()));
-                }
-            }
-            Ok(Item::End(t)) => break t,
-            Err(e) if e.exit_code() == 5 => {
-                let text = e.to_string();
-                let text = text.trim_start_matches("integrity failure: ");
-                f.fail(
-                    text.strip_prefix(&format!("{name}: "))
-                        .unwrap_or(text)
-                        .to_string(),
-                );
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        }
+) -> Result<(Option<Digest>, Option<SignedBy>)> {
+    let policy = match key {
+        Some(_) => keys.policy().requiring(),
+        None => keys.policy(),
     };
-    f.pass(format!(
-        "{frames} frames, each with a valid BLAKE3, in order"
-    ));
-    f.pass(format!(
-        "trailer: {} bytes, checksum over the whole stream",
-        trailer.bytes
-    ));
-    let Some(_) = vkey else {
-        f.pass("MAC and plaintext not checked (give -k ID)");
-        return Ok(trailer.plaintext_blake3.map(|h| Digest {
-            hash: blake3::Hash::from(h),
-            bytes: trailer.bytes,
-        }));
-    };
-    if header.raw {
-        f.pass("raw stream: made without a key, it carries no MAC");
-    } else {
-        f.pass("stream MAC verified with the volume key");
+    let mut check = StreamCheck::open(path, key, keys, policy, |_| false)?;
+    let result = check.run(keys, None, &mut |_| {});
+    for line in check.passed() {
+        f.pass(line.clone());
     }
-    if let Some((off, mut data)) = held.take() {
-        data.truncate((trailer.bytes - off) as usize);
-        if !data.is_empty() {
-            merger.push(hash_chunk(off, &data));
+    let signed = check.signed_by().cloned();
+    match result {
+        Ok(c) => Ok((c.digest(), signed)),
+        Err(e) if e.exit_code() == 5 => {
+            let text = e.to_string();
+            let text = text.trim_start_matches("integrity failure: ");
+            f.fail(
+                text.strip_prefix(&format!("{}: ", check.name()))
+                    .unwrap_or(text)
+                    .to_string(),
+            );
+            Ok((None, signed))
         }
+        Err(e) => Err(e),
     }
-    let hash = merger.finish();
-    let expected = trailer.plaintext_blake3.or_else(|| {
-        trailer
-            .emd
-            .provenance
-            .as_ref()
-            .filter(|p| p.bytes == trailer.bytes)
-            .and_then(|p| p.plaintext_blake3)
-    });
-    match expected {
-        Some(e) => f.digest(hash, e, "of the frames", "the recorded digest"),
-        None => f.pass(format!(
-            "plaintext BLAKE3 {} (no digest recorded to compare)",
-            hash.to_hex()
-        )),
-    }
-    Ok(Some(Digest {
-        hash,
-        bytes: trailer.bytes,
-    }))
 }
 
 /// The plaintext digest of a volume, plain file or stream: all its data.
@@ -408,7 +367,7 @@ fn digest_of(keys: &dyn Keys, path: &Path, key: Option<&KeyId>, threads: usize) 
     match kind_of(path)? {
         Kind::Stream => {
             let mut scratch = Findings::default();
-            let d = verify_stream(keys, path, key, &mut scratch)?;
+            let (d, _) = verify_stream(keys, path, key, &mut scratch)?;
             match (d, scratch.first_failure()) {
                 (_, Some(what)) => Err(Error::integrity(format!("{}: {what}", path.display()))),
                 (Some(d), None) => Ok(d),
@@ -429,7 +388,7 @@ fn digest_of(keys: &dyn Keys, path: &Path, key: Option<&KeyId>, threads: usize) 
                 .with_hint("give -k ID"));
             };
             let pk = keys.unlock(id, KeyUse::Volume)?;
-            let unlocked = v.unlock(&pk, DATA_ROLES, "read its data")?;
+            let unlocked = trust::unlock(&v.emd, v.path(), &pk, DATA_ROLES, "read its data", keys)?;
             v.require_enabled("decrypted")?;
             let plain = Plaintext::of_volume(&v, &unlocked.key)?;
             let bytes = plain.len();

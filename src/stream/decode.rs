@@ -101,6 +101,16 @@ impl FrameDecoder {
         Ok(&self.buf[..padded])
     }
 
+    /// The ciphertext of the frame whose plaintext [`FrameDecoder::plaintext`]
+    /// just decoded, encrypted in place (a zero marker or a compressed frame).
+    pub fn encrypt_decoded(&mut self, f: &FrameHeader) -> Result<&[u8]> {
+        let padded = (f.plain_len as usize).div_ceil(self.sector_size) * self.sector_size;
+        let sector = f.offset / self.sector_size as u64;
+        let xts = self.xts.as_ref().ok_or_else(|| missing_key(f))?;
+        xts.encrypt_sectors(&mut self.buf[..padded], self.sector_size, sector);
+        Ok(&self.buf[..padded])
+    }
+
     /// The bytes to write into the target's data area at `f.offset`.
     pub fn ciphertext<'a>(
         &'a mut self,

@@ -9,6 +9,7 @@
 
 use crate::emd::{EMD_SIZE, Emd, EmdError};
 use crate::le::{array, put_u16, put_u32, put_u64, u16_at, u32_at, u64_at, zero};
+use crate::signature::{self, Signature};
 
 use super::MAGIC;
 
@@ -34,8 +35,19 @@ pub const FRAME_HASH_LEN: usize = 32;
 pub const FRAME_MAGIC: &[u8; 4] = b"EVFR";
 /// First bytes of the trailer.
 pub const TRAILER_MAGIC: &[u8; 8] = b"EVFS-END";
-/// Bytes of the trailer.
-pub const TRAILER_LEN: usize = 64 + EMD_SIZE + 32 + 32;
+/// Bytes of a version-1 trailer (no signature block).
+pub const TRAILER_LEN_V1: usize = 64 + EMD_SIZE + 32 + 32;
+/// Bytes of the trailer this code writes: version 1's, then the signature
+/// block (`formats/SIGNATURE.md`).
+pub const TRAILER_LEN: usize = TRAILER_LEN_V1 + signature::BLOCK_LEN;
+/// Bytes of the trailer of a stream of `version`.
+pub const fn trailer_len(version: u16) -> usize {
+    if version == 1 {
+        TRAILER_LEN_V1
+    } else {
+        TRAILER_LEN
+    }
+}
 /// Largest chunk size a reader accepts (and so the largest frame it allocates for).
 pub const MAX_CHUNK: u32 = 16 << 20;
 /// Smallest chunk size a reader accepts.
@@ -350,6 +362,8 @@ pub struct Trailer {
     pub emd: Emd,
     pub mac: Option<[u8; 32]>,
     pub checksum: [u8; 32],
+    /// Who signed the checksum (version 2); `None`: unsigned.
+    pub signature: Option<Signature>,
 }
 
 /// Bytes of the trailer that the MAC covers (everything before it).
@@ -376,10 +390,10 @@ impl Trailer {
         b
     }
 
-    /// Parse a whole trailer. The checksum and MAC need the manifest and are
-    /// checked by the reader.
-    pub fn parse(b: &[u8]) -> Result<Trailer, StreamError> {
-        if b.len() < TRAILER_LEN || &b[0..8] != TRAILER_MAGIC {
+    /// Parse a whole trailer of a stream of `version`. The checksum, MAC
+    /// and signature need the manifest and are checked by the reader.
+    pub fn parse(b: &[u8], version: u16) -> Result<Trailer, StreamError> {
+        if b.len() < trailer_len(version) || &b[0..8] != TRAILER_MAGIC {
             return Err(StreamError::NoMagic);
         }
         let flags = b[24];
@@ -409,6 +423,12 @@ impl Trailer {
             emd: Emd::parse(&b[64..64 + EMD_SIZE]).map_err(StreamError::Emd)?,
             mac,
             checksum: array::<32>(b, TRAILER_MAC_AT + 32),
+            signature: if version == 1 {
+                None
+            } else {
+                Signature::parse(&b[TRAILER_LEN_V1..TRAILER_LEN])
+                    .map_err(|_| StreamError::Field("trailer signature"))?
+            },
         })
     }
 }

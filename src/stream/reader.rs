@@ -9,8 +9,8 @@
 use std::io::Read;
 
 use super::format::{
-    FRAME_HASH_LEN, FRAME_HEADER_LEN, FrameHeader, Header, StreamError, TRAILER_LEN,
-    TRAILER_MAC_AT, TRAILER_MAGIC, Trailer, frame_hash, header_len,
+    FRAME_HASH_LEN, FRAME_HEADER_LEN, FrameHeader, Header, StreamError, TRAILER_MAC_AT,
+    TRAILER_MAGIC, Trailer, frame_hash, header_len, trailer_len,
 };
 use crate::crypto::secret::MacKey;
 use crate::error::{Error, Result};
@@ -202,18 +202,19 @@ impl<R: Read> StreamReader<R> {
     }
 
     fn trailer(&mut self, head: [u8; FRAME_HEADER_LEN], at: u64) -> Result<Trailer> {
-        let mut b = vec![0u8; TRAILER_LEN];
+        let len = trailer_len(self.header.version);
+        let mut b = vec![0u8; len];
         b[..FRAME_HEADER_LEN].copy_from_slice(&head);
         let n = read_full(&mut self.input, &mut b[FRAME_HEADER_LEN..])
             .map_err(|e| Error::io("reading", &self.name, e))?;
         self.position += n as u64;
-        if n < TRAILER_LEN - FRAME_HEADER_LEN {
+        if n < len - FRAME_HEADER_LEN {
             return Err(self.fail(format!(
                 "the stream is truncated at byte {} (inside the trailer starting at byte {at})",
                 self.position
             )));
         }
-        let t = Trailer::parse(&b)
+        let t = Trailer::parse(&b, self.header.version)
             .map_err(|e| self.fail(format!("the trailer at byte {at} is invalid: {e}")))?;
         self.manifest.update(&b[..TRAILER_MAC_AT]);
         self.manifest

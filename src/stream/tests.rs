@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use super::format::*;
 use super::reader::{Item, StreamReader};
 use super::writer::{Payload, StreamFramer, StreamWriter};
-use crate::emd::tests::{example, example_key};
+use crate::emd::tests::{example, example_key, example_signer};
 use crate::testutil::{expect_listing, listing, unhexdump};
 
 const CHUNK: usize = 64 << 10;
@@ -65,7 +65,9 @@ fn make(h: &Header, chunks: &[Vec<u8>]) -> Vec<u8> {
     }
     let mut fin = h.emd.clone();
     fin.seal(&key);
-    let (out, len) = w.finish(offset, Some([0x42; 32].into()), &fin).unwrap();
+    let (out, len) = w
+        .finish(offset, Some([0x42; 32].into()), &fin, None)
+        .unwrap();
     assert_eq!(out.len() as u64, len);
     out
 }
@@ -187,7 +189,7 @@ fn a_forged_stream_with_fixed_checksums_fails_the_mac() {
     let f = framer.frame(0, 0, &data, false, None).unwrap();
     w.write_frame(&f.header, &data, &f.hash).unwrap();
     let (forged, _) = w
-        .finish(CHUNK as u64, Some([0x42; 32].into()), &h.emd)
+        .finish(CHUNK as u64, Some([0x42; 32].into()), &h.emd, None)
         .unwrap();
     assert_ne!(forged, s);
     assert!(read_all(&forged, false).is_ok(), "keyless checks pass");
@@ -195,19 +197,78 @@ fn a_forged_stream_with_fixed_checksums_fails_the_mac() {
     assert!(e.to_string().contains("MAC"), "{e}");
 }
 
-/// The worked example: one zero chunk of 64 KiB in a sparse stream.
+/// The EMD clone of the worked example: `formats/EMD.md`'s volume as a
+/// fresh clone with a 64 KiB data area, no provenance yet, signed.
+fn example_clone() -> crate::emd::Emd {
+    let mut e = example();
+    e.data_size = CHUNK as u64;
+    e.data_len = CHUNK as u64;
+    e.data_version = 1;
+    e.provenance = None;
+    crate::ops::trust::seal(&mut e, &example_key(), Some(&example_signer()));
+    e
+}
+
+/// The worked example: one zero chunk of 64 KiB in a sparse stream, signed
+/// by `backup.cron`, with the final EMD's provenance filled in.
 fn worked_example() -> Vec<u8> {
-    make(&header(true, false, CHUNK as u64), &[vec![0u8; CHUNK]])
+    use crate::emd::{Origin, Provenance, Timestamp};
+    let key = example_key();
+    let signer = example_signer();
+    let h = Header {
+        emd: example_clone(),
+        ..header(true, false, CHUNK as u64)
+    };
+    let framer = StreamFramer {
+        compress: None,
+        sparse: true,
+        chunk_size: CHUNK,
+    };
+    let zeros = vec![0u8; CHUNK];
+    let f = framer.frame(0, 0, &zeros, true, None).unwrap();
+    let mut w =
+        StreamWriter::start(Vec::new(), "example", &h, Some(&key.stream_mac_key())).unwrap();
+    w.write_frame(&f.header, &[], &f.hash).unwrap();
+    let digest = blake3::hash(&zeros);
+    let mut fin = h.emd.clone();
+    fin.provenance = Some(Provenance {
+        origin: Origin::Volume {
+            uuid: [0x11; 16],
+            data_version: 5,
+        },
+        started: Timestamp {
+            secs: 1_795_000_100,
+            nanos: 250_000_000,
+        },
+        finished: Timestamp {
+            secs: 1_795_000_160,
+            nanos: 0,
+        },
+        bytes: CHUNK as u64,
+        plaintext_blake3: Some(*digest.as_bytes()),
+        data_version: 1,
+    });
+    crate::ops::trust::seal(&mut fin, &key, Some(&signer));
+    let sign = |m: &[u8]| signer.sign(m);
+    let (out, _) = w
+        .finish(CHUNK as u64, Some(digest), &fin, Some(&sign))
+        .unwrap();
+    out
 }
 
 #[test]
 fn the_worked_example_in_formats_stream_md_reads_back() {
+    expect_listing("formats/STREAM.md", 0, &worked_example());
     let listing = listing("formats/STREAM.md", 0);
     let bytes = unhexdump(&listing);
     let mut r = StreamReader::open(&bytes[..], "example").unwrap();
     r.set_mac_key(&example_key().stream_mac_key());
     assert!(r.header.sparse && !r.header.compressed && !r.header.raw);
     assert_eq!(r.header.chunk_size, 64 << 10);
+    assert_eq!(r.header.emd.data_size, 64 << 10, "the clone's data area");
+    assert!(r.header.emd.provenance.is_none(), "a fresh clone");
+    assert!(r.header.emd.mac_ok(&example_key()));
+    assert_eq!(r.header.emd.signature_valid(), Some(true));
     match r.next_item().unwrap() {
         Item::Frame(f, payload, _) => {
             assert_eq!(f.kind, FrameKind::Zero);
@@ -216,14 +277,26 @@ fn the_worked_example_in_formats_stream_md_reads_back() {
         }
         Item::End(_) => panic!("the example has a frame"),
     }
+    let zeros = blake3::hash(&[0u8; 65536]);
     match r.next_item().unwrap() {
         Item::End(t) => {
             assert_eq!((t.frames, t.bytes), (1, 65536));
-            assert_eq!(t.plaintext_blake3, Some([0x42; 32]));
+            assert_eq!(t.plaintext_blake3, Some(*zeros.as_bytes()));
+            let p = t
+                .emd
+                .provenance
+                .as_ref()
+                .expect("the final EMD's provenance");
+            assert_eq!(p.plaintext_blake3, t.plaintext_blake3);
+            assert!(t.emd.mac_ok(&example_key()));
+            assert_eq!(t.emd.signature_valid(), Some(true));
+            let sig = t.signature.as_ref().expect("signed");
+            assert_eq!(sig.id.as_str(), "backup.cron");
+            assert_eq!(sig.public, example_signer().public());
+            assert!(sig.valid(&crate::signature::stream_message(&t.checksum)));
         }
         Item::Frame(..) => panic!("one frame only"),
     }
-    expect_listing("formats/STREAM.md", 0, &worked_example());
 }
 
 /// Found by the `stream` fuzz target: `ciphertext()` of a zero marker

@@ -16,6 +16,10 @@ use super::format::{
 use crate::crypto::secret::MacKey;
 use crate::emd::Emd;
 use crate::error::{Error, Result};
+use crate::signature::{self, Signature};
+
+/// Makes a stream's signature of a message (`signature::stream_message`).
+pub type Signer<'a> = &'a dyn Fn(&[u8]) -> Signature;
 
 /// Makes the frames of a stream, on the workers.
 pub struct StreamFramer {
@@ -202,12 +206,14 @@ impl<W: Write> StreamWriter<W> {
         Ok(())
     }
 
-    /// Write the trailer and flush; returns the stream's length in bytes.
+    /// Write the trailer, signed with `sign` when there is a signer, and
+    /// flush; returns the stream's length in bytes.
     pub fn finish(
         mut self,
         bytes: u64,
         digest: Option<blake3::Hash>,
         final_emd: &Emd,
+        sign: Option<Signer>,
     ) -> Result<(W, u64)> {
         let body = Trailer::encode_body(
             self.frames,
@@ -229,6 +235,11 @@ impl<W: Write> StreamWriter<W> {
         self.write(&body)?;
         self.write(&mac)?;
         self.write(&checksum)?;
+        let block = match sign {
+            Some(sign) => sign(&signature::stream_message(&checksum)).encode(),
+            None => [0u8; signature::BLOCK_LEN],
+        };
+        self.write(&block)?;
         self.out
             .flush()
             .map_err(|e| Error::io("writing", &self.name, e))?;

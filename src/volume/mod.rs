@@ -231,6 +231,7 @@ impl NewVolume<'_> {
             provenance: None,
             slots,
             mac: [0; 32],
+            signature: None,
         };
         emd.seal(&key);
         Ok((emd, key))

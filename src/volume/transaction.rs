@@ -10,6 +10,7 @@ use super::metadata;
 use crate::crypto::VolumeKey;
 use crate::emd::Emd;
 use crate::error::Result;
+use crate::keys::PrivateKey;
 
 /// A data write in progress on `dev`, with the EMD it left on the media.
 pub struct Transaction<'a> {
@@ -51,11 +52,13 @@ impl<'a> Transaction<'a> {
 
     /// Finish: sync the data, let `finish` fill in the final EMD (its
     /// provenance, length...), clear the dirty bit and the checkpoint, seal
-    /// it with `key` when the writer holds one, and write it to both copies
-    /// at the next generation. Returns the EMD written.
+    /// it with `key` and sign it with `signer` when the writer holds them,
+    /// and write it to both copies at the next generation. Returns the EMD
+    /// written.
     pub fn commit(
         mut self,
         key: Option<&VolumeKey>,
+        signer: Option<&PrivateKey>,
         finish: impl FnOnce(&mut Emd) -> Result<()>,
     ) -> Result<Emd> {
         self.dev.sync()?;
@@ -65,6 +68,9 @@ impl<'a> Transaction<'a> {
         self.emd.checkpoint = None;
         if let Some(k) = key {
             self.emd.seal(k);
+        }
+        if let Some(pk) = signer {
+            self.emd.sign(|m| pk.sign(m));
         }
         self.emd.generation = generation.max(self.emd.generation) + 1;
         metadata::write_both(self.dev, &self.emd)?;

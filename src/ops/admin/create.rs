@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use crate::crypto::Cipher;
 use crate::emd;
 use crate::error::{Error, Result};
-use crate::keys::KeyId;
-use crate::ops::{Keys, Observer};
+use crate::keys::{KeyId, PrivateKey};
+use crate::ops::{Keys, Observer, trust};
 use crate::volume::{Device, NewVolume, layout, metadata};
 
 /// A new volume: where, owned by whom, how.
@@ -23,6 +23,8 @@ pub struct CreateRequest {
     pub recovery: Vec<KeyId>,
     /// Overwrite an existing EMD or non-zero data.
     pub force: bool,
+    /// Sign with this key (default: the owner's, when it can be unlocked).
+    pub sign_with: Option<KeyId>,
 }
 
 /// Write a new EMD; a file this made is removed again on failure.
@@ -47,10 +49,20 @@ pub fn run(args: &CreateRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result<
         recovery.push((id, public));
     }
     check_label(&args.label)?;
+    // The signer is unlocked before anything is written.
+    let signer = trust::signer(keys, args.sign_with.as_ref(), Some(&owner))?;
 
     let existed = args.vol.exists();
     let dev = open_or_make(&args.vol, args.size)?;
-    let result = write_new(obs, &dev, args, &owner, owner_public, recovery, existed);
+    let result = write_new(
+        obs,
+        &dev,
+        args,
+        (&owner, owner_public),
+        recovery,
+        signer.as_ref(),
+        existed,
+    );
     if result.is_err() && !existed {
         let _ = std::fs::remove_file(&args.vol);
     }
@@ -61,9 +73,9 @@ fn write_new(
     obs: &dyn Observer,
     dev: &Device,
     args: &CreateRequest,
-    owner: &KeyId,
-    owner_public: [u8; 32],
+    (owner, owner_public): (&KeyId, [u8; 32]),
     recovery: Vec<(KeyId, [u8; 32])>,
+    signer: Option<&PrivateKey>,
     existed: bool,
 ) -> Result<()> {
     if dev.size() < layout::MIN_VOLUME {
@@ -93,7 +105,7 @@ fn write_new(
     }
     let sector_size = args.sector_size;
     let data_size = layout::max_data_size(dev.size(), sector_size);
-    let (emd, _key) = NewVolume {
+    let (mut emd, _key) = NewVolume {
         cipher: args.cipher,
         sector_size,
         data_size,
@@ -103,6 +115,13 @@ fn write_new(
         recovery,
     }
     .build()?;
+    match signer {
+        Some(pk) => emd.sign(|m| pk.sign(m)),
+        None => obs.note(&format!(
+            "evfs: note: the EMD is not signed: the private key of {owner} is not here (or not readable) or its passphrase was not given (give --sign-with ID or --passphrase-file F, or sign it later with `evfs emd sign {} -k {owner}`)",
+            dev.path().display()
+        )),
+    }
     metadata::write_both(dev, &emd)?;
     obs.note(&format!(
         "created EVFS volume {} (uuid {}, {}, {} data area, owner {owner})",

@@ -10,12 +10,12 @@ pub mod emd_file;
 
 use std::path::Path;
 
-use super::{DATA_ROLES, KeyUse, Keys, Observer};
+use super::{DATA_ROLES, KeyUse, Keys, Observer, trust};
 use crate::crypto::wrap;
 use crate::emd::{self, Role, Slot, State};
 use crate::error::{Error, Result};
 use crate::keys::KeyId;
-use crate::volume::{Volume, metadata};
+use crate::volume::{Volume, metadata, unlock_emd};
 
 pub fn set_state(
     keys: &dyn Keys,
@@ -27,7 +27,7 @@ pub fn set_state(
     let mut v = Volume::open(vol, true)?;
     let pk = keys.unlock(key, KeyUse::Volume)?;
     let action = if enable { "enable it" } else { "disable it" };
-    let unlocked = v.unlock(&pk, DATA_ROLES, action)?;
+    let unlocked = trust::unlock(&v.emd, v.path(), &pk, DATA_ROLES, action, keys)?;
     let state = if enable {
         State::Enabled
     } else {
@@ -50,7 +50,7 @@ pub fn set_state(
         return Ok(());
     }
     v.emd.state = state;
-    v.emd.seal(&unlocked.key);
+    trust::seal(&mut v.emd, &unlocked.key, Some(&pk));
     v.commit()?;
     obs.note(&format!("{} is now {}", vol.display(), state.name()));
     Ok(())
@@ -66,7 +66,7 @@ pub fn user_add(
     let new_id = id.clone();
     let mut v = Volume::open(vol, true)?;
     let pk = keys.unlock(key, KeyUse::Volume)?;
-    let unlocked = v.unlock(&pk, &[Role::Owner], "add users")?;
+    let unlocked = trust::unlock(&v.emd, v.path(), &pk, &[Role::Owner], "add users", keys)?;
     if let Some(slot) = v.emd.slot(&new_id) {
         return Err(Error::usage(format!(
             "{new_id} already has a slot on {} (as {})",
@@ -94,7 +94,7 @@ pub fn user_add(
             emd::format::MAX_RECOVERY
         ))
     })?;
-    v.emd.seal(&unlocked.key);
+    trust::seal(&mut v.emd, &unlocked.key, Some(&pk));
     v.commit()?;
     obs.note(&format!(
         "added {new_id} to {} as {}",
@@ -114,7 +114,7 @@ pub fn user_remove(
     let gone = id.clone();
     let mut v = Volume::open(vol, true)?;
     let pk = keys.unlock(key, KeyUse::Volume)?;
-    let unlocked = v.unlock(&pk, &[Role::Owner], "remove users")?;
+    let unlocked = trust::unlock(&v.emd, v.path(), &pk, &[Role::Owner], "remove users", keys)?;
     let Some(slot) = v.emd.slot(&gone) else {
         return Err(Error::usage(format!(
             "{gone} has no slot on {}",
@@ -129,7 +129,7 @@ pub fn user_remove(
         .with_hint("evfs owner VOL NEW_OWNER -k OWNER"));
     }
     v.emd.slots.retain(|s| s.id != gone);
-    v.emd.seal(&unlocked.key);
+    trust::seal(&mut v.emd, &unlocked.key, Some(&pk));
     v.commit()?;
     obs.note(&format!("removed {gone} from {}", vol.display()));
     Ok(())
@@ -150,7 +150,14 @@ pub fn owner(
     }
     let mut v = Volume::open(vol, true)?;
     let pk = keys.unlock(key, KeyUse::Volume)?;
-    let unlocked = v.unlock(&pk, &[Role::Owner, Role::Recovery], "change the owner")?;
+    let unlocked = trust::unlock(
+        &v.emd,
+        v.path(),
+        &pk,
+        &[Role::Owner, Role::Recovery],
+        "change the owner",
+        keys,
+    )?;
     if v.emd.owner().id == new_owner {
         obs.note(&format!("{new_owner} already owns {}", vol.display()));
         return Ok(());
@@ -179,7 +186,7 @@ pub fn owner(
             vol.display()
         ))
     })?;
-    v.emd.seal(&unlocked.key);
+    trust::seal(&mut v.emd, &unlocked.key, Some(&pk));
     v.commit()?;
     obs.note(&format!(
         "{new_owner} now owns {}; the previous owner stays an authorized user",
@@ -188,10 +195,38 @@ pub fn owner(
     Ok(())
 }
 
+/// `emd sign`: sign the volume's EMD with `key`, which must unlock it
+/// (its MAC verifies); an EMD of version 1 is rewritten as version 2.
+pub fn sign(keys: &dyn Keys, obs: &dyn Observer, vol: &Path, key: &KeyId) -> Result<()> {
+    let mut v = Volume::open(vol, true)?;
+    let pk = keys.unlock(key, KeyUse::Volume)?;
+    let roles = [Role::Owner, Role::User, Role::Recovery];
+    let unlocked = unlock_emd(&v.emd, v.path(), &pk, &roles, "sign its EMD")?;
+    let before = trust::signed_by(
+        v.emd.signature.as_ref(),
+        &v.emd.signed_message(),
+        keys,
+        &trust::Policy::default(),
+    )?;
+    trust::seal(&mut v.emd, &unlocked.key, Some(&pk));
+    v.commit()?;
+    obs.note(&format!(
+        "signed the EMD of {} with {} ({}){}",
+        vol.display(),
+        pk.id(),
+        crate::keys::keystore::fingerprint(&pk.public()),
+        match before {
+            Some(s) => format!("; it was {}", s.describe()),
+            None => String::new(),
+        }
+    ));
+    Ok(())
+}
+
 pub fn destroy(keys: &dyn Keys, obs: &dyn Observer, vol: &Path, key: &KeyId) -> Result<()> {
     let v = Volume::open(vol, true)?;
     let pk = keys.unlock(key, KeyUse::Volume)?;
-    v.unlock(&pk, &[Role::Owner], "destroy it")?;
+    trust::unlock(&v.emd, v.path(), &pk, &[Role::Owner], "destroy it", keys)?;
     metadata::wipe_both(&v.dev)?;
     obs.note(&format!(
         "destroyed the EMD of {} (uuid {}): its data cannot be decrypted without a saved EMD",

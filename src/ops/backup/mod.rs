@@ -25,12 +25,12 @@ use rollback::Lineage;
 use source::OpenSource;
 pub use target::Target;
 
-use super::{DATA_ROLES, KeyUse, Keys, Observer, Report};
+use super::{KeyUse, Keys, Observer, Report};
 use crate::crypto::VolumeKey;
 use crate::emd::{Emd, State, Timestamp};
 use crate::error::{Error, Result};
 use crate::keys::{KeyId, PrivateKey};
-use crate::volume::{layout, lock, unlock_emd};
+use crate::volume::{layout, lock};
 
 /// Sector size of volumes made from plain data, unless asked otherwise.
 const NEW_SECTOR: u32 = 4096;
@@ -73,6 +73,9 @@ pub struct BackupRequest {
     pub force: bool,
     /// Write a file or device target with O_DIRECT.
     pub direct: bool,
+    /// Sign the target's EMD and the stream with this key (default: the key
+    /// that unlocks the source, else the owner's when it can be unlocked).
+    pub sign_with: Option<KeyId>,
 }
 
 impl BackupRequest {
@@ -96,6 +99,7 @@ impl BackupRequest {
             resume: false,
             force: false,
             direct: false,
+            sign_with: None,
         }
     }
 
@@ -203,6 +207,8 @@ struct Job<'a> {
     /// plain source): it also opens a clone's key or a target volume with a
     /// slot for it, without asking for its passphrase again.
     k_pk: Option<PrivateKey>,
+    /// The key that signs what this backup writes, when it is not `k_pk`.
+    signer: Option<PrivateKey>,
     /// Where `--resume` continues, when it does.
     resume: Option<ResumePoint>,
     /// The target's EMD as classified (an existing volume).
@@ -327,6 +333,21 @@ pub fn run(req: &BackupRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result<R
         }
         Mode::Encrypt | Mode::Raw => (None, None),
     };
+    // Who signs: --sign-with; else the key that unlocked the source (or the
+    // target: see `to_volume`); else the owner's, when it can be had.
+    let signer = match (&req.sign_with, &k_pk) {
+        (Some(id), Some(pk)) if pk.id() == id => None,
+        (Some(_), _) => super::trust::signer(keys, req.sign_with.as_ref(), None)?,
+        (None, Some(_)) => None,
+        (None, None) if decision.mode == Mode::Cleartext => None,
+        (None, None) => {
+            let owner = match &src.emd {
+                Some(e) => Some(e.owner().id.clone()),
+                None => req.owner.clone(),
+            };
+            super::trust::signer(keys, None, owner.as_ref())?
+        }
+    };
     let job = Job {
         req,
         keys,
@@ -335,6 +356,7 @@ pub fn run(req: &BackupRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result<R
         started: Timestamp::now(),
         clock: Instant::now(),
         k_pk,
+        signer,
         resume,
         target: classified.emd.clone(),
     };
@@ -383,11 +405,34 @@ fn unlock_source(
         .with_hint("give -k ID (or --raw to copy the ciphertext without a key)"));
     };
     let pk = keys.unlock(id, KeyUse::Volume)?;
-    let key = unlock_emd(emd, Path::new(&src.name), &pk, DATA_ROLES, "read its data")?.key;
+    let key = super::trust::unlock_data(emd, Path::new(&src.name), &pk, "read its data", keys)?;
     Ok((key, pk))
 }
 
 impl Job<'_> {
+    /// The key that signs what this backup writes, if any.
+    fn signer(&self) -> Option<&PrivateKey> {
+        self.signer.as_ref().or(self.k_pk.as_ref())
+    }
+
+    /// Say that `what` goes out unsigned, when nobody signs it; `later`
+    /// names the volume that `emd sign` can still sign.
+    fn note_unsigned(&self, what: &str, later: Option<&Path>) {
+        if self.signer().is_none() {
+            let how = match later {
+                Some(p) => format!(
+                    "give --sign-with ID, or sign it later with `evfs emd sign {} -k ID`",
+                    p.display()
+                ),
+                None => "give --sign-with ID, or -k or --passphrase-file for the owner's key"
+                    .to_string(),
+            };
+            self.obs.note(&format!(
+                "evfs: note: {what} is not signed: no key pair was unlocked to sign it ({how})"
+            ));
+        }
+    }
+
     /// The report of a finished run of `bytes` from `source` to `target`;
     /// the flows fill in what they know besides.
     fn report(
@@ -410,6 +455,7 @@ impl Job<'_> {
             target_uuid: None,
             stream_bytes: None,
             resumed_at: None,
+            signed_by: None,
         }
     }
 }

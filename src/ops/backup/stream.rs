@@ -119,9 +119,16 @@ fn write(
                 outcome.digest,
                 final_emd.data_version,
             ));
-            final_emd.seal(k);
+            crate::ops::trust::seal(&mut final_emd, k, job.signer());
         }
-        let (buffered, stream_bytes) = writer.finish(outcome.bytes, outcome.digest, &final_emd)?;
+        job.note_unsigned("the stream", None);
+        let sign = job.signer().map(|pk| move |m: &[u8]| pk.sign(m));
+        let (buffered, stream_bytes) = writer.finish(
+            outcome.bytes,
+            outcome.digest,
+            &final_emd,
+            sign.as_ref().map(|f| f as &dyn Fn(&[u8]) -> _),
+        )?;
         let file = buffered
             .into_inner()
             .map_err(|e| Error::io("writing", &target_name, e.into_error()))?;

@@ -13,12 +13,12 @@ use crate::error::{Error, Result};
 use crate::keys::KeyId;
 use crate::ops::backup::decide::{Mode, Write};
 use crate::ops::backup::source::OpenSource;
-use crate::ops::{DATA_ROLES, KeyUse, Report};
+use crate::ops::{DATA_ROLES, KeyUse, Report, trust};
 use crate::pipeline::digest::TreeMerger;
 use crate::pipeline::sink::{DeviceSink, DirectSink, Sink};
 use crate::pipeline::{self, Outcome, Plan, SectorKey};
 use crate::volume::transaction::Transaction;
-use crate::volume::{Device, NewVolume, Volume, layout, unlock_emd};
+use crate::volume::{Device, NewVolume, Volume, layout};
 
 /// The decrypting key of a volume source, when it is decrypted.
 pub(super) fn sector_keys(key: Option<&VolumeKey>, src: Option<&Emd>) -> Option<SectorKey> {
@@ -146,7 +146,7 @@ impl Job<'_> {
             .k_pk
             .as_ref()
             .ok_or_else(|| Error::runtime("internal: resuming a clone without the source key"))?;
-        let key = unlock_emd(&r.emd, path, pk, DATA_ROLES, "resume a backup into it")?.key;
+        let key = trust::unlock_data(&r.emd, path, pk, "resume a backup into it", self.keys)?;
         let same = src_key.is_some_and(|k| crate::crypto::ct_eq(k.expose(), key.expose()));
         if same != self.req.same_key {
             return Err(Error::refused(format!(
@@ -170,6 +170,23 @@ impl Job<'_> {
         src_key: Option<&VolumeKey>,
         path: Option<&Path>,
     ) -> Result<(Emd, Option<VolumeKey>)> {
+        let (mut emd, key) = self.unsigned_target_emd(src, src_key, path)?;
+        // A raw clone keeps the source's EMD, signature and all; a new EMD
+        // is signed by this backup's signer.
+        if key.is_some()
+            && let Some(pk) = self.signer()
+        {
+            emd.sign(|m| pk.sign(m));
+        }
+        Ok((emd, key))
+    }
+
+    fn unsigned_target_emd(
+        &self,
+        src: &OpenSource,
+        src_key: Option<&VolumeKey>,
+        path: Option<&Path>,
+    ) -> Result<(Emd, Option<VolumeKey>)> {
         let args = self.req;
         match (self.decision.mode, &src.emd) {
             (Mode::Reencrypt, Some(se)) if self.decision.write == Write::Refresh => {
@@ -183,7 +200,7 @@ impl Job<'_> {
                     (_, _, true) => VolumeKey::generate(se.cipher)?,
                     _ => match self.k_pk.as_ref().filter(|pk| t.slot(pk.id()).is_some()) {
                         Some(pk) => {
-                            unlock_emd(t, Path::new(&name), pk, DATA_ROLES, "refresh it")?.key
+                            trust::unlock_data(t, Path::new(&name), pk, "refresh it", self.keys)?
                         }
                         None => {
                             self.obs.note(&format!(
@@ -326,7 +343,10 @@ impl Job<'_> {
             self.run_pipeline_after(&plan, tree, src, &mut sink)?
         };
         let bytes = start + outcome.bytes;
-        let emd = txn.commit(tkey.as_ref(), |emd| {
+        if tkey.is_some() {
+            self.note_unsigned("the target's EMD", Some(path));
+        }
+        let emd = txn.commit(tkey.as_ref(), tkey.as_ref().and(self.signer()), |emd| {
             if known_len.is_none() {
                 let ss = u64::from(emd.sector_size);
                 emd.data_size = bytes.next_multiple_of(ss).max(ss);
@@ -383,7 +403,14 @@ impl Job<'_> {
                 &fresh
             }
         };
-        let unlocked = tv.unlock(pk, DATA_ROLES, "write data into it")?;
+        let unlocked = trust::unlock(
+            &tv.emd,
+            tv.path(),
+            pk,
+            DATA_ROLES,
+            "write data into it",
+            self.keys,
+        )?;
         tv.require_enabled("written with decrypted data")?;
         let len = src.len();
         if let Some(n) = len
@@ -408,7 +435,7 @@ impl Job<'_> {
             // longer holds a clone of any source.
             emd.data_version += 1;
             emd.clone_of = None;
-            emd.seal(&unlocked.key);
+            trust::seal(&mut emd, &unlocked.key, self.signer().or(Some(pk)));
         }
         let mut txn = Transaction::begin(&tv.dev, emd, tv.emd.generation + 1)?;
         let tree = self.written_prefix(&tv.dev, txn.emd(), Some(&unlocked.key), start)?;
@@ -432,7 +459,7 @@ impl Job<'_> {
             self.run_pipeline_after(&plan, tree, src, &mut sink)?
         };
         let bytes = start + outcome.bytes;
-        let emd = txn.commit(Some(&unlocked.key), |emd| {
+        let emd = txn.commit(Some(&unlocked.key), self.signer().or(Some(pk)), |emd| {
             emd.data_len = bytes;
             emd.provenance = Some(clone::provenance(
                 clone::origin(src_emd.as_ref()),

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use super::{DATA_ROLES, KeyUse, Keys, Observer};
+use super::{DATA_ROLES, KeyUse, Keys, Observer, trust};
 use crate::crypto::VolumeKey;
 use crate::error::{Error, IoContext, Result};
 use crate::keys::KeyId;
@@ -74,9 +74,14 @@ pub fn serve(
             Error::usage("name the key that unlocks the volume with -k ID, or map it --raw")
         })?;
         let pk = keys.unlock(id, KeyUse::Volume)?;
-        let unlocked = v.unlock(&pk, DATA_ROLES, "map its data")?;
+        let unlocked = trust::unlock(&v.emd, v.path(), &pk, DATA_ROLES, "map its data", keys)?;
         v.require_enabled("served decrypted")?;
-        Some(unlocked.key)
+        Some((unlocked.key, pk))
+    };
+    // The key that seals and signs the EMD after writes; a raw map has none.
+    let (key, pk) = match key {
+        Some((k, pk)) => (Some(k), Some(pk)),
+        None => (None, None),
     };
 
     let listener = listen(&req.socket)?;
@@ -98,7 +103,7 @@ pub fn serve(
         emd.checkpoint = None;
         if let Some(k) = &key {
             emd.data_version += 1;
-            emd.seal(k);
+            trust::seal(&mut emd, k, pk.as_ref());
         }
         Some(Transaction::begin(&v.dev, emd, v.emd.generation + 1)?)
     } else {
@@ -152,7 +157,7 @@ pub fn serve(
             v.dev.sync()?;
         } else {
             let unwritten = stats.bytes_written == 0;
-            txn.commit(key.as_ref(), |emd| {
+            txn.commit(key.as_ref(), pk.as_ref(), |emd| {
                 if unwritten && key.is_some() {
                     emd.data_version -= 1;
                 }

@@ -1,0 +1,422 @@
+//! The one checker of a backup stream, which `verify` and `restore` both
+//! run, so that neither accepts what the other rejects.
+//!
+//! Without a key: the header's checksum, every frame (BLAKE3, index,
+//! offset), the trailer's counts and checksum over the whole stream; the
+//! trailer's EMD describes the volume of the header's EMD clone (same UUID,
+//! cipher, geometry, slots, label, state, data version); the trailer's
+//! flags fit the header's mode (a stream made with a key carries its MAC
+//! and plaintext digest, a raw one neither); the trailer's digest equals
+//! the final EMD's provenance digest; every signature present is valid, and
+//! the stream's signature is judged by the run's [`Policy`].
+//!
+//! With a key (`-k`): also the header EMD's MAC (when the key unlocks it),
+//! the trailer EMD's MAC, the stream MAC (every stream but a raw one), and
+//! the plaintext of every frame, whose BLAKE3 must equal the recorded one
+//! (for a raw stream, the source's provenance digest when the data has not
+//! changed since).
+
+use std::io::Read;
+use std::path::Path;
+
+use super::trust::{self, Policy, SignedBy};
+use super::{KeyUse, Keys, restore::open_stream};
+use crate::crypto::VolumeKey;
+use crate::emd::Emd;
+use crate::error::{Error, Result};
+use crate::keys::KeyId;
+use crate::pipeline::digest::{TreeMerger, hash_chunk};
+use crate::signature;
+use crate::stream::decode::FrameDecoder;
+use crate::stream::format::{FrameHeader, FrameKind, Header, Trailer};
+use crate::stream::reader::{Item, StreamReader};
+use crate::volume::unlock_emd;
+
+/// Where a restore puts each frame's bytes: the data-area offset and the
+/// bytes that go there.
+pub type FrameSink<'a> = &'a mut dyn FnMut(u64, &[u8]) -> Result<()>;
+
+/// A plaintext digest and how many bytes it covers.
+#[derive(Clone, Copy, Debug)]
+pub struct Digest {
+    pub hash: blake3::Hash,
+    pub bytes: u64,
+}
+
+/// A stream, opened and its header checked, ready to be read through.
+pub struct StreamCheck {
+    name: String,
+    reader: StreamReader<Box<dyn Read + Send>>,
+    key: Option<VolumeKey>,
+    policy: Policy,
+    /// What passed so far, in the words `verify` prints.
+    passed: Vec<String>,
+    /// Who signed the stream, once its end is read.
+    signed_by: Option<SignedBy>,
+}
+
+/// What a stream that checked out holds.
+pub struct Checked {
+    pub trailer: Box<Trailer>,
+    /// The plaintext digest computed from the frames (with a key).
+    pub computed: Option<Digest>,
+    /// Who signed the stream.
+    pub signed_by: Option<SignedBy>,
+    /// Bytes of the stream.
+    pub stream_bytes: u64,
+}
+
+impl Checked {
+    /// The plaintext digest: computed with a key, else the recorded one.
+    pub fn digest(&self) -> Option<Digest> {
+        self.computed.or_else(|| {
+            self.trailer.plaintext_blake3.map(|h| Digest {
+                hash: blake3::Hash::from(h),
+                bytes: self.trailer.bytes,
+            })
+        })
+    }
+}
+
+impl StreamCheck {
+    /// Open the stream at `path` (`-`: standard input) and check its
+    /// header; with `id`, unlock its volume key (the header EMD's MAC
+    /// verifies with it). `key_required`: the caller cannot go on without
+    /// the key (a restore of a compressed or sparse stream).
+    pub fn open(
+        path: &Path,
+        id: Option<&KeyId>,
+        keys: &dyn Keys,
+        policy: Policy,
+        key_required: impl FnOnce(&Header) -> bool,
+    ) -> Result<StreamCheck> {
+        let (input, name) = open_stream(path)?;
+        let mut reader = StreamReader::open(input, &name)?;
+        let header = reader.header.clone();
+        let key = match id {
+            Some(id) => {
+                let pk = keys.unlock(id, KeyUse::Volume)?;
+                Some(
+                    unlock_emd(
+                        &header.emd,
+                        Path::new(&name),
+                        &pk,
+                        super::DATA_ROLES,
+                        "read it",
+                    )?
+                    .key,
+                )
+            }
+            None if key_required(&header) => {
+                let what = if header.compressed {
+                    "compressed"
+                } else {
+                    "sparse"
+                };
+                return Err(Error::access(format!(
+                    "{name} is a {what} stream: restoring it needs the volume key"
+                ))
+                .with_hint("give -k ID with a key of the backed-up volume (its owner or a user)"));
+            }
+            None => None,
+        };
+        if let Some(k) = &key
+            && !header.raw
+        {
+            reader.set_mac_key(&k.stream_mac_key());
+        }
+        let mut passed = vec!["stream header checksum".to_string()];
+        if key.is_some() {
+            passed.push("the header's EMD MAC verified with the volume key".to_string());
+        }
+        let check = StreamCheck {
+            name,
+            reader,
+            key,
+            policy,
+            passed,
+            signed_by: None,
+        };
+        check.emd_signature(&header.emd, "the header's EMD")?;
+        Ok(check)
+    }
+
+    /// The stream's header.
+    pub fn header(&self) -> &Header {
+        &self.reader.header
+    }
+
+    /// The stream's name in messages (`standard input` for `-`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The volume key, when `-k` gave one.
+    pub fn key(&self) -> Option<&VolumeKey> {
+        self.key.as_ref()
+    }
+
+    /// What passed so far.
+    pub fn passed(&self) -> &[String] {
+        &self.passed
+    }
+
+    /// Who signed the stream, once [`StreamCheck::run`] read its end (also
+    /// when the signature then failed the policy).
+    pub fn signed_by(&self) -> Option<&SignedBy> {
+        self.signed_by.as_ref()
+    }
+
+    /// Before anything is written from the stream: when a signature is
+    /// required, the header's EMD clone must carry a valid, trusted one, so
+    /// a forged stream is refused before it touches the target (the
+    /// stream's own signature, at its end, is checked again there).
+    pub fn gate(&self, keys: &dyn Keys) -> Result<()> {
+        if !self.policy.strict() {
+            return Ok(());
+        }
+        let emd = &self.reader.header.emd;
+        trust::check_emd(
+            emd,
+            keys,
+            &self.policy,
+            &format!("{}: the stream's EMD clone", self.name),
+        )
+        .map(|_| ())
+    }
+
+    fn fail(&self, what: impl std::fmt::Display) -> Error {
+        Error::integrity(format!("{}: {what}", self.name))
+    }
+
+    /// A signature on `emd`, when present, must be valid.
+    fn emd_signature(&self, emd: &Emd, what: &str) -> Result<()> {
+        if emd.signature_valid() == Some(false) {
+            let s = emd.signature.as_ref().expect("valid() said it is there");
+            return Err(self.fail(format!(
+                "{what} carries a broken signature of {} ({}): it was altered after it was signed",
+                s.id,
+                s.fingerprint()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Read the whole stream, checking everything. `write` receives each
+    /// frame's data-area offset and the bytes that go there (a restore);
+    /// `progress` the plaintext bytes each frame covers.
+    pub fn run(
+        &mut self,
+        keys: &dyn Keys,
+        mut write: Option<FrameSink>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Checked> {
+        let header = self.reader.header.clone();
+        let mut decoder = FrameDecoder::new(&header, self.key.as_ref());
+        let hashing = self.key.is_some();
+        let mut merger = TreeMerger::new();
+        // The last frame may end in padding that the digest does not cover,
+        // so each frame is hashed when the next item shows how much counts.
+        let mut held: Option<(u64, Vec<u8>)> = None;
+        let trailer = loop {
+            match self.reader.next_item()? {
+                Item::Frame(f, payload, raw) => {
+                    if hashing {
+                        let plain = decoder.plaintext(&f, payload, &raw)?;
+                        if let Some((off, data)) = held.take() {
+                            merger.push(hash_chunk(off, &data));
+                        }
+                        held = Some((f.offset, plain[..f.plain_len as usize].to_vec()));
+                    }
+                    if let Some(w) = write.as_mut() {
+                        let data = ciphertext(&mut decoder, &f, payload, &raw, hashing)?;
+                        w(f.offset, data)?;
+                    }
+                    progress(u64::from(f.plain_len));
+                }
+                Item::End(t) => break t,
+            }
+        };
+        let frames = trailer.frames;
+        self.passed.push(format!(
+            "{frames} frames, each with a valid BLAKE3, in order"
+        ));
+        self.passed.push(format!(
+            "trailer: {} bytes, checksum over the whole stream",
+            trailer.bytes
+        ));
+        self.trailer_fits(&header, &trailer)?;
+        let computed = if hashing {
+            if let Some((off, mut data)) = held.take() {
+                data.truncate((trailer.bytes - off) as usize);
+                if !data.is_empty() {
+                    merger.push(hash_chunk(off, &data));
+                }
+            }
+            let d = Digest {
+                hash: merger.finish(),
+                bytes: trailer.bytes,
+            };
+            self.keyed_checks(&header, &trailer, d)?;
+            Some(d)
+        } else {
+            self.passed
+                .push("MAC and plaintext not checked (give -k ID)".to_string());
+            None
+        };
+        let signed_by = trust::signed_by(
+            trailer.signature.as_ref(),
+            &signature::stream_message(&trailer.checksum),
+            keys,
+            &self.policy,
+        )?;
+        self.signed_by = signed_by.clone();
+        trust::judge(
+            signed_by.as_ref(),
+            &self.policy,
+            &format!("{}: the stream", self.name),
+        )?;
+        self.passed.push(match &signed_by {
+            Some(s) => s.describe(),
+            None => "the stream is not signed: its authenticity is not checked".to_string(),
+        });
+        Ok(Checked {
+            trailer,
+            computed,
+            signed_by,
+            stream_bytes: self.reader.position(),
+        })
+    }
+
+    /// What the trailer must agree with, key or no key.
+    fn trailer_fits(&mut self, header: &Header, t: &Trailer) -> Result<()> {
+        same_volume(header, &t.emd).map_err(|what| {
+            self.fail(format!(
+                "the trailer's EMD does not describe the volume of the header ({what} differs)"
+            ))
+        })?;
+        // A stream made with a key carries its MAC and plaintext digest; a
+        // raw one neither, and its EMD is the source's, as it was.
+        if header.raw {
+            if t.mac.is_some() || t.plaintext_blake3.is_some() {
+                return Err(self.fail("a raw stream's trailer carries a MAC or a plaintext digest"));
+            }
+            if t.emd.signed_message() != header.emd.signed_message() {
+                return Err(self.fail(
+                    "the trailer's EMD of a raw stream differs from the source's EMD in its header",
+                ));
+            }
+        } else if t.mac.is_none() || t.plaintext_blake3.is_none() {
+            return Err(self.fail(format!(
+                "the trailer of a {} stream lacks its MAC or plaintext digest: it was stripped",
+                header.mode.name()
+            )));
+        }
+        if !header.raw {
+            let p = t.emd.provenance.as_ref().ok_or_else(|| {
+                self.fail("the trailer's EMD has no provenance for the backup it ends")
+            })?;
+            let digest_ok =
+                p.plaintext_blake3.is_some() && p.plaintext_blake3 == t.plaintext_blake3;
+            if !digest_ok || p.bytes != t.bytes || p.data_version != t.emd.data_version {
+                return Err(self.fail(
+                    "the trailer's plaintext digest and length differ from the final EMD's provenance",
+                ));
+            }
+            self.passed
+                .push("the trailer's digest is the final EMD's provenance digest".to_string());
+        }
+        self.emd_signature(&t.emd, "the trailer's EMD")?;
+        self.passed
+            .push("the trailer's EMD describes the volume of the header".to_string());
+        Ok(())
+    }
+
+    /// With the key: the trailer EMD's MAC, the stream MAC (checked by the
+    /// reader), and the plaintext against the recorded digest.
+    fn keyed_checks(&mut self, header: &Header, t: &Trailer, d: Digest) -> Result<()> {
+        let key = self.key.as_ref().expect("keyed checks with a key");
+        if !t.emd.mac_ok(key) {
+            return Err(self.fail("the final EMD fails its MAC check"));
+        }
+        self.passed
+            .push("the trailer's EMD MAC verified with the volume key".to_string());
+        if header.raw {
+            self.passed
+                .push("raw stream: made without a key, it carries no stream MAC".to_string());
+        } else {
+            self.passed
+                .push("stream MAC verified with the volume key".to_string());
+        }
+        let recorded = match (t.plaintext_blake3, t.emd.provenance.as_ref()) {
+            (Some(h), _) => Some(h),
+            // A raw stream: the source's last backup recorded its plaintext,
+            // which still holds when the data has not changed since.
+            (None, Some(p)) if p.bytes == d.bytes && p.data_version == t.emd.data_version => {
+                p.plaintext_blake3
+            }
+            _ => None,
+        };
+        match recorded {
+            Some(h) if blake3::Hash::from(h) == d.hash => self.passed.push(format!(
+                "plaintext BLAKE3 of the frames matches the recorded digest: {}",
+                d.hash.to_hex()
+            )),
+            Some(_) => {
+                return Err(self.fail(format!(
+                    "plaintext BLAKE3 of the frames does NOT match the recorded digest: {}",
+                    d.hash.to_hex()
+                )));
+            }
+            None => self.passed.push(format!(
+                "plaintext BLAKE3 {} (no digest recorded to compare)",
+                d.hash.to_hex()
+            )),
+        }
+        Ok(())
+    }
+}
+
+/// The bytes a frame puts into the data area: a data frame's payload as it
+/// is; the key's ciphertext of a zero marker or a compressed frame, whose
+/// plaintext `decoded` says the decoder holds already.
+fn ciphertext<'a>(
+    decoder: &'a mut FrameDecoder,
+    f: &FrameHeader,
+    payload: &'a [u8],
+    raw: &[u8; crate::stream::format::FRAME_HEADER_LEN],
+    decoded: bool,
+) -> Result<&'a [u8]> {
+    if f.kind == FrameKind::Data {
+        return Ok(payload);
+    }
+    if decoded {
+        return decoder.encrypt_decoded(f);
+    }
+    decoder.ciphertext(f, payload, raw)
+}
+
+/// The field in which the trailer's EMD differs from the header's clone,
+/// if any: both describe one volume.
+fn same_volume(header: &Header, fin: &Emd) -> std::result::Result<(), &'static str> {
+    let h = &header.emd;
+    let checks: [(bool, &'static str); 10] = [
+        (fin.uuid == h.uuid, "the UUID"),
+        (fin.cipher == h.cipher, "the cipher"),
+        (fin.sector_size == h.sector_size, "the sector size"),
+        (fin.data_offset == h.data_offset, "the data offset"),
+        (fin.slots == h.slots, "the slot table"),
+        (fin.label == h.label, "the label"),
+        (fin.state == h.state, "the state"),
+        (fin.clone_of == h.clone_of, "the source of the clone"),
+        (fin.data_version == h.data_version, "the data version"),
+        (
+            header.expected.is_none() || fin.data_size == h.data_size,
+            "the data size",
+        ),
+    ];
+    match checks.iter().find(|(ok, _)| !ok) {
+        Some((_, what)) => Err(what),
+        None => Ok(()),
+    }
+}
