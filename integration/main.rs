@@ -6,6 +6,7 @@
 mod common;
 
 mod admin;
+mod authenticity;
 mod backup;
 mod blockdev;
 mod crash;

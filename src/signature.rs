@@ -145,6 +145,37 @@ mod tests {
     }
 
     #[test]
+    fn the_worked_example_in_formats_signature_md_verifies() {
+        use crate::testutil::{expect_listing, listing, unhexdump};
+        let signer = crate::emd::tests::example_signer();
+        let public = signer.public();
+        let edwards = crate::crypto::sign::edwards_public(&public).unwrap();
+        let keys = [&public[..], &edwards.to_bytes()[..]].concat();
+        expect_listing("formats/SIGNATURE.md", 0, &keys);
+        let mut emd = crate::emd::tests::example();
+        emd.sign(|m| signer.sign(m));
+        let block = emd.signature.as_ref().unwrap().encode();
+        expect_listing("formats/SIGNATURE.md", 1, &block);
+
+        // Read back from the document alone.
+        let doc_keys = unhexdump(&listing("formats/SIGNATURE.md", 0));
+        let doc_block = unhexdump(&listing("formats/SIGNATURE.md", 1));
+        let sig = Signature::parse(&doc_block).unwrap().unwrap();
+        assert_eq!(sig.id.as_str(), "backup.cron");
+        assert_eq!(&sig.public[..], &doc_keys[..32]);
+        let mut message = b"evfs EMD signature v1\0".to_vec();
+        let body = crate::emd::tests::example().encode();
+        message.extend_from_slice(&body[..16]);
+        message.extend_from_slice(&body[128..15872]);
+        assert_eq!(message, emd.signed_message());
+        let key =
+            ed25519_dalek::VerifyingKey::from_bytes(&doc_keys[32..].try_into().unwrap()).unwrap();
+        let s = ed25519_dalek::Signature::from_bytes(&sig.bytes);
+        assert!(key.verify_strict(&message, &s).is_ok());
+        assert!(sig.valid(&message));
+    }
+
+    #[test]
     fn damaged_blocks_are_refused() {
         let good = signed(b"m").encode();
         for (at, what) in [

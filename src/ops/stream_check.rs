@@ -28,7 +28,7 @@ use crate::keys::KeyId;
 use crate::pipeline::digest::{TreeMerger, hash_chunk};
 use crate::signature;
 use crate::stream::decode::FrameDecoder;
-use crate::stream::format::{FrameHeader, FrameKind, Header, Trailer};
+use crate::stream::format::{FrameHeader, FrameKind, Header, Trailer, trailer_len};
 use crate::stream::reader::{Item, StreamReader};
 use crate::volume::unlock_emd;
 
@@ -46,6 +46,8 @@ pub struct Digest {
 /// A stream, opened and its header checked, ready to be read through.
 pub struct StreamCheck {
     name: String,
+    /// The stream's file, when it is one (not standard input).
+    path: Option<std::path::PathBuf>,
     reader: StreamReader<Box<dyn Read + Send>>,
     key: Option<VolumeKey>,
     policy: Policy,
@@ -131,6 +133,7 @@ impl StreamCheck {
         }
         let check = StreamCheck {
             name,
+            path: (path != Path::new("-")).then(|| path.to_path_buf()),
             reader,
             key,
             policy,
@@ -175,6 +178,22 @@ impl StreamCheck {
         if !self.policy.strict() {
             return Ok(());
         }
+        // A stream in a regular file: its own signature, at its end, is
+        // judged now (over the checksum it claims, which the read through
+        // then checks).
+        if let Some(t) = self.peek_trailer()? {
+            let signed = trust::signed_by(
+                t.signature.as_ref(),
+                &signature::stream_message(&t.checksum),
+                keys,
+                &self.policy,
+            )?;
+            return trust::judge(
+                signed.as_ref(),
+                &self.policy,
+                &format!("{}: the stream", self.name),
+            );
+        }
         let emd = &self.reader.header.emd;
         trust::check_emd(
             emd,
@@ -183,6 +202,29 @@ impl StreamCheck {
             &format!("{}: the stream's EMD clone", self.name),
         )
         .map(|_| ())
+    }
+
+    /// The trailer of a stream in a regular file, read from its end; `None`
+    /// for a pipe or device, or when the end holds no trailer (the read
+    /// through says what is wrong).
+    fn peek_trailer(&self) -> Result<Option<Trailer>> {
+        use std::io::{Seek, SeekFrom};
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        let Ok(mut f) = std::fs::File::open(path) else {
+            return Ok(None);
+        };
+        if !f.metadata().is_ok_and(|m| m.is_file()) {
+            return Ok(None);
+        }
+        let version = self.reader.header.version;
+        let len = trailer_len(version);
+        let mut b = vec![0u8; len];
+        let read = f
+            .seek(SeekFrom::End(-(len as i64)))
+            .and_then(|_| f.read_exact(&mut b));
+        Ok(read.ok().and_then(|_| Trailer::parse(&b, version).ok()))
     }
 
     fn fail(&self, what: impl std::fmt::Display) -> Error {
@@ -304,6 +346,14 @@ impl StreamCheck {
             if t.emd.signed_message() != header.emd.signed_message() {
                 return Err(self.fail(
                     "the trailer's EMD of a raw stream differs from the source's EMD in its header",
+                ));
+            }
+            // A raw stream carries a finished volume's EMD: a clone gets its
+            // provenance when its backup ends, so a clone's EMD without one
+            // is the header of a re-encrypting stream, relabelled.
+            if t.emd.clone_of.is_some() && t.emd.provenance.is_none() {
+                return Err(self.fail(
+                    "a raw stream carries the EMD of an unfinished clone (no provenance): a re-encrypted stream relabelled raw",
                 ));
             }
         } else if t.mac.is_none() || t.plaintext_blake3.is_none() {
