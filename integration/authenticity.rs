@@ -518,3 +518,251 @@ proptest! {
         let _ = std::fs::remove_file(env.path(&name));
     }
 }
+
+#[test]
+fn a_team_trusts_the_backup_hosts_key_by_import_and_withdraws_it() {
+    // The backup host: backup.cron is a user of alice's volume there.
+    let (host, pws) = Env::with_keys(&["alice.k1", "backup.cron"]);
+    let data = host.volume_from_data("orig.raw", "prod.vol", "alice.k1", 2 * MIB, 3);
+    host.ok(&[
+        "user",
+        "add",
+        "prod.vol",
+        "backup.cron",
+        "-k",
+        "alice.k1",
+        "--passphrase-file",
+        &pws[0],
+    ]);
+    host.ok(&[
+        "backup",
+        "prod.vol",
+        "--stream",
+        "s.evfs",
+        "-k",
+        "backup.cron",
+        "--passphrase-file",
+        &pws[1],
+    ]);
+    let pub_line = host.ok(&["key", "show", "backup.cron"]);
+    let fp = host.ok(&["key", "list", "--json"]);
+    let fp: serde_json::Value = serde_json::from_str(&fp).unwrap();
+    let fp = fp["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == "backup.cron")
+        .map(|k| k["fingerprint"].as_str().unwrap().to_string())
+        .unwrap();
+
+    // alice's own host: her key pair, no trust in backup.cron yet.
+    let me = Env::new();
+    me.gen_key("alice.k1");
+    std::fs::copy(host.path("alice.k1.pw"), me.path("alice.k1.pw")).unwrap();
+    // The same key pair as on the host: copied over.
+    std::fs::copy(
+        host.keystore().join("alice/k1.priv"),
+        me.keystore().join("alice/k1.priv"),
+    )
+    .unwrap();
+    std::fs::copy(
+        host.keystore().join("alice/k1.pub"),
+        me.keystore().join("alice/k1.pub"),
+    )
+    .unwrap();
+    std::fs::copy(host.path("s.evfs"), me.path("s.evfs")).unwrap();
+    std::fs::write(me.path("backup.cron.pub"), &pub_line).unwrap();
+    let k = ["-k", "alice.k1", "--passphrase-file", "alice.k1.pw"];
+    let verify = [&["verify", "s.evfs"][..], &k].concat();
+
+    me.ok(&["key", "import", "backup.cron", "backup.cron.pub"]);
+    let (_, err) = me.expect(5, &verify);
+    assert!(
+        err.contains("backup.cron") && err.contains("not a trusted signer"),
+        "{err}"
+    );
+    let list = me.ok(&["key", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("backup.cron") && !l.contains("trusted")),
+        "{list}"
+    );
+    // For one run, by fingerprint:
+    me.ok(&[&verify[..], &["--trust", &fp]].concat());
+    me.expect(2, &[&verify[..], &["--trust", "b3:nothex"]].concat());
+
+    // Trusted from now on: verify, restore and the restored volume's unlock.
+    me.ok(&["key", "import", "backup.cron", "backup.cron.pub", "--trust"]);
+    let list: serde_json::Value = serde_json::from_str(&me.ok(&["key", "list", "--json"])).unwrap();
+    let trusted = |id: &str| {
+        list["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == id)
+            .unwrap()["trusted"]
+            .clone()
+    };
+    assert_eq!(trusted("backup.cron"), true);
+    assert_eq!(
+        trusted("alice.k1"),
+        true,
+        "a key pair of the keystore is trusted"
+    );
+    let out = me.ok(&verify);
+    assert!(
+        out.contains("signed by backup.cron") && out.contains("trusted"),
+        "{out}"
+    );
+    let out = me.ok(&[&["restore", "s.evfs", "r.vol", "--json"][..], &k].concat());
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["signed_by"]["id"], "backup.cron");
+    assert_eq!(r["signed_by"]["trusted"], true);
+    let hash = me.ok(&[&["hash", "r.vol"][..], &k].concat());
+    assert!(hash.starts_with(&b3(&data)), "{hash}");
+    assert_eq!(me.info("r.vol")["signed_by"]["id"], "backup.cron");
+
+    // Withdrawn: the restored volume no longer unlocks without a decision.
+    me.ok(&["key", "untrust", "backup.cron"]);
+    let (_, err) = me.expect(5, &[&["hash", "r.vol"][..], &k].concat());
+    assert!(err.contains("not a trusted signer"), "{err}");
+    me.ok(&[&["hash", "r.vol", "--allow-unsigned"][..], &k].concat());
+    // Its own key pair stays trusted while its private key is here.
+    let (_, err) = me.expect(2, &["key", "untrust", "alice.k1"]);
+    assert!(err.contains("key pair of this keystore"), "{err}");
+    // A swapped .pub is not trusted by the old mark.
+    me.ok(&["key", "import", "backup.cron", "backup.cron.pub", "--trust"]);
+    me.gen_key("other.k1");
+    let other = me.ok(&["key", "show", "other.k1"]);
+    std::fs::write(
+        me.keystore().join("backup/cron.pub"),
+        other.replace("other.k1", "backup.cron"),
+    )
+    .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&me.ok(&["key", "list", "--json"])).unwrap();
+    let entry = list["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == "backup.cron")
+        .unwrap()
+        .clone();
+    assert_eq!(entry["trusted"], false, "{entry}");
+}
+
+#[test]
+fn create_and_backup_sign_with_the_owner_or_sign_with_and_say_when_they_cannot() {
+    let (env, pws) = Env::with_keys(&["alice.k1", "signer.k1"]);
+    let signed = |vol: &str| env.info(vol)["signed_by"]["id"].clone();
+    // With the owner's passphrase: signed by the owner.
+    env.ok(&[
+        "create",
+        "a.vol",
+        "--owner",
+        "alice.k1",
+        "--size",
+        "4M",
+        "--passphrase-file",
+        &pws[0],
+    ]);
+    assert_eq!(signed("a.vol"), "alice.k1");
+    // --sign-with another key.
+    env.ok(&[
+        "create",
+        "b.vol",
+        "--owner",
+        "alice.k1",
+        "--size",
+        "4M",
+        "--sign-with",
+        "signer.k1",
+        "--passphrase-file",
+        &pws[1],
+    ]);
+    assert_eq!(signed("b.vol"), "signer.k1");
+    // No passphrase to be had: unsigned, and said so.
+    let (_, err) = env.expect(
+        0,
+        &["create", "c.vol", "--owner", "alice.k1", "--size", "4M"],
+    );
+    assert!(
+        err.contains("the EMD is not signed") && err.contains("evfs emd sign"),
+        "{err}"
+    );
+    assert_eq!(env.info("c.vol")["signed_by"], serde_json::Value::Null);
+    // A wrong passphrase for the signer is an error, not a silent unsigned volume.
+    std::fs::write(env.path("wrong.pw"), "wrong\n").unwrap();
+    env.expect(
+        4,
+        &[
+            "create",
+            "d.vol",
+            "--owner",
+            "alice.k1",
+            "--size",
+            "4M",
+            "--passphrase-file",
+            "wrong.pw",
+        ],
+    );
+    assert!(!env.path("d.vol").exists());
+    // A plain-data backup: the owner, or --sign-with.
+    std::fs::write(env.path("plain"), mixed_data(MIB, 1)).unwrap();
+    env.ok(&[
+        "backup",
+        "plain",
+        "e.vol",
+        "--owner",
+        "alice.k1",
+        "--sign-with",
+        "signer.k1",
+        "--passphrase-file",
+        &pws[1],
+    ]);
+    assert_eq!(signed("e.vol"), "signer.k1");
+    let (_, err) = env.expect(0, &["backup", "plain", "f.vol", "--owner", "alice.k1"]);
+    assert!(err.contains("the target's EMD is not signed"), "{err}");
+    // A volume backup signs with -k; a raw clone keeps the source's signature.
+    env.ok(&[
+        "backup",
+        "a.vol",
+        "g.vol",
+        "-k",
+        "alice.k1",
+        "--passphrase-file",
+        &pws[0],
+    ]);
+    assert_eq!(signed("g.vol"), "alice.k1");
+    env.ok(&["backup", "b.vol", "h.vol", "--raw"]);
+    assert_eq!(signed("h.vol"), "signer.k1");
+    // The stream: by -k's key, or --sign-with, whose passphrase (when -k
+    // takes --passphrase-file) is the stored one or a prompt.
+    let args = [
+        "backup",
+        "a.vol",
+        "--stream",
+        "a.evfs",
+        "-k",
+        "alice.k1",
+        "--passphrase-file",
+        &pws[0],
+        "--sign-with",
+        "signer.k1",
+    ];
+    let (_, err) = env.expect(4, &args);
+    assert!(
+        err.contains("no passphrase available for key signer.k1"),
+        "{err}"
+    );
+    env.ok(&[
+        "key",
+        "store-passphrase",
+        "signer.k1",
+        "--passphrase-file",
+        &pws[1],
+    ]);
+    env.ok(&args);
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["verify", "a.evfs", "--json"])).unwrap();
+    assert_eq!(v["signed_by"]["id"], "signer.k1");
+}
