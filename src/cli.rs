@@ -80,6 +80,56 @@ pub struct OptKeyArgs {
     pub passphrase_file: Option<PathBuf>,
 }
 
+/// How to open a LUKS volume: the one a command works on, or a backup's
+/// source. Without a secret, an enrolled `-k ID` or a prompt opens it.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LuksArgs {
+    /// LUKS volume: read its passphrase from FILE (- for standard input; one trailing newline is stripped)
+    #[arg(long, value_name = "FILE", conflicts_with = "luks_key_file")]
+    pub luks_passphrase_file: Option<PathBuf>,
+
+    /// LUKS volume: the whole of FILE is the key, a trailing newline included (cryptsetup --key-file)
+    #[arg(long, value_name = "FILE")]
+    pub luks_key_file: Option<PathBuf>,
+
+    /// LUKS volume: try only keyslot N
+    #[arg(long, value_name = "N")]
+    pub luks_slot: Option<u32>,
+
+    /// LUKS volume: its header is in FILE (a detached header, cryptsetup --header)
+    #[arg(long, value_name = "FILE")]
+    pub luks_header: Option<PathBuf>,
+}
+
+/// How to open (or make) a LUKS2 target.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TargetLuksArgs {
+    /// LUKS target: read its passphrase from FILE (- for standard input; one trailing newline is stripped)
+    #[arg(long, value_name = "FILE", conflicts_with = "target_luks_key_file")]
+    pub target_luks_passphrase_file: Option<PathBuf>,
+
+    /// LUKS target: the whole of FILE is the key, a trailing newline included (cryptsetup --key-file)
+    #[arg(long, value_name = "FILE")]
+    pub target_luks_key_file: Option<PathBuf>,
+
+    /// LUKS target: try only keyslot N
+    #[arg(long, value_name = "N")]
+    pub target_luks_slot: Option<u32>,
+
+    /// LUKS target: its header is in FILE (a detached header of an existing target)
+    #[arg(long, value_name = "FILE")]
+    pub target_luks_header: Option<PathBuf>,
+}
+
+/// The format of a backup's new target.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetFormatArg {
+    /// An EVFS volume (an EMD and an AES-XTS data area)
+    Evfs,
+    /// A LUKS2 volume that cryptsetup opens
+    Luks2,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Manage key pairs and stored passphrases
@@ -129,11 +179,14 @@ Examples:
   evfs info vol.img
   evfs info vol.img --json")]
     Info {
-        /// The volume
+        /// The volume (EVFS or LUKS)
         vol: PathBuf,
         /// Print one JSON object
         #[arg(long)]
         json: bool,
+        /// LUKS volume: its header is in FILE (a detached header, cryptsetup --header)
+        #[arg(long, value_name = "FILE")]
+        luks_header: Option<PathBuf>,
     },
 
     /// Enable a volume: its data may be decrypted (owner or authorized user)
@@ -285,6 +338,8 @@ Examples:
         /// Worker threads (default: all cores)
         #[arg(long, value_name = "N")]
         threads: Option<usize>,
+        #[command(flatten)]
+        luks: LuksArgs,
     },
 
     /// Back up SRC to DST: re-encrypt, encrypt, raw clone, or export cleartext
@@ -371,10 +426,12 @@ Example:
     Cat {
         vol: PathBuf,
         #[command(flatten)]
-        key: KeyArgs,
+        key: OptKeyArgs,
         /// Worker threads (default: all cores)
         #[arg(long, value_name = "N")]
         threads: Option<usize>,
+        #[command(flatten)]
+        luks: LuksArgs,
     },
 
     /// Serve the decrypted (or --raw) data area over NBD on a unix socket until SIGINT or SIGTERM
@@ -402,8 +459,30 @@ Examples:
     Dmtable {
         vol: PathBuf,
         #[command(flatten)]
-        key: KeyArgs,
+        key: OptKeyArgs,
+        #[command(flatten)]
+        luks: LuksArgs,
     },
+
+    /// LUKS2 volumes: enroll an evfs key pair in a keyslot of its own, or unenroll it
+    #[command(
+        subcommand,
+        after_help = "\
+Exit status:
+  0  success
+  1  an I/O error, the volume in use, its LUKS metadata locked by another program, ID not in
+     the keystore
+  2  usage error: VOL is not a LUKS volume, ID enrolled already (enroll) or not (unenroll)
+  3  refused: a LUKS1 volume, requirements evfs does not know, the last keyslot (unenroll)
+  4  access denied: no passphrase, a wrong passphrase or a damaged keyslot
+  5  a damaged LUKS header
+
+Examples:
+  evfs luks enroll disk.img backup.cron --luks-passphrase-file pw.txt
+  evfs hash disk.img -k backup.cron
+  evfs luks unenroll disk.img backup.cron --luks-passphrase-file pw.txt"
+    )]
+    Luks(LuksCommand),
 
     /// Print shell completions for bash, zsh, fish, elvish or powershell
     #[command(after_help = "\
@@ -453,13 +532,8 @@ pub struct MapArgs {
     #[arg(long, value_name = "PATH")]
     pub socket: PathBuf,
 
-    /// Key ID (user.keyname) that unlocks the volume (not needed with --raw)
-    #[arg(
-        short = 'k',
-        long = "key",
-        value_name = "ID",
-        required_unless_present = "raw"
-    )]
+    /// Key ID (user.keyname) that unlocks the volume (not needed with --raw, nor for a LUKS volume opened with its passphrase)
+    #[arg(short = 'k', long = "key", value_name = "ID")]
     pub key: Option<String>,
 
     /// Read the passphrase of -k from FILE (- for standard input; one trailing newline is stripped)
@@ -473,6 +547,9 @@ pub struct MapArgs {
     /// Refuse writes; the volume is opened read-only and its dirty bit left alone
     #[arg(long)]
     pub read_only: bool,
+
+    #[command(flatten)]
+    pub luks: LuksArgs,
 }
 
 const BACKUP_HELP: &str = "\
@@ -596,6 +673,24 @@ pub struct BackupArgs {
     /// Write the target file or block device with O_DIRECT, past the page cache
     #[arg(long)]
     pub direct: bool,
+
+    #[command(flatten)]
+    pub luks: LuksArgs,
+
+    #[command(flatten)]
+    pub target_luks: TargetLuksArgs,
+
+    /// Format of the target (default: an existing target's own format, else evfs)
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub target_format: Option<TargetFormatArg>,
+
+    /// Argon2id memory of a new LUKS2 target's keyslot (K, M, G suffixes; default 1G, as cryptsetup)
+    #[arg(long, value_name = "SIZE", value_parser = clap_size)]
+    pub luks_kdf_memory: Option<u64>,
+
+    /// Argon2id passes of a new LUKS2 target's keyslot (default 4, cryptsetup's minimum)
+    #[arg(long, value_name = "N")]
+    pub luks_kdf_iterations: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -618,6 +713,8 @@ pub struct RestoreArgs {
     /// Print one JSON object with the result
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub target_luks: TargetLuksArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -635,6 +732,10 @@ pub struct VerifyArgs {
     /// Print one JSON object with the result
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub luks: LuksArgs,
+    #[command(flatten)]
+    pub target_luks: TargetLuksArgs,
 }
 
 #[derive(Args, Debug)]
@@ -798,6 +899,57 @@ Exit status:
 Example:
   evfs key forget-passphrase backup.cron")]
     ForgetPassphrase { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LuksCommand {
+    /// Add a LUKS2 keyslot whose random passphrase is wrapped for key pair ID, so that -k ID opens the volume
+    #[command(after_help = "\
+The volume is opened with its passphrase or key file (or a prompt); only ID's public key is
+needed. The new keyslot's passphrase is 256 random bits, stored wrapped for ID in a LUKS2 token
+of type evfs-key; `cryptsetup luksDump` lists both.
+
+Exit status:
+  0  ID was enrolled
+  1  an I/O error, the volume in use, its LUKS metadata locked, ID not in the keystore
+  2  usage error: VOL is not a LUKS volume, ID is enrolled already
+  3  refused: a LUKS1 volume, requirements evfs does not know
+  4  access denied: no passphrase, a wrong passphrase or a damaged keyslot
+  5  a damaged LUKS header
+
+Example:
+  evfs luks enroll disk.img backup.cron --luks-passphrase-file pw.txt")]
+    Enroll {
+        /// The LUKS2 volume (file or block device)
+        vol: PathBuf,
+        /// Key ID (user.keyname) to enroll
+        id: String,
+        #[command(flatten)]
+        luks: LuksArgs,
+    },
+    /// Remove the keyslot and token of key pair ID (opened with the volume's passphrase, or with ID itself)
+    #[command(after_help = "\
+Exit status:
+  0  ID was unenrolled: its keyslot overwritten with random data and removed, its token removed
+  1  an I/O error, the volume in use, its LUKS metadata locked
+  2  usage error: VOL is not a LUKS volume, ID is not enrolled
+  3  refused: the keyslot is the volume's last one
+  4  access denied: no passphrase, a wrong passphrase or a damaged keyslot
+  5  a damaged LUKS header
+
+Example:
+  evfs luks unenroll disk.img backup.cron --luks-passphrase-file pw.txt")]
+    Unenroll {
+        /// The LUKS2 volume (file or block device)
+        vol: PathBuf,
+        /// Key ID (user.keyname) to unenroll
+        id: String,
+        #[command(flatten)]
+        luks: LuksArgs,
+        /// Read the passphrase of ID from FILE (- for standard input), when the volume's own passphrase is not given
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

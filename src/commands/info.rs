@@ -11,7 +11,10 @@ use crate::error::Result;
 use crate::text::printable;
 use crate::volume::{Device, Volume};
 
-pub fn run(_ctx: &Ctx, vol: &Path, json: bool) -> Result<()> {
+pub fn run(_ctx: &Ctx, vol: &Path, json: bool, luks_header: Option<&Path>) -> Result<()> {
+    if super::luks::info(vol, luks_header, json)? {
+        return Ok(());
+    }
     let v = Volume::from_device(Device::open_read(vol)?)?;
     if json {
         return out(format!("{}\n", info_json(&v)));

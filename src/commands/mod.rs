@@ -10,6 +10,7 @@ mod dmtable;
 mod hint;
 mod info;
 mod key;
+mod luks;
 mod map;
 mod progress;
 mod report;
@@ -19,7 +20,7 @@ mod verify;
 use std::io::Write;
 use std::path::Path;
 
-use crate::cli::{Cli, Command, EmdCommand, KeyArgs, UserCommand};
+use crate::cli::{Cli, Command, EmdCommand, UserCommand};
 use crate::error::{Error, Result};
 use crate::keys::{KeyId, Keystore, PassphraseSource, PrivateKey, passphrase};
 
@@ -74,17 +75,6 @@ impl Ctx {
             eprintln!("{}", msg.as_ref());
         }
     }
-
-    /// Unlock the private key named by `-k`, with its passphrase sources.
-    pub fn private_key(&self, args: &KeyArgs) -> Result<PrivateKey> {
-        let id = KeyId::parse(&args.key)?;
-        let ks = self.keystore()?;
-        passphrase::unlock(
-            &ks,
-            &id,
-            &PassphraseSource::file(args.passphrase_file.as_deref()),
-        )
-    }
 }
 
 /// The command line's key provider: passphrases from `--passphrase-file`
@@ -94,6 +84,10 @@ pub struct CliKeys<'a> {
     ctx: &'a Ctx,
     volume_file: Option<std::path::PathBuf>,
     target_file: Option<std::path::PathBuf>,
+    luks: luks::SecretFiles,
+    /// LUKS secrets read so far (a file is read once: `-` is standard
+    /// input), by purpose.
+    luks_read: std::sync::Mutex<Vec<(crate::ops::KeyUse, zeroize::Zeroizing<Vec<u8>>)>>,
 }
 
 impl<'a> CliKeys<'a> {
@@ -106,7 +100,15 @@ impl<'a> CliKeys<'a> {
             ctx,
             volume_file,
             target_file,
+            luks: luks::SecretFiles::default(),
+            luks_read: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Where the LUKS secrets come from (`--luks-…`, `--target-luks-…`).
+    pub fn with_luks(mut self, files: luks::SecretFiles) -> Self {
+        self.luks = files;
+        self
     }
 }
 
@@ -121,6 +123,41 @@ impl crate::ops::Keys for CliKeys<'_> {
             crate::ops::KeyUse::Target => self.target_file.as_deref(),
         };
         passphrase::unlock(&self.keystore()?, id, &PassphraseSource::file(file))
+    }
+
+    fn luks_secret(
+        &self,
+        purpose: crate::ops::KeyUse,
+    ) -> Result<Option<crate::crypto::Passphrase>> {
+        let mut read = self.luks_read.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, bytes)) = read.iter().find(|(p, _)| *p == purpose) {
+            return Ok(Some(crate::crypto::Passphrase::new(bytes.to_vec())));
+        }
+        let Some((path, key_file)) = self.luks.of(purpose) else {
+            return Ok(None);
+        };
+        let secret = crate::ops::luks::read_secret_file(path, key_file)?;
+        read.push((purpose, zeroize::Zeroizing::new(secret.expose().to_vec())));
+        Ok(Some(secret))
+    }
+
+    fn luks_prompt(&self, volume: &str, new: bool) -> Result<Option<crate::crypto::Passphrase>> {
+        let Some(first) = passphrase::prompt(&format!("Passphrase for LUKS volume {volume}: "))?
+        else {
+            return Ok(None);
+        };
+        if new {
+            let Some(again) = passphrase::prompt("Type it again: ")? else {
+                return Ok(None);
+            };
+            if first.expose() != again.expose() {
+                return Err(Error::usage("the two passphrases differ"));
+            }
+            if first.expose().is_empty() {
+                return Err(Error::usage("an empty passphrase is not allowed"));
+            }
+        }
+        Ok(Some(first))
     }
 }
 
@@ -222,7 +259,11 @@ fn dispatch(ctx: &Ctx, cli: Cli) -> Result<()> {
     match cli.command {
         Command::Key(cmd) => key::run(ctx, cmd),
         Command::Create(args) => admin::create(ctx, args),
-        Command::Info { vol, json } => info::run(ctx, &vol, json),
+        Command::Info {
+            vol,
+            json,
+            luks_header,
+        } => info::run(ctx, &vol, json, luks_header.as_deref()),
         Command::Enable { vol, key } => admin::set_state(ctx, &vol, &key, true),
         Command::Disable { vol, key } => admin::set_state(ctx, &vol, &key, false),
         Command::Check { vol, reset, json } => admin::check(ctx, &vol, reset, json),
@@ -236,14 +277,25 @@ fn dispatch(ctx: &Ctx, cli: Cli) -> Result<()> {
             admin::emd_restore(ctx, &vol, &file, force)
         }
         Command::Destroy { vol, key } => admin::destroy(ctx, &vol, &key),
-        Command::Hash { vol, key, threads } => data::hash(ctx, &vol, &key, threads),
-        Command::Cat { vol, key, threads } => data::cat(ctx, &vol, &key, threads),
+        Command::Hash {
+            vol,
+            key,
+            threads,
+            luks,
+        } => data::hash(ctx, &vol, &key, threads, &luks),
+        Command::Cat {
+            vol,
+            key,
+            threads,
+            luks,
+        } => data::cat(ctx, &vol, &key, threads, &luks),
         Command::Backup(args) => backup::run(ctx, args),
         Command::Demo { dir, size, threads } => demo::run(ctx, dir, size, threads),
         Command::Restore(args) => restore::run(ctx, args),
         Command::Verify(args) => verify::run(ctx, args),
         Command::Map(args) => map::run(ctx, args),
-        Command::Dmtable { vol, key } => dmtable::run(ctx, &vol, &key),
+        Command::Dmtable { vol, key, luks } => dmtable::run(ctx, &vol, &key, &luks),
+        Command::Luks(cmd) => luks::run(ctx, cmd),
         Command::Completions { shell } => completions::run(shell),
     }
 }

@@ -176,6 +176,7 @@ fn steps(dir: &Path, size: u64, threads: usize, line: &dyn Fn(&str)) -> Result<(
                 key: Some(id.clone()),
                 against: Some(source.clone()),
                 threads,
+                luks: Default::default(),
             },
             &keys,
         )?;

@@ -89,6 +89,10 @@ impl OpenSource {
             .ctx("reading", "standard input")?;
         match sniff::sniff(&head) {
             Kind::Stream => Err(stream_source(Path::new("-"))),
+            Kind::Luks => Err(Error::usage(
+                "standard input holds a LUKS volume: evfs reads LUKS volumes from a file or block device (their keyslots are read out of order)",
+            )
+            .with_hint("save it to a file first, or give its path")),
             Kind::Plain => {
                 // Enough of the start for the ciphertext check.
                 (&mut stdin)
