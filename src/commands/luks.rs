@@ -328,11 +328,12 @@ pub fn info_text(i: &LuksInfo) -> String {
             line(
                 "provenance:",
                 format!(
-                    "backup of {} {}({} bytes){}",
-                    if p.source == "plain" {
-                        "plain data".to_string()
-                    } else {
-                        format!("{} volume", p.source)
+                    "{} {}({} bytes){}",
+                    match p.source.as_str() {
+                        "plain" => "backup of plain data".to_string(),
+                        "stream" => "restore of a stream of volume".to_string(),
+                        "evfs" => "backup of EVFS volume".to_string(),
+                        other => format!("backup of {} volume", other.to_uppercase()),
                     },
                     p.source_uuid
                         .as_ref()

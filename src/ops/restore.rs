@@ -34,6 +34,9 @@ pub struct RestoreRequest {
     pub key: Option<KeyId>,
     /// Overwrite foreign data or another volume; roll back.
     pub force: bool,
+    /// A LUKS2 target's keyslot and detached header (its secret is the
+    /// [`Keys`] provider's [`KeyUse::Target`] one).
+    pub luks: super::luks::LuksAccess,
 }
 
 /// Open a stream: a file, or `-` for standard input. Something else than a
@@ -124,6 +127,9 @@ pub fn run(args: &RestoreRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result
                     .with_hint("restore onto other storage: writing over the stream destroys it"),
             );
         }
+    }
+    if super::luks::restore::is_target(dst, &args.luks)? {
+        return super::luks::restore::run(args, &args.luks, keys, obs);
     }
     let (input, name) = open_stream(&args.stream)?;
     let mut reader = StreamReader::open(input, &name)?;

@@ -88,6 +88,11 @@ fn convert(path: Option<&Path>, e: LuksError) -> Error {
             .with_hint(
                 "restore a header backup (cryptsetup luksHeaderRestore), or let cryptsetup repair it (cryptsetup repair)",
             ),
+        LuksError::Unsupported(why) if why.contains(luks::REQUIREMENT_INCOMPLETE) => {
+            Error::refused(format!("{at}unsupported LUKS volume: {why}")).with_hint(
+                "an evfs backup into it was interrupted: run it again to complete the volume",
+            )
+        }
         LuksError::Unsupported(why) => {
             Error::refused(format!("{at}unsupported LUKS volume: {why}")).with_hint(
                 "evfs reads LUKS1 and LUKS2 volumes with aes-xts-plain64 (LUKS1 also aes-cbc-essiv:sha256), one data segment, no integrity, and no reencryption in progress",
@@ -347,6 +352,12 @@ impl LuksVolume {
     /// [`Device::lock`] does.
     pub fn lock(&mut self, exclusive: bool, purpose: &str) -> Result<()> {
         self.dev.lock(exclusive, purpose)?;
+        self.lock_header(exclusive, purpose)
+    }
+
+    /// Lock a detached header's storage only (the data device is locked
+    /// already).
+    pub fn lock_header(&mut self, exclusive: bool, purpose: &str) -> Result<()> {
         if let Some(h) = &mut self.detached {
             h.lock(exclusive, purpose)?;
         }

@@ -14,6 +14,7 @@
 pub mod check;
 pub mod enroll;
 pub mod info;
+pub mod restore;
 pub mod token;
 pub mod verify;
 
@@ -143,6 +144,15 @@ pub fn open_unlocked(
     let area = vol.data_area()?;
     let opened = unlock(&vol, access, keys, purpose, key)?;
     Ok(Some(Unlocked { vol, area, opened }))
+}
+
+/// A LUKS UUID (`0a7c5e2e-6f3b-…`) as 16 bytes, when it is one.
+pub fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if text.len() != 36 {
+        return None;
+    }
+    crate::hex::decode_array(&hex)
 }
 
 /// Exit 4: a LUKS volume and nothing to open it with.
