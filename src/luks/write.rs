@@ -179,7 +179,7 @@ pub fn format(
     format_with(key, secret, opts, &mut os_random)
 }
 
-/// [`format`] with a mandatory requirement of evfs's own (such as
+/// [`format()`] with a mandatory requirement of evfs's own (such as
 /// [`REQUIREMENT_INCOMPLETE`]) in both header copies from their first
 /// write: the keyslots area and keyslot first, then the header copies with
 /// the requirement (seqid 2), so that no moment shows the new header

@@ -74,6 +74,14 @@ fn provenance_of(src: &OpenSource) -> (SourceKind, Option<String>, Option<u64>) 
     }
 }
 
+/// The source volume's UUID, for the report.
+fn src_uuid(src: &OpenSource) -> Option<[u8; 16]> {
+    match src.luks() {
+        Some(l) => luks::uuid_bytes(&l.vol.header.uuid()),
+        None => src.emd.as_ref().map(|e| e.uuid),
+    }
+}
+
 impl Job<'_> {
     /// The sector size of a new target: asked for, else the source's, else
     /// 4096.
@@ -208,6 +216,7 @@ impl Job<'_> {
             None => u64::MAX - area.offset,
         };
         let source = provenance_of(&src);
+        let source_uuid = src_uuid(&src);
         let mode = self.decision.mode;
         let (outcome, src_name) =
             self.write_luks_data(src, src_key.as_ref(), &dev, &area, &key, limit)?;
@@ -228,7 +237,7 @@ impl Job<'_> {
         Ok(Report {
             digest: outcome.digest,
             target_uuid: luks::uuid_bytes(&vol.header.uuid()),
-            ..self.report(src_name, None, &name, outcome.bytes)
+            ..self.report(src_name, source_uuid, &name, outcome.bytes)
         })
     }
 
@@ -269,6 +278,7 @@ impl Job<'_> {
         ));
         vol.update(|h| Ok(((), h.add_requirement(REQUIREMENT_INCOMPLETE)?)))?;
         let source = provenance_of(&src);
+        let source_uuid = src_uuid(&src);
         let (outcome, src_name) =
             self.write_luks_data(src, src_key.as_ref(), &vol.dev, &area, &opened.key, size)?;
         drop(opened);
@@ -276,7 +286,7 @@ impl Job<'_> {
         Ok(Report {
             digest: outcome.digest,
             target_uuid: luks::uuid_bytes(&vol.header.uuid()),
-            ..self.report(src_name, None, &name, outcome.bytes)
+            ..self.report(src_name, source_uuid, &name, outcome.bytes)
         })
     }
 }
