@@ -896,6 +896,25 @@ fn enrolled_key_pairs_open_luks_volumes_with_a_stored_passphrase() {
         "32K",
     ]);
     env.ok(&["verify", "copy.img", "--luks-passphrase-file", "tpw"]);
+    // Enrolled in the copy too, the nightly job needs no LUKS secret at all.
+    env.ok(&[
+        "luks",
+        "enroll",
+        "copy.img",
+        "backup.cron",
+        "--luks-passphrase-file",
+        "tpw",
+    ]);
+    env.ok(&[
+        "backup",
+        s(&img),
+        "copy.img",
+        "-k",
+        "backup.cron",
+        "--target-key",
+        "backup.cron",
+    ]);
+    env.ok(&["verify", "copy.img", "-k", "backup.cron"]);
     // Unenrolled with the key pair itself: keyslot and token are gone.
     env.ok(&["luks", "unenroll", s(&img), "backup.cron"]);
     let dump = cs::dump(&img);
