@@ -1029,6 +1029,37 @@ fn a_luks_volume_maps_over_nbd_read_only_and_read_write() {
         "rw.sock",
         &[s(&copy), "--luks-passphrase-file", "tpw"],
     );
+    // While it is mapped read-write, no backup reads it and no header
+    // change is made to it: evfs's storage lock, as for EVFS volumes.
+    let (_, err) = env.expect(
+        1,
+        &[
+            "backup",
+            s(&copy),
+            "x.img",
+            "--luks-passphrase-file",
+            "tpw",
+            "--target-format",
+            "luks2",
+            "--target-luks-passphrase-file",
+            "tpw",
+        ],
+    );
+    assert!(err.contains("in use"), "{err}");
+    assert!(!env.path("x.img").exists());
+    env.gen_key("backup.cron");
+    let (_, err) = env.expect(
+        1,
+        &[
+            "luks",
+            "enroll",
+            s(&copy),
+            "backup.cron",
+            "--luks-passphrase-file",
+            "tpw",
+        ],
+    );
+    assert!(err.contains("in use"), "{err}");
     let (ok, text) = run_tool(
         "qemu-io",
         &["-f", "raw", "-c", "write -P 0x61 4095 3", &m.uri()],
