@@ -173,6 +173,17 @@ pub fn sector_key(area: &DataArea, key: &LuksKey) -> Result<Option<SectorKey>> {
     if area.cipher != SectorCipherKind::AesXtsPlain64 {
         return Ok(None);
     }
+    // Every sector any device can hold gets a 64-bit IV (a hostile
+    // `iv_tweak` near 2^64 would otherwise wrap).
+    if area
+        .iv_of(u64::MAX / u64::from(area.sector_size.max(512)))
+        .is_none()
+    {
+        return Err(Error::refused(format!(
+            "unsupported LUKS volume: IV offset {} leaves no room for 64-bit sector IVs",
+            area.iv_tweak
+        )));
+    }
     let xts = crate::crypto::Xts::new(key.expose())
         .map_err(|e| Error::refused(format!("unsupported LUKS volume key: {e}")))?
         .with_tweak_step(area.iv_step());
@@ -299,6 +310,26 @@ mod tests {
         assert_eq!(
             crate::error::expect_err(read_secret_file(&dir.path().join("none"), true)).exit_code(),
             1
+        );
+    }
+
+    #[test]
+    fn an_iv_offset_that_would_wrap_is_refused() {
+        let mut area = DataArea {
+            cipher: SectorCipherKind::AesXtsPlain64,
+            offset: 0,
+            size: None,
+            sector_size: 4096,
+            iv_tweak: u64::MAX - 10,
+        };
+        let key = LuksKey::new(vec![7; 64]);
+        let e = crate::error::expect_err(sector_key(&area, &key).map(|_| ()));
+        assert_eq!(e.exit_code(), 3);
+        area.iv_tweak = 24;
+        let k = sector_key(&area, &key).unwrap().unwrap();
+        assert_eq!(
+            (k.tweak_base, k.sector_size, k.xts.tweak_step()),
+            (24, 4096, 8)
         );
     }
 
