@@ -13,6 +13,7 @@ mod crash;
 mod golden;
 mod identity;
 mod keystore;
+mod luks;
 mod man;
 mod map;
 mod reference;

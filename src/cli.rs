@@ -16,7 +16,9 @@ use crate::size::clap_size;
     long_about = "evfs manages EVFS encrypted volumes (an EMD holding the wrapped volume key, and an \
 AES-XTS data area that stock dm-crypt can map) and backs them up: `evfs backup` reads a source \
 volume, decrypts it with the source key, re-encrypts it with a target key across worker threads, \
-writes a clone of the EMD, and refuses configurations that would encrypt data twice or leak cleartext.",
+writes a clone of the EMD, and refuses configurations that would encrypt data twice or leak cleartext. \
+LUKS1 and LUKS2 volumes made by cryptsetup are sources too, and LUKS2 volumes targets: a backup \
+re-keys them across formats.",
     after_help = "\
 Exit status:
   0  success
@@ -26,10 +28,14 @@ Exit status:
      character device where a volume is needed
   3  refused configuration: double encryption, cleartext onto encrypted media, the target is
      the source or the same storage, too small, a foreign target or a target with an EMD of
-     its own without --force, a rollback, plain data that looks like ciphertext
-  4  access denied: wrong passphrase, no passphrase source, a key in no slot, a role not allowed
-  5  integrity failure: a verify mismatch, a corrupt or tampered EMD or stream, a newer format
-  6  check found the volume dirty, or holding an unfinished backup or restore
+     its own without --force, a rollback, plain data that looks like ciphertext, a LUKS volume
+     evfs does not read
+  4  access denied: wrong passphrase, no passphrase source, a key in no slot, a role not
+     allowed, a LUKS keyslot that does not open (a wrong passphrase or a damaged keyslot)
+  5  integrity failure: a verify mismatch, a corrupt or tampered EMD or stream, a newer format,
+     a damaged LUKS header
+  6  check found the volume dirty, or holding an unfinished backup or restore (a LUKS2 volume
+     too)
 
 Examples:
   evfs key gen alice.k1
@@ -95,6 +101,56 @@ pub struct TrustArgs {
     pub require_signature: bool,
 }
 
+/// How to open a LUKS volume: the one a command works on, or a backup's
+/// source. Without a secret, an enrolled `-k ID` or a prompt opens it.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LuksArgs {
+    /// LUKS volume: read its passphrase from FILE (- for standard input; one trailing newline is stripped)
+    #[arg(long, value_name = "FILE", conflicts_with = "luks_key_file")]
+    pub luks_passphrase_file: Option<PathBuf>,
+
+    /// LUKS volume: the whole of FILE is the key, a trailing newline included (cryptsetup --key-file)
+    #[arg(long, value_name = "FILE")]
+    pub luks_key_file: Option<PathBuf>,
+
+    /// LUKS volume: try only keyslot N
+    #[arg(long, value_name = "N")]
+    pub luks_slot: Option<u32>,
+
+    /// LUKS volume: its header is in FILE (a detached header, cryptsetup --header)
+    #[arg(long, value_name = "FILE")]
+    pub luks_header: Option<PathBuf>,
+}
+
+/// How to open (or make) a LUKS2 target.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TargetLuksArgs {
+    /// LUKS target: read its passphrase from FILE (- for standard input; one trailing newline is stripped)
+    #[arg(long, value_name = "FILE", conflicts_with = "target_luks_key_file")]
+    pub target_luks_passphrase_file: Option<PathBuf>,
+
+    /// LUKS target: the whole of FILE is the key, a trailing newline included (cryptsetup --key-file)
+    #[arg(long, value_name = "FILE")]
+    pub target_luks_key_file: Option<PathBuf>,
+
+    /// LUKS target: try only keyslot N
+    #[arg(long, value_name = "N")]
+    pub target_luks_slot: Option<u32>,
+
+    /// LUKS target: its header is in FILE (a detached header of an existing target)
+    #[arg(long, value_name = "FILE")]
+    pub target_luks_header: Option<PathBuf>,
+}
+
+/// The format of a backup's new target.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetFormatArg {
+    /// An EVFS volume (an EMD and an AES-XTS data area)
+    Evfs,
+    /// A LUKS2 volume that cryptsetup opens
+    Luks2,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Manage key pairs, stored passphrases and trusted signers
@@ -138,23 +194,31 @@ Examples:
   evfs create /dev/vg0/lv1 --owner alice.k1 --label payroll --recovery evfs.r1")]
     Create(CreateArgs),
 
-    /// Show the public fields of a volume's EMD (no key needed)
+    /// Show the public fields of a volume's EMD or LUKS header (no key needed)
     #[command(after_help = "\
+A LUKS volume shows its header: format (luks1 or luks2), UUID, label, cipher, sector size, data
+offset and size, keyslots with their KDFs, tokens, requirements, what evfs cannot read in it,
+and the provenance of a backup evfs wrote into it.
+
 Exit status:
   0  success
   1  an I/O error (VOL missing or unreadable)
   2  usage error, or VOL is plain data, a backup stream, a FIFO or a character device
-  5  no valid EMD (both copies damaged), or an EMD of a newer format
+  5  no valid EMD (both copies damaged), an EMD of a newer format, or a damaged LUKS header
 
 Examples:
   evfs info vol.img
-  evfs info vol.img --json")]
+  evfs info vol.img --json
+  evfs info disk.img --luks-header disk.hdr")]
     Info {
-        /// The volume
+        /// The volume (EVFS or LUKS)
         vol: PathBuf,
         /// Print one JSON object
         #[arg(long)]
         json: bool,
+        /// LUKS volume: its header is in FILE (a detached header, cryptsetup --header)
+        #[arg(long, value_name = "FILE")]
+        luks_header: Option<PathBuf>,
     },
 
     /// Enable a volume: its data may be decrypted (owner or authorized user)
@@ -193,12 +257,18 @@ Example:
 
     /// Check both EMD copies and the dirty bit; -r resets it and repairs a bad copy
     #[command(after_help = "\
+On a LUKS volume: both LUKS2 header copies, and whether an evfs backup into it was interrupted
+(the evfs-incomplete requirement); -r does not apply (cryptsetup repair rewrites a bad copy).
+
 Exit status:
   0  clean, both EMD copies good (with -r: after resetting the dirty bit or repairing a copy)
   1  an I/O error, or the volume is in use by a backup, restore or map
-  2  usage error, or VOL is plain data, a backup stream, a FIFO or a character device
-  5  no valid EMD, a newer format, or (without -r) a damaged or stale EMD copy
-  6  dirty (without -r), or holding an unfinished backup or restore (with -r too)
+  2  usage error, or VOL is plain data, a backup stream, a FIFO or a character device, or -r
+     on a LUKS volume
+  5  no valid EMD, a newer format, or (without -r) a damaged or stale EMD copy; a damaged LUKS
+     header or header copy
+  6  dirty (without -r), or holding an unfinished backup or restore (with -r too); a LUKS2
+     volume an evfs backup into was interrupted
 
 Examples:
   evfs check vol.img
@@ -285,19 +355,23 @@ Example:
 
     /// BLAKE3 of the plaintext data area, printed as b3sum does
     #[command(after_help = "\
-For an EVFS volume this equals `b3sum` of the decrypted data area; for a plain file, `b3sum`
-of the file.
+For an EVFS volume this equals `b3sum` of the decrypted data area; for a LUKS volume, `b3sum`
+of its decrypted data area (what `cryptsetup open` shows); for a plain file, `b3sum` of the file.
 
 Exit status:
   0  the digest was printed (also when the reader of standard output went away)
   1  an I/O error
   2  usage error, or VOL is a FIFO or character device
-  3  refused: the volume is disabled (its data is raw ciphertext)
-  4  access denied: a volume without -k, wrong or no passphrase, the key has no slot
-  5  no valid EMD, a tampered or unsigned EMD, a newer format, a data area past the end of VOL
+  3  refused: the volume is disabled (its data is raw ciphertext); a LUKS volume evfs does not
+     read (another cipher, integrity, a reencryption in progress, an unfinished evfs backup)
+  4  access denied: a volume without -k, wrong or no passphrase, the key has no slot; a LUKS
+     volume without its passphrase, a wrong passphrase or a damaged keyslot
+  5  no valid EMD, a tampered or unsigned EMD, a newer format, a data area past the end of
+     VOL, a damaged LUKS header
 
 Examples:
   evfs hash vol.img -k alice.k1
+  evfs hash disk.img --luks-passphrase-file pw.txt
   evfs hash image.raw")]
     Hash {
         vol: PathBuf,
@@ -306,6 +380,8 @@ Examples:
         /// Worker threads (default: all cores)
         #[arg(long, value_name = "N")]
         threads: Option<usize>,
+        #[command(flatten)]
+        luks: LuksArgs,
     },
 
     /// Back up SRC to DST: re-encrypt, encrypt, raw clone, or export cleartext
@@ -319,7 +395,10 @@ byte exits 5 and leaves the target dirty. The stream's signature is checked: ove
 volume, or with -k, --trust or --require-signature, it must be valid and by a trusted signer
 (a key pair of this keystore, a key imported with --trust) unless --allow-unsigned, and the
 stream's EMD clone is checked so before anything is written. Into a new target with no such
-flag (disaster recovery on a fresh host), an untrusted or missing signature is reported.
+flag (disaster recovery on a fresh host), an untrusted or missing signature is reported. Onto
+an existing LUKS2 volume, the stream is decrypted with -k and written under the target's own key
+(--target-luks-passphrase-file); the target is marked evfs-incomplete until the trailer checked
+out.
 
 Exit status:
   0  the stream was written and the target's EMD is clean
@@ -334,7 +413,8 @@ Exit status:
 Examples:
   evfs restore vol.evfs restored.img
   ssh host 'cat vol.evfs' | evfs restore - restored.img
-  evfs restore vol-compressed.evfs /dev/sdb1 -k alice.k1")]
+  evfs restore vol-compressed.evfs /dev/sdb1 -k alice.k1
+  evfs restore vol.evfs disk.img -k alice.k1 --target-luks-passphrase-file t.pw")]
     Restore(RestoreArgs),
 
     /// Verify a backup: a volume against its provenance, a stream frame by frame, or --against its source
@@ -343,21 +423,28 @@ Prints who signed the stream or the volume's EMD (`signed by ID (b3:...), truste
 signature fails. With -k, --trust or --require-signature, a missing or untrusted one fails too
 unless --allow-unsigned; without them, a keyless verify reports it and exits on integrity alone.
 
+A LUKS TARGET is checked against the provenance evfs recorded in it when it wrote it (both
+header copies, no unfinished backup, the plaintext BLAKE3). SRC (--against) opens with
+--luks-*, TARGET with --target-luks-*, as in the backup that made the copy; when SRC is no LUKS
+volume, --luks-* opens TARGET too.
+
 Exit status:
   0  everything checked out (also a volume written through map since its backup)
   1  an I/O error
   2  usage error, or TARGET is plain data without --against
-  3  refused: a disabled volume given to --against
-  4  access denied: a volume given to --against without -k, wrong or no passphrase, no slot
+  3  refused: a disabled volume given to --against; a LUKS volume evfs does not read
+  4  access denied: a volume given to --against without -k, wrong or no passphrase, no slot;
+     a wrong LUKS passphrase or a damaged keyslot
   5  a mismatch or damage, naming where: a digest, an EMD copy, a dirty volume, a frame, the
      trailer, a MAC, a newer format, a signature (broken, or missing or untrusted where
-     required)
+     required), a LUKS header copy, an unfinished backup into a LUKS volume
 
 Examples:
   evfs verify copy.img -k alice.k1
   evfs verify copy.img -k alice.k1 --against vol.img
   evfs verify vol.evfs
-  evfs verify vol.evfs -k alice.k1 --json")]
+  evfs verify vol.evfs -k alice.k1 --json
+  evfs verify copy-luks.img --target-luks-passphrase-file t.pw --against disk.img --luks-passphrase-file s.pw")]
     Verify(VerifyArgs),
 
     /// Run the main job end to end on sample data: keys, volumes, backup, stream, restore, verify
@@ -392,19 +479,25 @@ Exit status:
   0  the data was written (also when the reader of standard output went away)
   1  an I/O error
   2  usage error, or VOL is plain data, a backup stream, a FIFO or a character device
-  3  refused: the volume is disabled, or standard output is VOL itself
-  4  access denied: wrong or no passphrase, the key has no slot
-  5  no valid EMD, a tampered or unsigned EMD, a newer format, a data area past the end of VOL
+  3  refused: the volume is disabled, or standard output is VOL itself; a LUKS volume evfs
+     does not read
+  4  access denied: no -k, wrong or no passphrase, the key has no slot; a LUKS volume without
+     its passphrase, a wrong passphrase or a damaged keyslot
+  5  no valid EMD, a tampered or unsigned EMD, a newer format, a data area past the end of
+     VOL, a damaged LUKS header
 
-Example:
-  evfs cat vol.img -k alice.k1 | b3sum")]
+Examples:
+  evfs cat vol.img -k alice.k1 | b3sum
+  evfs cat disk.img --luks-key-file disk.key | b3sum")]
     Cat {
         vol: PathBuf,
         #[command(flatten)]
-        key: KeyArgs,
+        key: OptKeyArgs,
         /// Worker threads (default: all cores)
         #[arg(long, value_name = "N")]
         threads: Option<usize>,
+        #[command(flatten)]
+        luks: LuksArgs,
     },
 
     /// Serve the decrypted (or --raw) data area over NBD on a unix socket until SIGINT or SIGTERM
@@ -415,25 +508,50 @@ Example:
     #[command(after_help = "\
 The line holds the volume key in hex: it is printed on standard output only, with a warning on
 standard error. A file volume needs a loop device first; run dmtable on the loop device so that
-the line names it.
+the line names it. A LUKS volume's line is the one cryptsetup loads: IVs in 512-byte units from
+the segment's IV offset, `sector_size:N` for large sectors, no `iv_large_sectors`.
 
 Exit status:
   0  the table line was printed
   1  an I/O error
   2  usage error, VOL is not a volume, or a path that a table line cannot hold
-  3  refused: the volume is disabled
-  4  access denied: wrong or no passphrase, the key has no slot
-  5  no valid EMD, a tampered or unsigned EMD, a newer format
+  3  refused: the volume is disabled; a LUKS volume evfs does not read
+  4  access denied: no -k, wrong or no passphrase, the key has no slot; a LUKS volume without
+     its passphrase, a wrong passphrase or a damaged keyslot
+  5  no valid EMD, a tampered or unsigned EMD, a newer format, a damaged LUKS header
 
 Examples:
   evfs dmtable /dev/vg0/data -k alice.k1 | dmsetup create data-clear
   evfs dmtable \"$(losetup --find --show vol.img)\" -k alice.k1 | dmsetup create vol-clear
+  evfs dmtable /dev/sdb2 --luks-passphrase-file pw.txt | dmsetup create sdb2-clear
   dmsetup remove vol-clear")]
     Dmtable {
         vol: PathBuf,
         #[command(flatten)]
-        key: KeyArgs,
+        key: OptKeyArgs,
+        #[command(flatten)]
+        luks: LuksArgs,
     },
+
+    /// LUKS2 volumes: enroll an evfs key pair in a keyslot of its own, or unenroll it
+    #[command(
+        subcommand,
+        after_help = "\
+Exit status:
+  0  success
+  1  an I/O error, the volume in use, its LUKS metadata locked by another program, ID not in
+     the keystore
+  2  usage error: VOL is not a LUKS volume, ID enrolled already (enroll) or not (unenroll)
+  3  refused: a LUKS1 volume, requirements evfs does not know, the last keyslot (unenroll)
+  4  access denied: no passphrase, a wrong passphrase or a damaged keyslot
+  5  a damaged LUKS header
+
+Examples:
+  evfs luks enroll disk.img backup.cron --luks-passphrase-file pw.txt
+  evfs hash disk.img -k backup.cron
+  evfs luks unenroll disk.img backup.cron --luks-passphrase-file pw.txt"
+    )]
+    Luks(LuksCommand),
 
     /// Print shell completions for bash, zsh, fish, elvish or powershell
     #[command(after_help = "\
@@ -457,18 +575,22 @@ const MAP_HELP: &str = "\
 The export is the data area only (its size is the volume's data size): decrypted with -k, or the \
 ciphertext as it lies with --raw (no key, any state; EVFS `evfsvol raw`). A read-write map holds the \
 volume's write lock and marks it dirty until it stops cleanly; a --read-only map shares the lock with \
-backup sources. Any export name is answered, including the empty default. The socket is made 0600.
+backup sources. Any export name is answered, including the empty default. The socket is made 0600. \
+A LUKS volume is served with dm-crypt's IV rule; it has no dirty bit, and data written into one \
+that evfs backed up marks its provenance modified.
 
 Exit status:
   0  stopped by SIGINT or SIGTERM, the data synced and the volume clean again
   1  an I/O error, the volume in use by a backup, restore or another map, the socket in use
   2  usage error, VOL is not a volume, or the socket path is another kind of file
-  3  refused: the volume is disabled (without --raw)
-  4  access denied: wrong or no passphrase, the key has no slot
-  5  no valid EMD, a tampered or unsigned EMD, a newer format
+  3  refused: the volume is disabled (without --raw); a LUKS volume evfs does not read
+  4  access denied: wrong or no passphrase, the key has no slot; a wrong LUKS passphrase or a
+     damaged keyslot
+  5  no valid EMD, a tampered or unsigned EMD, a newer format, a damaged LUKS header
 
 Examples:
   evfs map vol.img --socket /run/evfs-vol.sock -k alice.k1 &
+  evfs map disk.img --socket disk.sock --luks-passphrase-file pw.txt --read-only &
   qemu-img convert -O raw 'nbd+unix:///?socket=/run/evfs-vol.sock' plain-copy.raw
   nbd-client -unix /run/evfs-vol.sock /dev/nbd0 -b 4096 && mount /dev/nbd0 /mnt
   umount /mnt && nbd-client -d /dev/nbd0 && kill %1
@@ -483,13 +605,8 @@ pub struct MapArgs {
     #[arg(long, value_name = "PATH")]
     pub socket: PathBuf,
 
-    /// Key ID (user.keyname) that unlocks the volume (not needed with --raw)
-    #[arg(
-        short = 'k',
-        long = "key",
-        value_name = "ID",
-        required_unless_present = "raw"
-    )]
+    /// Key ID (user.keyname) that unlocks the volume (not needed with --raw, nor for a LUKS volume opened with its passphrase)
+    #[arg(short = 'k', long = "key", value_name = "ID")]
     pub key: Option<String>,
 
     /// Read the passphrase of -k from FILE (- for standard input; one trailing newline is stripped)
@@ -503,6 +620,9 @@ pub struct MapArgs {
     /// Refuse writes; the volume is opened read-only and its dirty bit left alone
     #[arg(long)]
     pub read_only: bool,
+
+    #[command(flatten)]
+    pub luks: LuksArgs,
 }
 
 const BACKUP_HELP: &str = "\
@@ -515,10 +635,21 @@ Configurations:
   plain file -k ID      -> a volume (or --target-key ID): encrypt into it
   --raw volume          -> new file, stream or disabled volume: ciphertext and EMD cloned, no key
   enabled volume --cleartext -> plain file, device or -: plaintext export
-  refused (exit 3): a disabled or --raw source into an encrypting target (double encryption);
-  cleartext onto encrypted media; the target is the source or the same storage; too small;
-  without --force: foreign data, a volume with an EMD of its own and no slot for -k, a rollback
-  (a copy onto its volume written to since), plain data that looks like ciphertext.
+  LUKS volume (its passphrase, key file or an enrolled -k ID):
+                        -> new EVFS volume (--owner ID) or stream, or a volume (--target-key):
+                           decrypt and re-encrypt; --cleartext: plaintext export
+  any of these --target-format luks2 -> new file or device: a fresh LUKS2 volume (new UUID and
+                           key, an Argon2id keyslot for --target-luks-passphrase-file)
+  any of these          -> an existing LUKS2 volume: re-encrypt with its own key, keeping its
+                           header and keyslots
+  refused (exit 3): a disabled or --raw source into an encrypting target (double encryption),
+  --raw of a LUKS source; cleartext onto encrypted media, a LUKS target included; the target is
+  the source or the same storage; too small (a LUKS target too); a LUKS1 target; a LUKS volume
+  evfs does not read; without --force: foreign data, a volume with an EMD of its own and no slot
+  for -k, a rollback (a copy onto its volume written to since), plain data that looks like
+  ciphertext, an EVFS volume as a new LUKS2 target or a LUKS volume as a new EVFS target.
+  A LUKS2 target carries the evfs-incomplete requirement (cryptsetup will not activate it)
+  until its data is complete; then an evfs-provenance token records the backup.
 
 Signatures: the target's EMD and a stream are signed by --sign-with ID, else by the key that
 unlocked the source (-k), else by the owner's key when its private key is here and its
@@ -529,12 +660,13 @@ Exit status:
   0  the backup completed and was synced
   1  an I/O error, a broken pipe (standard output closed before the end), the source or target
      in use by another backup, restore or map, a source that ends early
-  2  usage error: flags that do not apply here, a plain source without --owner or with -k
-     and no target volume, SRC or DST a FIFO or character device (- is a pipe)
+  2  usage error: flags that do not apply here, a plain or LUKS source without --owner or with
+     -k and no target volume, SRC or DST a FIFO or character device (- is a pipe)
   3  refused: the configurations refused under Configurations, a backup stream as SRC, a
      --resume that does not match the interrupted run
-  4  access denied: a volume source without -k, wrong or no passphrase, the key has no slot
-  5  integrity failure: a corrupt or tampered EMD, a newer format
+  4  access denied: a volume source without -k, wrong or no passphrase, the key has no slot; a
+     LUKS source or target without its passphrase, a wrong passphrase or a damaged keyslot
+  5  integrity failure: a corrupt or tampered EMD, a newer format, a damaged LUKS header
 
 Examples:
   evfs backup vol.img vol-copy.img -k alice.k1
@@ -542,14 +674,17 @@ Examples:
   evfs backup vol.img - -k alice.k1 | ssh host 'cat > vol.evfs'
   evfs backup vol.img vol-mirror.img --raw
   evfs backup vol.img plain.raw --cleartext -k alice.k1
-  evfs backup vol.img /dev/sdb1 -k backup.cron --progress --progress-interval 1m --json";
+  evfs backup vol.img /dev/sdb1 -k backup.cron --progress --progress-interval 1m --json
+  evfs backup disk.img copy.vol --luks-passphrase-file pw.txt --owner alice.k1
+  evfs backup disk.img copy.img --luks-passphrase-file pw.txt --target-format luks2 \\
+      --target-luks-passphrase-file copy.pw";
 
 #[derive(Args, Debug, Clone)]
 pub struct BackupArgs {
-    /// Source: an EVFS volume, a plain file or block device, or - for standard input
+    /// Source: an EVFS or LUKS volume, a plain file or block device, or - for standard input
     pub src: PathBuf,
 
-    /// Target: an EVFS volume, a new or blank file, a block device, or - for a backup stream on standard output
+    /// Target: an EVFS or LUKS2 volume, a new or blank file, a block device, or - for a backup stream on standard output
     #[arg(required_unless_present = "stream")]
     pub dst: Option<PathBuf>,
 
@@ -635,6 +770,24 @@ pub struct BackupArgs {
     /// Write the target file or block device with O_DIRECT, past the page cache
     #[arg(long)]
     pub direct: bool,
+
+    #[command(flatten)]
+    pub luks: LuksArgs,
+
+    #[command(flatten)]
+    pub target_luks: TargetLuksArgs,
+
+    /// Format of the target (default: an existing target's own format, else evfs)
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub target_format: Option<TargetFormatArg>,
+
+    /// Argon2id memory of a new LUKS2 target's keyslot (K, M, G suffixes; default 1G, as cryptsetup)
+    #[arg(long, value_name = "SIZE", value_parser = clap_size)]
+    pub luks_kdf_memory: Option<u64>,
+
+    /// Argon2id passes of a new LUKS2 target's keyslot (default 4, cryptsetup's minimum)
+    #[arg(long, value_name = "N")]
+    pub luks_kdf_iterations: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -659,6 +812,8 @@ pub struct RestoreArgs {
     /// Print one JSON object with the result
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub target_luks: TargetLuksArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -678,6 +833,10 @@ pub struct VerifyArgs {
     /// Print one JSON object with the result
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub luks: LuksArgs,
+    #[command(flatten)]
+    pub target_luks: TargetLuksArgs,
 }
 
 #[derive(Args, Debug)]
@@ -866,6 +1025,57 @@ Example:
 }
 
 #[derive(Subcommand, Debug)]
+pub enum LuksCommand {
+    /// Add a LUKS2 keyslot whose random passphrase is wrapped for key pair ID, so that -k ID opens the volume
+    #[command(after_help = "\
+The volume is opened with its passphrase or key file (or a prompt); only ID's public key is
+needed. The new keyslot's passphrase is 256 random bits, stored wrapped for ID in a LUKS2 token
+of type evfs-key; `cryptsetup luksDump` lists both.
+
+Exit status:
+  0  ID was enrolled
+  1  an I/O error, the volume in use, its LUKS metadata locked, ID not in the keystore
+  2  usage error: VOL is not a LUKS volume, ID is enrolled already
+  3  refused: a LUKS1 volume, requirements evfs does not know
+  4  access denied: no passphrase, a wrong passphrase or a damaged keyslot
+  5  a damaged LUKS header
+
+Example:
+  evfs luks enroll disk.img backup.cron --luks-passphrase-file pw.txt")]
+    Enroll {
+        /// The LUKS2 volume (file or block device)
+        vol: PathBuf,
+        /// Key ID (user.keyname) to enroll
+        id: String,
+        #[command(flatten)]
+        luks: LuksArgs,
+    },
+    /// Remove the keyslot and token of key pair ID (opened with the volume's passphrase, or with ID itself)
+    #[command(after_help = "\
+Exit status:
+  0  ID was unenrolled: its keyslot overwritten with random data and removed, its token removed
+  1  an I/O error, the volume in use, its LUKS metadata locked
+  2  usage error: VOL is not a LUKS volume, ID is not enrolled
+  3  refused: the keyslot is the volume's last one
+  4  access denied: no passphrase, a wrong passphrase or a damaged keyslot
+  5  a damaged LUKS header
+
+Example:
+  evfs luks unenroll disk.img backup.cron --luks-passphrase-file pw.txt")]
+    Unenroll {
+        /// The LUKS2 volume (file or block device)
+        vol: PathBuf,
+        /// Key ID (user.keyname) to unenroll
+        id: String,
+        #[command(flatten)]
+        luks: LuksArgs,
+        /// Read the passphrase of ID from FILE (- for standard input), when the volume's own passphrase is not given
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum UserCommand {
     /// Give a key access to the volume (owner only); an evfs.* ID becomes a recovery key
     #[command(after_help = "\
@@ -943,7 +1153,7 @@ Exit status:
   1  an I/O error, or the volume is in use by a backup, restore or map
   2  usage error, or VOL is not a volume
   4  access denied: wrong or no passphrase, -k has no slot
-  5  no valid EMD, a tampered or unsigned EMD (its MAC fails), a newer format, a damaged key file
+  5  no valid EMD, a tampered EMD (its MAC fails), a newer format, a damaged key file
 
 Sign only an EMD whose content you trust: its slots, owner and label are
 what the signature vouches for. An EMD of version 1 is rewritten as version 2

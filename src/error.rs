@@ -48,6 +48,11 @@ pub enum CliAdvice {
     Enable { volume: String },
     /// The owner can give key `id` a slot on `volume`.
     UserAdd { volume: String, id: String },
+    /// The ways to give the secret of a LUKS volume (`target`: a backup's
+    /// or restore's target).
+    LuksSecret { target: bool },
+    /// Enroll key pair `id` in the LUKS2 volume `volume`.
+    LuksEnroll { volume: String, id: String },
 }
 
 impl From<String> for Hint {

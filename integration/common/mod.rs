@@ -4,6 +4,7 @@
 //! external tools some tests drive.
 #![allow(dead_code)]
 
+pub mod cryptsetup;
 pub mod tools;
 
 use std::path::{Path, PathBuf};

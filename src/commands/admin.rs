@@ -88,6 +88,9 @@ pub fn emd_restore(ctx: &Ctx, vol: &Path, file: &Path, force: bool) -> Result<()
 /// `check`: the HP-UX lines on stdout (on stderr with `--json`, whose object
 /// goes to stdout), exit 6 or 5 when the volume is not clean.
 pub fn check(ctx: &Ctx, vol: &Path, reset: bool, json: bool) -> Result<()> {
+    if let Some(lv) = crate::volume::luks::LuksVolume::probe(vol, None)? {
+        return check_luks(ctx, &lv, vol, reset, json);
+    }
     let r = check::run(vol, reset)?;
     let text: String = r.lines.iter().map(|l| format!("{l}\n")).collect();
     if !json {
@@ -113,6 +116,46 @@ pub fn check(ctx: &Ctx, vol: &Path, reset: bool, json: bool) -> Result<()> {
             "backup": if r.copies_ok.1 { "ok" } else { "bad" },
         },
         "repaired": r.repaired,
+        "ok": r.ok(),
+    });
+    match r.error() {
+        Some(err) => Err(ctx.fail_with_report(report, err)),
+        None => out(format!("{report}\n")),
+    }
+}
+
+/// `check` on a LUKS volume: its header copies, and whether it holds an
+/// unfinished evfs backup (exit 6).
+fn check_luks(
+    ctx: &Ctx,
+    lv: &crate::volume::luks::LuksVolume,
+    vol: &Path,
+    reset: bool,
+    json: bool,
+) -> Result<()> {
+    if reset {
+        return Err(crate::error::Error::usage(format!(
+            "{} is a LUKS volume: check -r resets and repairs EVFS volumes",
+            vol.display()
+        ))
+        .with_hint(
+            "cryptsetup repairs a damaged LUKS2 header copy (`cryptsetup repair VOL`); an interrupted evfs backup is completed by running it again",
+        ));
+    }
+    let r = crate::ops::luks::check::run(lv, vol)?;
+    let text: String = r.lines.iter().map(|l| format!("{l}\n")).collect();
+    if !json {
+        out(text)?;
+        return r.error().map_or(Ok(()), Err);
+    }
+    let report = json!({
+        "path": vol.display().to_string(),
+        "format": r.format,
+        "incomplete": r.incomplete,
+        "header": r.copies.map(|(a, b)| json!({
+            "primary": if a { "ok" } else { "bad" },
+            "secondary": if b { "ok" } else { "bad" },
+        })),
         "ok": r.ok(),
     });
     match r.error() {

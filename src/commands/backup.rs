@@ -5,13 +5,31 @@ use std::path::Path;
 
 use super::progress::{CliObserver, ProgressMode};
 use super::{CliKeys, Ctx, report};
-use crate::cli::BackupArgs;
+use crate::cli::{BackupArgs, TargetFormatArg};
 use crate::error::{Error, Result};
 use crate::keys::KeyId;
+use crate::ops::backup::decide::Format;
+use crate::ops::backup::luks::LuksBackup;
 use crate::ops::backup::{self, BackupRequest, Target};
+use crate::ops::luks::LuksKdf;
 
 pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<()> {
     let req = request(&args)?;
+    let files = super::luks::SecretFiles::source(&args.luks).with_target(&args.target_luks);
+    super::luks::one_stdin(
+        &files,
+        &[
+            (
+                "--passphrase-file",
+                args.key.passphrase_file.as_deref() == Some(Path::new("-")),
+            ),
+            (
+                "--target-passphrase-file",
+                args.target_passphrase_file.as_deref() == Some(Path::new("-")),
+            ),
+            ("the source", args.src.as_os_str() == "-"),
+        ],
+    )?;
     // Without -k, --passphrase-file serves the signer (--sign-with, or the
     // owner of a volume made from plain data).
     let keys = CliKeys::new(
@@ -25,7 +43,8 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<()> {
             .is_none()
             .then(|| args.key.passphrase_file.clone())
             .flatten(),
-    );
+    )
+    .with_luks(files);
     let obs = CliObserver::new(
         ctx,
         ProgressMode {
@@ -94,6 +113,20 @@ fn request(args: &BackupArgs) -> Result<BackupRequest> {
         resume: args.resume,
         force: args.force,
         direct: args.direct,
+        luks: LuksBackup {
+            source: super::luks::access(&args.luks),
+            target: super::luks::target_access(&args.target_luks),
+            target_format: args.target_format.map(|f| match f {
+                TargetFormatArg::Evfs => Format::Evfs,
+                TargetFormatArg::Luks2 => Format::Luks2,
+            }),
+            kdf: LuksKdf {
+                memory_kib: args
+                    .luks_kdf_memory
+                    .map(|b| u32::try_from(b / 1024).unwrap_or(u32::MAX)),
+                iterations: args.luks_kdf_iterations,
+            },
+        },
         ..BackupRequest::new(args.src.clone(), target)
     })
 }

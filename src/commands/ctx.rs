@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use crate::cli::{Cli, KeyArgs};
+use crate::cli::Cli;
 use crate::error::{Error, Result};
 use crate::keys::{KeyId, Keystore, PassphraseSource, PrivateKey, passphrase};
 use crate::ops::KeyUse;
@@ -66,17 +66,6 @@ impl Ctx {
             eprintln!("{}", msg.as_ref());
         }
     }
-
-    /// Unlock the private key named by `-k`, with its passphrase sources.
-    pub fn private_key(&self, args: &KeyArgs) -> Result<PrivateKey> {
-        let id = KeyId::parse(&args.key)?;
-        let ks = self.keystore()?;
-        passphrase::unlock(
-            &ks,
-            &id,
-            &PassphraseSource::file(args.passphrase_file.as_deref()),
-        )
-    }
 }
 
 /// The command line's key provider: passphrases from `--passphrase-file`
@@ -88,6 +77,10 @@ pub struct CliKeys<'a> {
     target_file: Option<std::path::PathBuf>,
     signer_file: Option<std::path::PathBuf>,
     policy: Policy,
+    luks: super::luks::SecretFiles,
+    /// LUKS secrets read so far (a file is read once: `-` is standard
+    /// input), by purpose.
+    luks_read: std::sync::Mutex<Vec<(KeyUse, zeroize::Zeroizing<Vec<u8>>)>>,
 }
 
 impl<'a> CliKeys<'a> {
@@ -107,7 +100,15 @@ impl<'a> CliKeys<'a> {
                 allow_unsigned: ctx.allow_unsigned,
                 ..Policy::default()
             },
+            luks: super::luks::SecretFiles::default(),
+            luks_read: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Where the LUKS secrets come from (`--luks-…`, `--target-luks-…`).
+    pub fn with_luks(mut self, files: super::luks::SecretFiles) -> Self {
+        self.luks = files;
+        self
     }
 
     /// A signer's passphrase from `file` (a command without `-k`, whose
@@ -152,6 +153,38 @@ impl crate::ops::Keys for CliKeys<'_> {
 
     fn policy(&self) -> Policy {
         self.policy.clone()
+    }
+
+    fn luks_secret(&self, purpose: KeyUse) -> Result<Option<crate::crypto::Passphrase>> {
+        let mut read = self.luks_read.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, bytes)) = read.iter().find(|(p, _)| *p == purpose) {
+            return Ok(Some(crate::crypto::Passphrase::new(bytes.to_vec())));
+        }
+        let Some((path, key_file)) = self.luks.of(purpose) else {
+            return Ok(None);
+        };
+        let secret = crate::ops::luks::read_secret_file(path, key_file)?;
+        read.push((purpose, zeroize::Zeroizing::new(secret.expose().to_vec())));
+        Ok(Some(secret))
+    }
+
+    fn luks_prompt(&self, volume: &str, new: bool) -> Result<Option<crate::crypto::Passphrase>> {
+        let Some(first) = passphrase::prompt(&format!("Passphrase for LUKS volume {volume}: "))?
+        else {
+            return Ok(None);
+        };
+        if new {
+            let Some(again) = passphrase::prompt("Type it again: ")? else {
+                return Ok(None);
+            };
+            if first.expose() != again.expose() {
+                return Err(Error::usage("the two passphrases differ"));
+            }
+            if first.expose().is_empty() {
+                return Err(Error::usage("an empty passphrase is not allowed"));
+            }
+        }
+        Ok(Some(first))
     }
 }
 

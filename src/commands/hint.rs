@@ -62,6 +62,16 @@ impl fmt::Display for CliAdvice {
                 f,
                 "the owner can add it with `evfs user add {volume} {id} -k OWNER`"
             ),
+            CliAdvice::LuksSecret { target: false } => f.write_str(
+                "give --luks-passphrase-file F or --luks-key-file F (- for standard input), -k ID of a key pair enrolled with `evfs luks enroll`, or run from a terminal",
+            ),
+            CliAdvice::LuksSecret { target: true } => f.write_str(
+                "give --target-luks-passphrase-file F or --target-luks-key-file F (- for standard input), or run from a terminal",
+            ),
+            CliAdvice::LuksEnroll { volume, id } => write!(
+                f,
+                "enroll it with `evfs luks enroll {volume} {id} --luks-passphrase-file F`, or give the volume's passphrase with --luks-passphrase-file F"
+            ),
         }
     }
 }

@@ -13,7 +13,10 @@ use crate::ops::trust;
 use crate::text::printable;
 use crate::volume::{Device, Volume};
 
-pub fn run(ctx: &Ctx, vol: &Path, json: bool) -> Result<()> {
+pub fn run(ctx: &Ctx, vol: &Path, json: bool, luks_header: Option<&Path>) -> Result<()> {
+    if super::luks::info(vol, luks_header, json)? {
+        return Ok(());
+    }
     let v = Volume::from_device(Device::open_read(vol)?)?;
     let keys = CliKeys::new(ctx, None, None);
     let signed = trust::signed_by(

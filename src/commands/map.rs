@@ -18,6 +18,7 @@ pub fn run(ctx: &Ctx, args: MapArgs) -> Result<()> {
         key: args.key.as_deref().map(KeyId::parse).transpose()?,
         raw: args.raw,
         read_only: args.read_only,
+        luks: super::luks::access(&args.luks),
     };
     // Installed before the volume is marked dirty: a signal never finds it
     // dirty without a handler to clean it up.
@@ -26,7 +27,15 @@ pub fn run(ctx: &Ctx, args: MapArgs) -> Result<()> {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| Error::runtime(format!("cannot install a signal handler: {e}")))?;
     }
-    let keys = CliKeys::new(ctx, args.passphrase_file.clone(), None);
+    let files = super::luks::SecretFiles::source(&args.luks);
+    super::luks::one_stdin(
+        &files,
+        &[(
+            "--passphrase-file",
+            args.passphrase_file.as_deref() == Some(std::path::Path::new("-")),
+        )],
+    )?;
+    let keys = CliKeys::new(ctx, args.passphrase_file.clone(), None).with_luks(files);
     let obs = CliObserver::new(ctx, ProgressMode::silent());
     map::serve(&req, &keys, &obs, &stop)?;
     Ok(())

@@ -11,6 +11,7 @@ mod dmtable;
 mod hint;
 mod info;
 mod key;
+mod luks;
 mod map;
 mod progress;
 mod report;
@@ -104,7 +105,11 @@ fn dispatch(ctx: &Ctx, cli: Cli) -> Result<()> {
     match cli.command {
         Command::Key(cmd) => key::run(ctx, cmd),
         Command::Create(args) => admin::create(ctx, args),
-        Command::Info { vol, json } => info::run(ctx, &vol, json),
+        Command::Info {
+            vol,
+            json,
+            luks_header,
+        } => info::run(ctx, &vol, json, luks_header.as_deref()),
         Command::Enable { vol, key } => admin::set_state(ctx, &vol, &key, true),
         Command::Disable { vol, key } => admin::set_state(ctx, &vol, &key, false),
         Command::Check { vol, reset, json } => admin::check(ctx, &vol, reset, json),
@@ -119,14 +124,25 @@ fn dispatch(ctx: &Ctx, cli: Cli) -> Result<()> {
         }
         Command::Emd(EmdCommand::Sign { vol, key }) => admin::sign_emd(ctx, &vol, &key),
         Command::Destroy { vol, key } => admin::destroy(ctx, &vol, &key),
-        Command::Hash { vol, key, threads } => data::hash(ctx, &vol, &key, threads),
-        Command::Cat { vol, key, threads } => data::cat(ctx, &vol, &key, threads),
+        Command::Hash {
+            vol,
+            key,
+            threads,
+            luks,
+        } => data::hash(ctx, &vol, &key, threads, &luks),
+        Command::Cat {
+            vol,
+            key,
+            threads,
+            luks,
+        } => data::cat(ctx, &vol, &key, threads, &luks),
         Command::Backup(args) => backup::run(ctx, args),
         Command::Demo { dir, size, threads } => demo::run(ctx, dir, size, threads),
         Command::Restore(args) => restore::run(ctx, args),
         Command::Verify(args) => verify::run(ctx, args),
         Command::Map(args) => map::run(ctx, args),
-        Command::Dmtable { vol, key } => dmtable::run(ctx, &vol, &key),
+        Command::Dmtable { vol, key, luks } => dmtable::run(ctx, &vol, &key, &luks),
+        Command::Luks(cmd) => luks::run(ctx, cmd),
         Command::Completions { shell } => completions::run(shell),
     }
 }

@@ -22,11 +22,25 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<()> {
         target: args.dst.clone(),
         key: args.key.key.as_deref().map(KeyId::parse).transpose()?,
         force: args.force,
+        luks: super::luks::target_access(&args.target_luks),
     };
-    let keys = CliKeys::new(ctx, args.key.passphrase_file.clone(), None).with_policy(
-        report::fingerprints(&args.trust.trust)?,
-        args.trust.require_signature,
-    );
+    let files = super::luks::SecretFiles::default().with_target(&args.target_luks);
+    super::luks::one_stdin(
+        &files,
+        &[
+            (
+                "--passphrase-file",
+                args.key.passphrase_file.as_deref() == Some(Path::new("-")),
+            ),
+            ("the stream", args.stream.as_os_str() == "-"),
+        ],
+    )?;
+    let keys = CliKeys::new(ctx, args.key.passphrase_file.clone(), None)
+        .with_luks(files)
+        .with_policy(
+            report::fingerprints(&args.trust.trust)?,
+            args.trust.require_signature,
+        );
     let obs = CliObserver::new(
         ctx,
         ProgressMode {

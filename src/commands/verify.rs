@@ -3,24 +3,46 @@
 
 use serde_json::json;
 
+use super::luks::{self, SecretFiles};
 use super::{CliKeys, Ctx, out, threads};
 use crate::cli::VerifyArgs;
 use crate::error::{Error, Result};
 use crate::keys::KeyId;
-use crate::ops::verify::{self, VerifyRequest};
+use crate::ops::verify::{self, LuksVerify, VerifyRequest};
 use crate::volume::sniff::Kind;
 
 pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
+    // SRC (--against) opens with --luks-*, TARGET with --target-luks-* (as
+    // in the backup that made the copy), or with --luks-* where it is the
+    // only LUKS volume.
+    let files = SecretFiles::source(&args.luks).with_target(&args.target_luks);
+    let stdin = |p: Option<&std::path::Path>| p == Some(std::path::Path::new("-"));
+    luks::one_stdin(
+        &files,
+        &[
+            (
+                "--passphrase-file",
+                stdin(args.key.passphrase_file.as_deref()),
+            ),
+            ("a stream TARGET", args.target.as_os_str() == "-"),
+        ],
+    )?;
     let req = VerifyRequest {
         target: args.target.clone(),
         key: args.key.key.as_deref().map(KeyId::parse).transpose()?,
         against: args.against.clone(),
         threads: threads(args.threads)?,
+        luks: LuksVerify {
+            target: luks::target_access(&args.target_luks),
+            against: luks::access(&args.luks),
+        },
     };
-    let keys = CliKeys::new(ctx, args.key.passphrase_file.clone(), None).with_policy(
-        super::report::fingerprints(&args.trust.trust)?,
-        args.trust.require_signature,
-    );
+    let keys = CliKeys::new(ctx, args.key.passphrase_file.clone(), None)
+        .with_luks(files)
+        .with_policy(
+            super::report::fingerprints(&args.trust.trust)?,
+            args.trust.require_signature,
+        );
     let v = verify::check(&req, &keys)?;
     let failure = v
         .first_failure()
@@ -34,7 +56,7 @@ pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
         let report = json!({
             "ok": v.ok(),
             "target": args.target.display().to_string(),
-            "kind": match v.kind { Kind::Stream => "stream", Kind::Volume => "volume", Kind::Plain => "plain" },
+            "kind": match v.kind { Kind::Stream => "stream", Kind::Volume => "volume", Kind::Luks => "luks", Kind::Plain => "plain" },
             "plaintext_blake3": v.plaintext.map(|d| d.hash.to_hex().to_string()),
             "bytes": v.plaintext.map(|d| d.bytes),
             "against": args.against.as_ref().map(|p| p.display().to_string()),

@@ -179,6 +179,11 @@ impl Plan {
         &self.steps
     }
 
+    /// The steps, taken out.
+    pub(crate) fn into_steps(self) -> Vec<Step> {
+        self.steps
+    }
+
     /// The byte range `[start, end)` the plan touches (`None` if it writes
     /// nothing): the device must be at least `end` bytes.
     pub fn extent(&self) -> Option<(u64, u64)> {

@@ -47,7 +47,7 @@ pub use io::{KEY_FILE_MAX, Plan, ReadAt, Step, WriteAt, read_key, read_key_file}
 pub use keyslot::SectorCipherKind;
 pub use luks1::Luks1Header;
 pub use luks2::{CopyState, Luks2Header};
-pub use write::{Argon2Params, FormatOptions, format};
+pub use write::{Argon2Params, FormatOptions, format, format_with_requirement};
 
 use crate::crypto::{Cipher, Passphrase, SecretBytes, VolumeKey};
 use error::unsupported;
@@ -211,6 +211,13 @@ impl Header {
     /// The data area, for a volume evfs supports (else `Unsupported`).
     pub fn data_area(&self) -> Result<DataArea> {
         self.check_supported()?;
+        self.data_area_unchecked()
+    }
+
+    /// The data area whatever [`Header::unsupported`] says (`Unsupported`
+    /// only when it cannot be described at all): for evfs's own target,
+    /// whose only reason is [`REQUIREMENT_INCOMPLETE`] while it writes it.
+    pub fn data_area_unchecked(&self) -> Result<DataArea> {
         match self {
             Header::Luks1(h) => Ok(DataArea {
                 cipher: SectorCipherKind::parse(&h.cipher_spec())

@@ -998,6 +998,50 @@ fn tokens_survive_cryptsetup_operations() {
     }
 }
 
+/// A target formatted with the requirement never shows a header without
+/// it: the keyslot is written first, then both copies carry the
+/// requirement; cryptsetup sees it and still opens the keyslot.
+#[test]
+fn format_with_requirement_writes_it_from_the_first_header_copy() {
+    let key = LuksKey::generate(64).unwrap();
+    let (h, plan) = crate::luks::format_with_requirement(
+        &key,
+        &pass("pw"),
+        &fast_options(),
+        REQUIREMENT_INCOMPLETE,
+    )
+    .unwrap();
+    assert_eq!(h.seqid(), 2);
+    // Every write below the keyslots area is a header copy of seqid 2.
+    for step in plan.steps() {
+        if let crate::luks::Step::Write { offset, bytes } = step
+            && *offset < 2 * super::write::DEFAULT_METADATA_SIZE
+            && bytes.len() == 4096
+            && bytes[..6] == *b"LUKS\xba\xbe"
+        {
+            assert_eq!(u64::from_be_bytes(bytes[16..24].try_into().unwrap()), 2);
+        }
+    }
+    let mut img = vec![0u8; 20 << 20];
+    plan.apply(&mut img).unwrap();
+    let read = luks2(&Header::read(&img).unwrap()).clone();
+    assert_eq!(read.requirements(), [REQUIREMENT_INCOMPLETE.to_string()]);
+    assert!(read.copies().iter().all(CopyState::is_valid));
+    let u = Header::read(&img)
+        .unwrap()
+        .unlock(&img, &pass("pw"), None)
+        .unwrap();
+    assert_eq!(u.key.expose(), key.expose());
+    let Some(cs) = cryptsetup("format_with_requirement_writes_it_from_the_first_header_copy")
+    else {
+        return;
+    };
+    let p = cs.image("fr.img", 20 << 20, &img);
+    let dump = cs.ok(&["luksDump", p.to_str().unwrap()], b"");
+    assert_eq!(dump_field(&dump, "Requirements"), "evfs-incomplete");
+    assert_eq!(cs.test_passphrase(&p, b"pw", None), Some(0));
+}
+
 /// What cryptsetup 2.6 does with a header carrying a mandatory requirement
 /// it does not know (formats/LUKS.md, "The evfs requirement"): it reads and
 /// dumps it, tests passphrases and prints the volume key, but refuses to

@@ -179,6 +179,36 @@ pub fn format(
     format_with(key, secret, opts, &mut os_random)
 }
 
+/// [`format()`] with a mandatory requirement of evfs's own (such as
+/// [`REQUIREMENT_INCOMPLETE`]) in both header copies from their first
+/// write: the keyslots area and keyslot first, then the header copies with
+/// the requirement (seqid 2), so that no moment shows the new header
+/// without it.
+pub fn format_with_requirement(
+    key: &LuksKey,
+    secret: &Passphrase,
+    opts: &FormatOptions,
+    requirement: &str,
+) -> Result<(Luks2Header, Plan)> {
+    let (mut header, first) = format(key, secret, opts)?;
+    let second = header.add_requirement(requirement)?;
+    let copies_end = 2 * opts.metadata_size;
+    let mut plan = Plan::new();
+    for step in first.into_steps() {
+        let keep = match &step {
+            Step::Write { offset, .. } | Step::Random { offset, .. } => *offset >= copies_end,
+            Step::Sync => true,
+        };
+        if keep {
+            plan.push(step);
+        }
+    }
+    for step in second.into_steps() {
+        plan.push(step);
+    }
+    Ok((header, plan))
+}
+
 pub(crate) fn format_with(
     key: &LuksKey,
     secret: &Passphrase,

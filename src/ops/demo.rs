@@ -152,6 +152,7 @@ fn steps(dir: &Path, size: u64, threads: usize, line: &dyn Fn(&str)) -> Result<(
             target: restored.clone(),
             key: None,
             force: false,
+            luks: Default::default(),
         },
         &keys,
         &Silent,
@@ -176,6 +177,7 @@ fn steps(dir: &Path, size: u64, threads: usize, line: &dyn Fn(&str)) -> Result<(
                 key: Some(id.clone()),
                 against: Some(source.clone()),
                 threads,
+                luks: Default::default(),
             },
             &keys,
         )?;

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod backup;
 pub mod demo;
+pub mod luks;
 pub mod map;
 pub mod read;
 pub mod restore;
@@ -21,6 +22,7 @@ pub mod verify;
 
 use std::sync::Arc;
 
+use crate::crypto::Passphrase;
 use crate::emd::Role;
 use crate::error::Result;
 use crate::keys::{KeyId, Keystore, PrivateKey};
@@ -60,6 +62,18 @@ pub trait Keys {
     /// How this run judges signatures.
     fn policy(&self) -> trust::Policy {
         trust::Policy::default()
+    }
+    /// The passphrase or key file given for the LUKS volume `purpose`
+    /// names (the volume a command works on, or a backup's target), if one
+    /// was given; nobody is asked. `None` by default.
+    fn luks_secret(&self, _purpose: KeyUse) -> Result<Option<Passphrase>> {
+        Ok(None)
+    }
+    /// Ask a person for the passphrase of the LUKS volume `volume` (twice
+    /// when `new`: it will open a new keyslot); `None` where nobody can be
+    /// asked. `None` by default.
+    fn luks_prompt(&self, _volume: &str, _new: bool) -> Result<Option<Passphrase>> {
+        Ok(None)
     }
 }
 

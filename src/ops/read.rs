@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use super::luks::LuksAccess;
 use super::{DATA_ROLES, KeyUse, Keys, Observer, trust};
 use crate::crypto::VolumeKey;
 use crate::emd::Emd;
@@ -25,6 +26,8 @@ pub struct Plaintext<'a> {
     offset: u64,
     len: u64,
     key: Option<SectorKey>,
+    /// A LUKS cipher the XTS kernels do not run, applied as chunks are read.
+    chunk_cipher: Option<crate::luks::SectorCipher>,
 }
 
 impl<'a> Plaintext<'a> {
@@ -41,7 +44,19 @@ impl<'a> Plaintext<'a> {
             offset: emd.data_offset,
             len: emd.data_len,
             key: Some(SectorKey::new(key, emd.sector_size)),
+            chunk_cipher: None,
         }
+    }
+
+    /// The whole data area of an unlocked LUKS volume.
+    pub fn of_luks(v: &'a super::luks::Unlocked) -> Result<Plaintext<'a>> {
+        Ok(Plaintext {
+            dev: &v.vol.dev,
+            offset: v.area.offset,
+            len: v.data_size(),
+            key: super::luks::sector_key(&v.area, &v.opened.key)?,
+            chunk_cipher: super::luks::chunk_cipher(&v.area, &v.opened.key)?,
+        })
     }
 
     /// A plain file or device, whole.
@@ -51,6 +66,7 @@ impl<'a> Plaintext<'a> {
             offset: 0,
             len: dev.size(),
             key: None,
+            chunk_cipher: None,
         }
     }
 
@@ -102,9 +118,18 @@ impl<'a> Plaintext<'a> {
             .file()
             .try_clone()
             .map_err(|e| Error::io("reopening", self.dev.path(), e))?;
-        let mut source =
+        let mapped_source =
             MappedSource::new(file, self.dev.path().to_path_buf(), self.offset, mapped);
-        let (_, tree) = pipeline::run_after(&plan, TreeMerger::new(), &mut source, sink, meter)?;
+        let mut source: Box<dyn pipeline::Source> = match self.chunk_cipher {
+            Some(c) => Box::new(super::luks::Decrypting::new(
+                Box::new(mapped_source),
+                c,
+                0,
+                threads * 2 + 2,
+            )),
+            None => Box::new(mapped_source),
+        };
+        let (_, tree) = pipeline::run_after(&plan, TreeMerger::new(), &mut *source, sink, meter)?;
         Ok(tree)
     }
 
@@ -164,10 +189,20 @@ fn open_volume(
 pub fn hash(
     path: &Path,
     id: Option<&KeyId>,
+    luks: &LuksAccess,
     keys: &dyn Keys,
     obs: &dyn Observer,
     threads: usize,
 ) -> Result<blake3::Hash> {
+    if let Some(v) = super::luks::open_unlocked(
+        path,
+        luks,
+        keys,
+        KeyUse::Volume,
+        id.map(|i| (i, KeyUse::Volume)),
+    )? {
+        return Plaintext::of_luks(&v)?.digest(threads);
+    }
     match open_volume(path, id, keys)? {
         Some((v, key)) => Plaintext::of_volume(&v, &key)?.digest(threads),
         None => {
@@ -185,18 +220,40 @@ pub fn hash(
 
 /// `evfs cat`: a volume's plaintext to `out`, whose storage is `out_storage`
 /// (refused when it is the volume itself).
+#[allow(clippy::too_many_arguments)]
 pub fn cat(
     path: &Path,
-    id: &KeyId,
+    id: Option<&KeyId>,
+    luks: &LuksAccess,
     keys: &dyn Keys,
     obs: &dyn Observer,
     threads: usize,
     out: &mut dyn Write,
     out_storage: &Storage,
 ) -> Result<()> {
+    if let Some(v) = super::luks::open_unlocked(
+        path,
+        luks,
+        keys,
+        KeyUse::Volume,
+        id.map(|i| (i, KeyUse::Volume)),
+    )? {
+        super::backup::target::not_the_source(out_storage, &v.vol.dev.storage()?)?;
+        let plain = Plaintext::of_luks(&v)?;
+        return super::watched(obs, "cat", Some(plain.len()), |meter| {
+            plain.write_to(threads, out, meter)
+        });
+    }
     let dev = Device::open_read(path)?;
     let v = Volume::from_device(dev)?;
     super::backup::target::not_the_source(out_storage, &v.dev.storage()?)?;
+    let Some(id) = id else {
+        return Err(Error::access(format!(
+            "{} is an EVFS volume: reading its plaintext needs a key",
+            path.display()
+        ))
+        .with_hint("give -k ID"));
+    };
     let pk = keys.unlock(id, KeyUse::Volume)?;
     let unlocked = trust::unlock(&v.emd, v.path(), &pk, DATA_ROLES, "read its data", keys)?;
     v.require_enabled("decrypted")?;

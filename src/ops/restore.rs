@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::backup::decide::Mode;
 use super::backup::rollback::{self, Lineage};
 use super::backup::target::is_blank;
-use super::stream_check::StreamCheck;
+use super::stream_check::{FrameBytes, StreamCheck};
 use super::{Keys, Observer, Report};
 use crate::emd::{Checkpoint, Emd, Task};
 use crate::error::{Error, IoContext, Result};
@@ -32,6 +32,9 @@ pub struct RestoreRequest {
     pub key: Option<KeyId>,
     /// Overwrite foreign data or another volume; roll back.
     pub force: bool,
+    /// A LUKS2 target's keyslot and detached header (its secret is the
+    /// [`Keys`] provider's [`KeyUse::Target`] one).
+    pub luks: super::luks::LuksAccess,
 }
 
 /// Open a stream: a file, or `-` for standard input. Something else than a
@@ -93,6 +96,9 @@ pub fn run(args: &RestoreRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result
                     .with_hint("restore onto other storage: writing over the stream destroys it"),
             );
         }
+    }
+    if super::luks::restore::is_target(dst, &args.luks)? {
+        return super::luks::restore::run(args, &args.luks, keys, obs);
     }
     // A signature is required with -k, and over an existing volume (see
     // below); a restore into a new target on a fresh host may go on
@@ -161,7 +167,9 @@ pub fn run(args: &RestoreRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result
             }
             dev.write_at(data, data_offset + offset)
         };
-        check.run(keys, Some(&mut write), &mut |n| meter.add(n))
+        check.run(keys, Some(&mut write), FrameBytes::Ciphertext, &mut |n| {
+            meter.add(n)
+        })
     })?;
     let trailer = &checked.trailer;
     if checked.signed_by.as_ref().is_none_or(|s| !s.trusted) {

@@ -36,6 +36,17 @@ use crate::volume::unlock_emd;
 /// bytes that go there.
 pub type FrameSink<'a> = &'a mut dyn FnMut(u64, &[u8]) -> Result<()>;
 
+/// Which bytes of each frame a [`FrameSink`] receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameBytes {
+    /// The ciphertext of the stream's volume, as its data area holds it
+    /// (a restore into an EVFS volume).
+    Ciphertext,
+    /// The plaintext (needs the key): a restore that encrypts under
+    /// another key (a LUKS2 target).
+    Plaintext,
+}
+
 /// A plaintext digest and how many bytes it covers.
 #[derive(Clone, Copy, Debug)]
 pub struct Digest {
@@ -251,8 +262,14 @@ impl StreamCheck {
         &mut self,
         keys: &dyn Keys,
         mut write: Option<FrameSink>,
+        bytes: FrameBytes,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Checked> {
+        if bytes == FrameBytes::Plaintext && self.key.is_none() {
+            return Err(Error::runtime(
+                "internal: the plaintext of a stream without its key",
+            ));
+        }
         let header = self.reader.header.clone();
         let mut decoder = FrameDecoder::new(&header, self.key.as_ref());
         let hashing = self.key.is_some();
@@ -268,9 +285,17 @@ impl StreamCheck {
                         if let Some((off, data)) = held.take() {
                             merger.push(hash_chunk(off, &data));
                         }
-                        held = Some((f.offset, plain[..f.plain_len as usize].to_vec()));
+                        let plain = &plain[..f.plain_len as usize];
+                        held = Some((f.offset, plain.to_vec()));
+                        if bytes == FrameBytes::Plaintext
+                            && let Some(w) = write.as_mut()
+                        {
+                            w(f.offset, plain)?;
+                        }
                     }
-                    if let Some(w) = write.as_mut() {
+                    if bytes == FrameBytes::Ciphertext
+                        && let Some(w) = write.as_mut()
+                    {
                         let data = ciphertext(&mut decoder, &f, payload, &raw, hashing)?;
                         w(f.offset, data)?;
                     }

@@ -9,14 +9,16 @@
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
+use super::luks::LuksAccess;
 use super::read::Plaintext;
 pub use super::stream_check::Digest;
-use super::stream_check::StreamCheck;
+use super::stream_check::{FrameBytes, StreamCheck};
 use super::trust::SignedBy;
 use super::{DATA_ROLES, KeyUse, Keys, trust};
 use crate::emd::{Copies, State};
 use crate::error::{Error, Result};
 use crate::keys::KeyId;
+use crate::volume::luks::LuksVolume;
 use crate::volume::sniff::{self, Kind};
 use crate::volume::{Device, Volume, metadata};
 
@@ -30,6 +32,19 @@ pub struct VerifyRequest {
     /// Also compare the plaintext with this source's.
     pub against: Option<PathBuf>,
     pub threads: usize,
+    /// How to reach TARGET and SRC where they are LUKS volumes. Their
+    /// secrets come from the [`Keys`] provider: [`KeyUse::Volume`] for
+    /// SRC, [`KeyUse::Target`] for TARGET; when no target secret nor
+    /// target access is given and SRC is no LUKS volume, TARGET takes
+    /// SRC's ([`KeyUse::Volume`], `against`).
+    pub luks: LuksVerify,
+}
+
+/// The keyslots and detached headers of LUKS volumes in a verify.
+#[derive(Clone, Debug, Default)]
+pub struct LuksVerify {
+    pub target: LuksAccess,
+    pub against: LuksAccess,
 }
 
 /// One line of the report.
@@ -41,26 +56,26 @@ pub struct Check {
 
 /// The findings so far; the first failure is what the exit message names.
 #[derive(Default)]
-struct Findings {
+pub(crate) struct Findings {
     checks: Vec<Check>,
 }
 
 impl Findings {
-    fn pass(&mut self, what: impl Into<String>) {
+    pub(crate) fn pass(&mut self, what: impl Into<String>) {
         self.checks.push(Check {
             ok: true,
             what: what.into(),
         });
     }
 
-    fn fail(&mut self, what: impl Into<String>) {
+    pub(crate) fn fail(&mut self, what: impl Into<String>) {
         self.checks.push(Check {
             ok: false,
             what: what.into(),
         });
     }
 
-    fn check(&mut self, ok: bool, what: impl Into<String>) {
+    pub(crate) fn check(&mut self, ok: bool, what: impl Into<String>) {
         if ok { self.pass(what) } else { self.fail(what) }
     }
 
@@ -69,7 +84,13 @@ impl Findings {
     }
 
     /// Compare a computed plaintext digest with a recorded one.
-    fn digest(&mut self, hash: blake3::Hash, recorded: [u8; 32], what: &str, whose: &str) {
+    pub(crate) fn digest(
+        &mut self,
+        hash: blake3::Hash,
+        recorded: [u8; 32],
+        what: &str,
+        whose: &str,
+    ) {
         let ok = blake3::Hash::from(recorded) == hash;
         self.check(
             ok,
@@ -132,9 +153,24 @@ impl Verdict {
 pub fn check(args: &VerifyRequest, keys: &dyn Keys) -> Result<Verdict> {
     let threads = args.threads;
     let mut f = Findings::default();
-    let kind = kind_of(&args.target)?;
+    let kind = match args.luks.target.header {
+        Some(_) => Kind::Luks,
+        None => kind_of(&args.target)?,
+    };
     let mut signed_by = None;
     let target_digest = match kind {
+        Kind::Luks => {
+            let (access, purpose) = luks_target(args, keys)?;
+            super::luks::verify::verify(
+                keys,
+                &args.target,
+                args.key.as_ref(),
+                (&access, purpose),
+                args.against.is_some(),
+                threads,
+                &mut f,
+            )?
+        }
         Kind::Stream => {
             let (d, s) = verify_stream(keys, &args.target, args.key.as_ref(), &mut f)?;
             signed_by = s;
@@ -158,10 +194,17 @@ pub fn check(args: &VerifyRequest, keys: &dyn Keys) -> Result<Verdict> {
     };
     let mut reported = target_digest;
     if let Some(src) = &args.against {
-        let src_digest = digest_of(keys, src, args.key.as_ref(), threads)?;
+        let src_digest = digest_of(keys, src, args.key.as_ref(), &args.luks.against, threads)?;
         let target = match target_digest {
             Some(d) => Some(d),
-            None => match digest_of(keys, &args.target, args.key.as_ref(), threads) {
+            None if kind == Kind::Luks => None,
+            None => match digest_of(
+                keys,
+                &args.target,
+                args.key.as_ref(),
+                &args.luks.target,
+                threads,
+            ) {
                 Ok(d) => Some(d),
                 Err(e) if e.exit_code() == 5 => {
                     f.fail(
@@ -212,6 +255,23 @@ pub fn check(args: &VerifyRequest, keys: &dyn Keys) -> Result<Verdict> {
     })
 }
 
+/// How TARGET, a LUKS volume, is opened: with the target's secret and
+/// access, or where none is given and SRC is no LUKS volume (or there is
+/// no SRC), with the only LUKS secret given.
+fn luks_target(args: &VerifyRequest, keys: &dyn Keys) -> Result<(LuksAccess, KeyUse)> {
+    let own =
+        args.luks.target != LuksAccess::default() || keys.luks_secret(KeyUse::Target)?.is_some();
+    let src_luks = match &args.against {
+        None => false,
+        Some(p) => args.luks.against.header.is_some() || kind_of(p)? == Kind::Luks,
+    };
+    Ok(if own || src_luks {
+        (args.luks.target.clone(), KeyUse::Target)
+    } else {
+        (args.luks.against.clone(), KeyUse::Volume)
+    })
+}
+
 fn kind_of(path: &Path) -> Result<Kind> {
     if path == Path::new("-") {
         return Ok(Kind::Stream);
@@ -226,6 +286,8 @@ fn kind_of(path: &Path) -> Result<Kind> {
     let dev = Device::open_read(path)?;
     Ok(match sniff::kind_of_device(&dev)? {
         Kind::Plain if metadata::read(&dev)?.any_magic() => Kind::Volume,
+        // A LUKS2 volume whose primary header is gone.
+        Kind::Plain if LuksVolume::probe(path, None)?.is_some() => Kind::Luks,
         k => k,
     })
 }
@@ -341,7 +403,7 @@ fn verify_stream(
         None => keys.policy(),
     };
     let mut check = StreamCheck::open(path, key, keys, policy, |_| false)?;
-    let result = check.run(keys, None, &mut |_| {});
+    let result = check.run(keys, None, FrameBytes::Ciphertext, &mut |_| {});
     for line in check.passed() {
         f.pass(line.clone());
     }
@@ -363,8 +425,19 @@ fn verify_stream(
 }
 
 /// The plaintext digest of a volume, plain file or stream: all its data.
-fn digest_of(keys: &dyn Keys, path: &Path, key: Option<&KeyId>, threads: usize) -> Result<Digest> {
-    match kind_of(path)? {
+fn digest_of(
+    keys: &dyn Keys,
+    path: &Path,
+    key: Option<&KeyId>,
+    luks: &LuksAccess,
+    threads: usize,
+) -> Result<Digest> {
+    let kind = match luks.header {
+        Some(_) => Kind::Luks,
+        None => kind_of(path)?,
+    };
+    match kind {
+        Kind::Luks => super::luks::verify::digest(keys, path, key, luks, threads),
         Kind::Stream => {
             let mut scratch = Findings::default();
             let (d, _) = verify_stream(keys, path, key, &mut scratch)?;

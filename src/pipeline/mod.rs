@@ -40,6 +40,10 @@ const PIECE: usize = 64 << 10;
 pub struct SectorKey {
     pub xts: Xts,
     pub sector_size: usize,
+    /// Tweak of data sector 0; sector `n` gets `tweak_base + n * step`,
+    /// the step being the [`Xts::tweak_step`] (EVFS: 0 and 1; LUKS: the
+    /// segment's `iv_tweak` and `sector_size / 512`).
+    pub tweak_base: u64,
 }
 
 impl SectorKey {
@@ -48,7 +52,13 @@ impl SectorKey {
         SectorKey {
             xts: key.xts(),
             sector_size: sector_size as usize,
+            tweak_base: 0,
         }
+    }
+
+    /// The tweak of the sector at data offset `offset`.
+    fn tweak_of(&self, offset: u64) -> u64 {
+        sector_of(offset, self.sector_size) * self.xts.tweak_step() + self.tweak_base
     }
 }
 
@@ -424,7 +434,7 @@ fn process(plan: &Plan, work: Work) -> Result<Done> {
                             &src[at..real],
                             &mut piece[..real - at],
                             dec.sector_size,
-                            sector_of(offset + at as u64, dec.sector_size),
+                            dec.tweak_of(offset + at as u64),
                         );
                         piece[real - at..].fill(0);
                     }
@@ -434,7 +444,7 @@ fn process(plan: &Plan, work: Work) -> Result<Done> {
                             &src[at..end],
                             piece,
                             enc.sector_size,
-                            sector_of(offset + at as u64, enc.sector_size),
+                            enc.tweak_of(offset + at as u64),
                         );
                         at = end;
                         continue;
@@ -449,7 +459,7 @@ fn process(plan: &Plan, work: Work) -> Result<Done> {
                     enc.xts.encrypt_sectors(
                         piece,
                         enc.sector_size,
-                        sector_of(offset + at as u64, enc.sector_size),
+                        enc.tweak_of(offset + at as u64),
                     );
                 }
                 at = end;

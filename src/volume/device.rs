@@ -241,6 +241,12 @@ impl Device {
         &self.file
     }
 
+    /// A path that opens this file or device again (the path, or for an
+    /// unnamed temporary file its `/proc/self/fd` link).
+    pub fn file_path(&self) -> &Path {
+        &self.reopen
+    }
+
     /// Read exactly `buf.len()` bytes at `offset`.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.file

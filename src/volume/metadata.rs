@@ -67,6 +67,11 @@ pub fn no_valid_emd(dev: &Device, copies: &Copies) -> Error {
         Ok(k) => k,
         Err(e) => return e,
     };
+    if kind == sniff::Kind::Luks {
+        return Error::usage(format!("{path} is a LUKS volume, not an EVFS volume")).with_hint(
+            "evfs reads LUKS volumes (info, hash, cat, verify, map, dmtable, backup) and enrolls keys in them (luks enroll); cryptsetup manages them",
+        );
+    }
     let hint = CliAdvice::NotAVolume {
         stream: kind == sniff::Kind::Stream,
     };

@@ -4,6 +4,7 @@ pub mod device;
 pub mod identity;
 pub mod layout;
 pub mod lock;
+pub mod luks;
 pub mod metadata;
 pub mod partial;
 pub mod sniff;

@@ -21,6 +21,9 @@ pub enum Kind {
     Volume,
     /// Starts with stream magic: a backup stream.
     Stream,
+    /// Starts with LUKS magic: a LUKS1 or LUKS2 volume (a LUKS2 volume
+    /// whose primary header is gone is found by `crate::luks` instead).
+    Luks,
     /// Anything else.
     Plain,
 }
@@ -31,6 +34,7 @@ impl Kind {
         match self {
             Kind::Volume => "an EVFS volume",
             Kind::Stream => "a backup stream",
+            Kind::Luks => "a LUKS volume",
             Kind::Plain => "plain data (no EVFS metadata)",
         }
     }
@@ -66,6 +70,8 @@ pub fn sniff(head: &[u8]) -> Kind {
         Kind::Volume
     } else if head.starts_with(STREAM_MAGIC) {
         Kind::Stream
+    } else if head.starts_with(LUKS_MAGIC) {
+        Kind::Luks
     } else {
         Kind::Plain
     }
@@ -169,6 +175,7 @@ mod tests {
     fn magic_decides() {
         assert_eq!(sniff(b"EVFS-EMD\x01\x00"), Kind::Volume);
         assert_eq!(sniff(b"EVFS-STR\x01\x00"), Kind::Stream);
+        assert_eq!(sniff(b"LUKS\xba\xbe\x00\x02"), Kind::Luks);
         assert_eq!(sniff(b"EVFS-EM"), Kind::Plain);
         assert_eq!(sniff(b""), Kind::Plain);
         assert_eq!(sniff(&[0u8; 100]), Kind::Plain);

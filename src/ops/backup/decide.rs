@@ -17,6 +17,9 @@ pub enum Src {
     Disabled,
     /// A plain file, device or stdin without EVFS metadata.
     Plain,
+    /// A LUKS1 or LUKS2 volume evfs can read: decrypted with its secret,
+    /// never copied or encrypted as it lies.
+    Luks,
 }
 
 /// What the target is.
@@ -38,6 +41,16 @@ pub enum Dst {
     StreamFile,
     /// The source itself: the same storage under any name.
     Source,
+    /// A LUKS volume (`version` 1 or 2) with a data area of `data_size`
+    /// bytes.
+    Luks { version: u16, data_size: u64 },
+}
+
+/// The format of a backup's target (`--target-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Evfs,
+    Luks2,
 }
 
 /// How a target volume relates to the backup's source.
@@ -90,6 +103,8 @@ pub struct Flags {
     pub owner: bool,
     pub target_key: Option<TargetKey>,
     pub force: bool,
+    /// `--target-format`; `None`: the target's own, else evfs.
+    pub target_format: Option<Format>,
 }
 
 /// What is done with the data.
@@ -130,6 +145,11 @@ pub enum Write {
     Plain,
     /// A backup stream.
     Stream,
+    /// A new LUKS2 volume replaces whatever the target held.
+    NewLuks,
+    /// Into an existing LUKS2 volume with its own volume key, keeping its
+    /// header and keyslots.
+    IntoLuks,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +164,8 @@ pub struct Decision {
 pub struct Sizes {
     pub clone_device: Option<u64>,
     pub plaintext: Option<u64>,
+    /// The device a new LUKS2 target needs.
+    pub luks_device: Option<u64>,
 }
 
 /// Decide what `evfs backup` does, or refuse it.
@@ -165,6 +187,26 @@ pub fn decide(src: Src, dst: Dst, room: Room, sizes: Sizes, f: Flags) -> Result<
             "--cleartext writes plaintext; --owner and --target-key are for encrypted targets",
         ));
     }
+    if f.target_format.is_some() && matches!(dst, Stdout | StreamFile) {
+        return Err(Error::usage(
+            "--target-format chooses the format of a file or device target; a backup stream is evfs's own",
+        ));
+    }
+    let luks_target = matches!(
+        (f.target_format, dst),
+        (Some(Format::Luks2), _) | (None, Luks { .. })
+    );
+    if f.cleartext && f.target_format == Some(Format::Luks2) {
+        return Err(Error::usage(
+            "--cleartext writes plaintext; --target-format luks2 makes an encrypted target",
+        ));
+    }
+    if luks_target && f.owner {
+        return Err(Error::usage(
+            "--owner names the owner of a new EVFS volume; a LUKS2 target opens with its passphrase",
+        )
+        .with_hint("leave out --owner, and give --target-luks-passphrase-file F"));
+    }
     if f.raw && (f.owner || f.target_key.is_some()) {
         let by = if f.owner {
             "--owner"
@@ -181,6 +223,8 @@ pub fn decide(src: Src, dst: Dst, room: Room, sizes: Sizes, f: Flags) -> Result<
 
     let decision = if f.raw {
         raw_row(src, dst, f)?
+    } else if luks_target && !f.cleartext {
+        luks_target_row(src, dst, f)?
     } else {
         match src {
             Src::Disabled if f.cleartext => {
@@ -205,6 +249,8 @@ pub fn decide(src: Src, dst: Dst, room: Room, sizes: Sizes, f: Flags) -> Result<
                 ));
             }
             Src::Plain => encrypt_row(dst, f)?,
+            Src::Luks if f.cleartext => cleartext_row(dst, f)?,
+            Src::Luks => luks_source_row(dst, f)?,
         }
     };
     check_room(decision, dst, room, sizes)?;
@@ -213,6 +259,33 @@ pub fn decide(src: Src, dst: Dst, room: Room, sizes: Sizes, f: Flags) -> Result<
 
 fn raw_row(src: Src, dst: Dst, f: Flags) -> Result<Decision> {
     use Dst::*;
+    if src == Src::Luks {
+        if let Volume {
+            state: State::Enabled,
+            ..
+        }
+        | Luks { .. } = dst
+        {
+            return Err(twice(
+                "--raw copies a LUKS volume's data area as it lies, and the target encrypts what it is given",
+            )
+            .with_hint("leave out --raw: evfs decrypts the LUKS volume and writes a re-keyed copy"));
+        }
+        return Err(Error::refused(
+            "--raw clones an EVFS volume with its EMD; the source is a LUKS volume, which evfs copies decrypted and re-keyed",
+        )
+        .with_hint(
+            "leave out --raw (a copy of the LUKS volume byte for byte, with the same volume key, is what dd makes)",
+        ));
+    }
+    if matches!(dst, Luks { .. }) || f.target_format == Some(Format::Luks2) {
+        return Err(
+            twice("--raw copies ciphertext, and the target is a LUKS volume (encrypting)")
+                .with_hint(
+                    "leave out --raw to decrypt with -k and re-encrypt into the LUKS2 target",
+                ),
+        );
+    }
     if src == Src::Plain {
         return Err(Error::refused(
             "--raw clones an EVFS volume with its EMD; the source is not an EVFS volume",
@@ -236,7 +309,7 @@ fn raw_row(src: Src, dst: Dst, f: Flags) -> Result<Decision> {
         } => Write::NewClone,
         Volume { .. } | Foreign if f.force => Write::NewClone,
         Volume { .. } | Foreign => return Err(foreign(dst)),
-        Source => unreachable!("checked first"),
+        Source | Luks { .. } => unreachable!("checked first"),
     };
     Ok(Decision {
         mode: Mode::Raw,
@@ -255,6 +328,14 @@ fn cleartext_row(dst: Dst, f: Flags) -> Result<Decision> {
                 "--cleartext into an EVFS volume would put cleartext on encrypted media",
             )
             .with_hint("leave out --cleartext to re-encrypt into it, or export to a plain file"));
+        }
+        Luks { .. } => {
+            return Err(Error::refused(
+                "--cleartext onto a LUKS volume would put cleartext on encrypted media (over its header and data area)",
+            )
+            .with_hint(
+                "leave out --cleartext to re-encrypt into it with its passphrase, or export to a plain file",
+            ));
         }
         StreamFile => {
             return Err(Error::usage(
@@ -323,6 +404,8 @@ fn reencrypt_row(dst: Dst, f: Flags) -> Result<Decision> {
         }
         Foreign if f.force => Write::NewClone,
         Foreign => return Err(foreign(dst)),
+        Luks { .. } if f.force => Write::NewClone,
+        Luks { .. } => return Err(luks_replaced()),
         Source => unreachable!("checked first"),
     };
     Ok(Decision {
@@ -374,8 +457,9 @@ fn encrypt_row(dst: Dst, f: Flags) -> Result<Decision> {
         }
         Blank => Write::NewClone,
         Stdout | StreamFile => Write::Stream,
-        Foreign if f.force => Write::NewClone,
+        Foreign | Luks { .. } if f.force => Write::NewClone,
         Foreign => return Err(foreign(dst)),
+        Luks { .. } => return Err(luks_replaced()),
         Source => unreachable!("checked first"),
     };
     Ok(Decision {
@@ -384,8 +468,107 @@ fn encrypt_row(dst: Dst, f: Flags) -> Result<Decision> {
     })
 }
 
+/// A LUKS source into an EVFS target: decrypted with its secret and
+/// encrypted into a new volume (which needs an owner: LUKS has none to
+/// clone), a stream, or a volume with its own key.
+fn luks_source_row(dst: Dst, f: Flags) -> Result<Decision> {
+    use Dst::*;
+    let no_owner = || {
+        Error::usage("the source is a LUKS volume: a new EVFS volume needs an owner").with_hint(
+            "give --owner ID (only the public key is needed), or --target-format luks2 for a LUKS2 copy",
+        )
+    };
+    let write = match dst {
+        Blank | Stdout | StreamFile | Foreign if f.target_key == Some(TargetKey::Flag) => {
+            return Err(no_volume_for_target_key(TargetKey::Flag));
+        }
+        Blank if f.owner => Write::NewClone,
+        Stdout | StreamFile if f.owner => Write::Stream,
+        Blank | Stdout | StreamFile => return Err(no_owner()),
+        Volume {
+            state: State::Disabled,
+            ..
+        } if !(f.force && f.owner) => {
+            return Err(Error::refused(
+                "the target is a disabled (raw) EVFS volume: writing decrypted data onto it would put cleartext on encrypted media",
+            )
+            .with_hint("enable the target first"));
+        }
+        Volume { .. } if f.target_key == Some(TargetKey::Flag) => Write::IntoVolume,
+        Volume {
+            relation: Relation::Own { key_slot: true },
+            ..
+        } => Write::IntoVolume,
+        Volume { .. } | Foreign | Luks { .. } if f.force && f.owner => Write::NewClone,
+        Volume { .. } | Foreign | Luks { .. } if f.force => return Err(no_owner()),
+        Volume { .. } => {
+            return Err(Error::refused(
+                "the target is an EVFS volume with an EMD of its own, and no key of it was given; refusing to replace its EMD",
+            )
+            .with_hint(
+                "give --target-key ID to re-encrypt into it with its own key, or --force with --owner ID to replace it with a new volume",
+            ));
+        }
+        Foreign => return Err(foreign(dst)),
+        Luks { .. } => return Err(luks_replaced()),
+        Source => unreachable!("checked first"),
+    };
+    Ok(Decision {
+        mode: Mode::Reencrypt,
+        write,
+    })
+}
+
+/// Any decrypted or plain source into a LUKS2 target: a new one
+/// (`--target-format luks2`), or an existing one with its own volume key.
+fn luks_target_row(src: Src, dst: Dst, f: Flags) -> Result<Decision> {
+    use Dst::*;
+    let mode = match src {
+        Src::Disabled => {
+            return Err(twice(
+                "the source is disabled (its data is raw ciphertext), and copying it into a LUKS2 target",
+            )
+            .with_hint("enable the source first"));
+        }
+        Src::Plain => Mode::Encrypt,
+        Src::Enabled | Src::Luks => Mode::Reencrypt,
+    };
+    let write = match dst {
+        Luks { version: 2, .. } => Write::IntoLuks,
+        _ if f.target_key == Some(TargetKey::Flag) => {
+            return Err(Error::usage(
+                "--target-key opens an existing target (an EVFS volume, or a LUKS2 volume it is enrolled in); a new LUKS2 target opens with its passphrase",
+            ));
+        }
+        Blank => Write::NewLuks,
+        Luks { .. } if f.force => Write::NewLuks,
+        Luks { .. } => {
+            return Err(Error::refused(
+                "the target is a LUKS1 volume; evfs writes into LUKS2 volumes only",
+            )
+            .with_hint(
+                "convert it with `cryptsetup convert --type luks2`, or use --force to replace it with a new LUKS2 volume",
+            ));
+        }
+        Volume { .. } | Foreign if f.force => Write::NewLuks,
+        Volume { .. } => {
+            return Err(Error::refused(
+                "the target is an EVFS volume; a LUKS2 target would replace it",
+            )
+            .with_hint("use --force to replace it with a new LUKS2 volume"));
+        }
+        Foreign => return Err(foreign(dst)),
+        Stdout | StreamFile | Source => unreachable!("checked first"),
+    };
+    Ok(Decision { mode, write })
+}
+
 fn check_room(d: Decision, dst: Dst, room: Room, sizes: Sizes) -> Result<()> {
     let (need, have, what) = match (d.write, dst, room) {
+        (Write::NewLuks, _, Room::Bytes(have)) => (sizes.luks_device, have, "bytes of device"),
+        (Write::IntoLuks, Dst::Luks { data_size, .. }, _) => {
+            (sizes.plaintext, data_size, "bytes of LUKS data area")
+        }
         (Write::NewClone | Write::Refresh, _, Room::Bytes(have)) => {
             (sizes.clone_device, have, "bytes of device")
         }
@@ -408,6 +591,11 @@ fn twice(what: &str) -> Error {
     Error::refused(format!(
         "double encryption: {what}: the data would be encrypted twice"
     ))
+}
+
+fn luks_replaced() -> Error {
+    Error::refused("the target is a LUKS volume; an EVFS target would replace it")
+        .with_hint("use --force to replace it, or leave out --target-format evfs to write into it")
 }
 
 fn foreign(dst: Dst) -> Error {
@@ -439,6 +627,7 @@ mod tests {
     const BIG: Sizes = Sizes {
         clone_device: Some(100),
         plaintext: Some(50),
+        luks_device: Some(120),
     };
     const EN: State = State::Enabled;
     const DIS: State = State::Disabled;
@@ -740,6 +929,7 @@ mod tests {
         let unknown = Sizes {
             clone_device: None,
             plaintext: None,
+            luks_device: None,
         };
         assert!(
             decide(
@@ -766,5 +956,144 @@ mod tests {
         });
         assert_eq!(code(Src::Enabled, Blank, co), 2);
         assert_eq!(code(Src::Enabled, Blank, with(|f| f.owner = true)), 2);
+    }
+
+    const LUKS2: Dst = Luks {
+        version: 2,
+        data_size: 50,
+    };
+    const LUKS1: Dst = Luks {
+        version: 1,
+        data_size: 50,
+    };
+
+    fn to_luks2(f: impl FnOnce(&mut Flags)) -> Flags {
+        with(|g| {
+            g.target_format = Some(Format::Luks2);
+            f(g);
+        })
+    }
+
+    #[test]
+    fn row_luks_source_into_new_evfs_volumes_needs_an_owner_and_never_goes_raw() {
+        let owner = with(|f| f.owner = true);
+        assert_eq!(
+            ok(Src::Luks, Blank, owner),
+            (Mode::Reencrypt, Write::NewClone)
+        );
+        assert_eq!(
+            ok(Src::Luks, Stdout, owner),
+            (Mode::Reencrypt, Write::Stream)
+        );
+        assert_eq!(code(Src::Luks, Blank, flags()), 2);
+        assert!(msg(Src::Luks, Blank, flags()).contains("--owner"));
+        let tk = with(|f| f.target_key = Some(TargetKey::Flag));
+        assert_eq!(
+            ok(Src::Luks, vol(EN, OWN), tk),
+            (Mode::Reencrypt, Write::IntoVolume)
+        );
+        assert_eq!(
+            ok(Src::Luks, vol(EN, OWN_SLOT), flags()),
+            (Mode::Reencrypt, Write::IntoVolume)
+        );
+        assert_eq!(code(Src::Luks, vol(EN, OWN), flags()), 3);
+        assert_eq!(code(Src::Luks, vol(DIS, OWN), tk), 3);
+        assert_eq!(code(Src::Luks, Foreign, owner), 3);
+        // A LUKS data area is never copied as it lies.
+        let raw = with(|f| f.raw = true);
+        for dst in [Blank, Stdout, vol(DIS, OWN), LUKS2] {
+            assert_eq!(code(Src::Luks, dst, raw), 3, "{dst:?}");
+        }
+        assert!(msg(Src::Luks, vol(EN, OWN), raw).contains("encrypted twice"));
+        let clear = with(|f| f.cleartext = true);
+        assert_eq!(ok(Src::Luks, Blank, clear), (Mode::Cleartext, Write::Plain));
+    }
+
+    #[test]
+    fn row_any_decrypted_source_into_luks2_targets() {
+        for (src, mode) in [
+            (Src::Enabled, Mode::Reencrypt),
+            (Src::Luks, Mode::Reencrypt),
+            (Src::Plain, Mode::Encrypt),
+        ] {
+            assert_eq!(ok(src, Blank, to_luks2(|_| {})), (mode, Write::NewLuks));
+            // An existing LUKS2 volume is written with its own key, by
+            // default (the target's own format) or asked for.
+            assert_eq!(ok(src, LUKS2, flags()), (mode, Write::IntoLuks));
+            assert_eq!(ok(src, LUKS2, to_luks2(|_| {})), (mode, Write::IntoLuks));
+            // Replacing anything else takes --force.
+            for dst in [Foreign, vol(EN, OWN), LUKS1] {
+                assert_eq!(code(src, dst, to_luks2(|_| {})), 3, "{src:?} {dst:?}");
+                assert_eq!(
+                    ok(src, dst, to_luks2(|f| f.force = true)),
+                    (mode, Write::NewLuks)
+                );
+            }
+            assert_eq!(code(src, LUKS1, flags()), 3);
+            assert!(msg(src, LUKS1, flags()).contains("LUKS1"));
+            assert_eq!(code(src, Stdout, to_luks2(|_| {})), 2);
+            assert_eq!(code(src, Blank, to_luks2(|f| f.owner = true)), 2);
+        }
+        assert_eq!(code(Src::Disabled, Blank, to_luks2(|_| {})), 3);
+        assert!(msg(Src::Disabled, LUKS2, flags()).contains("encrypted twice"));
+    }
+
+    #[test]
+    fn row_raw_or_decrypted_data_onto_a_luks_target_is_refused() {
+        let raw = with(|f| f.raw = true);
+        for src in [Src::Enabled, Src::Disabled] {
+            assert_eq!(code(src, LUKS2, raw), 3);
+            assert!(msg(src, LUKS2, raw).contains("encrypted twice"));
+            assert_eq!(code(src, Blank, to_luks2(|f| f.raw = true)), 3);
+        }
+        let clear = with(|f| f.cleartext = true);
+        for src in [Src::Enabled, Src::Luks] {
+            assert_eq!(code(src, LUKS2, clear), 3);
+            assert!(msg(src, LUKS2, clear).contains("cleartext on encrypted media"));
+        }
+        assert_eq!(
+            code(Src::Enabled, Blank, to_luks2(|f| f.cleartext = true)),
+            2
+        );
+    }
+
+    #[test]
+    fn row_an_evfs_target_replacing_a_luks_volume_takes_force() {
+        let evfs = with(|f| f.target_format = Some(Format::Evfs));
+        assert_eq!(code(Src::Enabled, LUKS2, evfs), 3);
+        let forced = Flags {
+            force: true,
+            ..evfs
+        };
+        assert_eq!(
+            ok(Src::Enabled, LUKS2, forced),
+            (Mode::Reencrypt, Write::NewClone)
+        );
+        let owner = Flags {
+            owner: true,
+            ..forced
+        };
+        assert_eq!(
+            ok(Src::Plain, LUKS2, owner),
+            (Mode::Encrypt, Write::NewClone)
+        );
+        assert_eq!(
+            ok(Src::Luks, LUKS2, owner),
+            (Mode::Reencrypt, Write::NewClone)
+        );
+    }
+
+    #[test]
+    fn a_luks_target_smaller_than_the_source_is_refused() {
+        let tight = Luks {
+            version: 2,
+            data_size: 49,
+        };
+        let e = decide(Src::Luks, tight, Room::Grows, BIG, flags()).unwrap_err();
+        assert_eq!(e.exit_code(), 3);
+        assert!(e.to_string().contains("too small"), "{e}");
+        let small = decide(Src::Luks, Blank, Room::Bytes(119), BIG, to_luks2(|_| {}));
+        assert_eq!(small.unwrap_err().exit_code(), 3);
+        assert!(decide(Src::Luks, Blank, Room::Bytes(120), BIG, to_luks2(|_| {})).is_ok());
     }
 }

@@ -8,25 +8,26 @@ use super::{Job, Target};
 use crate::crypto::VolumeKey;
 use crate::error::{Error, Result};
 use crate::ops::Report;
+use crate::pipeline::Plan;
 use crate::pipeline::sink::{DeviceSink, WriteSink, stdout_file};
-use crate::pipeline::{Plan, SectorKey};
 use crate::volume::Device;
 use crate::volume::partial::Partial;
 
 impl Job<'_> {
     /// Export the plaintext of `src`, decrypted with `src_key`.
     pub(super) fn export(&self, src: OpenSource, src_key: Option<VolumeKey>) -> Result<Report> {
-        let (Some(src_emd), Some(key)) = (src.emd.clone(), src_key) else {
+        // An EVFS volume with its key, or an unlocked LUKS source.
+        let (Some(len), true) = (src.len(), src_key.is_some() || src.is_luks()) else {
             return Err(Error::runtime(
                 "internal: a cleartext export needs a volume and its key",
             ));
         };
         let src_name = src.name.clone();
+        let src_uuid = src.emd.as_ref().map(|e| e.uuid);
         let plan = Plan::new(self.req.threads)
-            .decrypt(Some(SectorKey::new(&key, src_emd.sector_size)))
+            .decrypt(src.decrypt_key(src_key.as_ref())?)
             .hash(true)
-            .plain_len(Some(src_emd.data_len));
-        let len = src_emd.data_len;
+            .plain_len(Some(len));
         let (outcome, target) = match &self.req.target {
             Target::Stdout => {
                 let mut sink = WriteSink {
@@ -80,7 +81,7 @@ impl Job<'_> {
         };
         Ok(Report {
             digest: outcome.digest,
-            ..self.report(src_name, Some(src_emd.uuid), target, outcome.bytes)
+            ..self.report(src_name, src_uuid, target, outcome.bytes)
         })
     }
 }

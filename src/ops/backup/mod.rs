@@ -9,6 +9,7 @@
 pub mod clone;
 pub mod decide;
 mod export;
+pub mod luks;
 pub mod resume;
 pub mod rollback;
 pub mod source;
@@ -76,6 +77,11 @@ pub struct BackupRequest {
     /// Sign the target's EMD and the stream with this key (default: the key
     /// that unlocks the source, else the owner's when it can be unlocked).
     pub sign_with: Option<KeyId>,
+    /// LUKS sources and targets: keyslots, detached headers, the target's
+    /// format, the KDF of a new LUKS2 keyslot. Their secrets come from the
+    /// [`Keys`] provider ([`KeyUse::Volume`]: the source's,
+    /// [`KeyUse::Target`]: the target's).
+    pub luks: luks::LuksBackup,
 }
 
 impl BackupRequest {
@@ -100,6 +106,7 @@ impl BackupRequest {
             force: false,
             direct: false,
             sign_with: None,
+            luks: luks::LuksBackup::default(),
         }
     }
 
@@ -131,7 +138,10 @@ impl BackupRequest {
 
     /// Options that apply only to some decisions.
     fn check_mode_flags(&self, d: Decision) -> Result<()> {
-        if self.same_key && !(d.mode == Mode::Reencrypt && d.write != Write::IntoVolume) {
+        let luks_write = matches!(d.write, Write::NewLuks | Write::IntoLuks);
+        if self.same_key
+            && !(d.mode == Mode::Reencrypt && d.write != Write::IntoVolume && !luks_write)
+        {
             return Err(Error::usage(
                 "--same-key keeps the source's key in a re-encrypted clone; it does not apply here",
             ));
@@ -148,7 +158,7 @@ impl BackupRequest {
             ));
         }
         let keyed_target = matches!(d.mode, Mode::Reencrypt | Mode::Encrypt);
-        if self.rekey && !(keyed_target && d.write != Write::IntoVolume) {
+        if self.rekey && !(keyed_target && d.write != Write::IntoVolume && !luks_write) {
             return Err(Error::usage(
                 "--rekey gives a re-encrypted clone a fresh volume key; it does not apply here",
             )
@@ -156,20 +166,38 @@ impl BackupRequest {
                 "a volume written with its own key keeps it; a raw clone has the source's key",
             ));
         }
-        if self.full && !(keyed_target && d.write != Write::Stream) {
+        if self.full && !(keyed_target && d.write != Write::Stream && !luks_write) {
             return Err(Error::usage(
                 "--full rewrites a refreshed target volume in full; it does not apply here",
             ));
         }
         if self.sector_size.is_some()
             && !(keyed_target
-                && matches!(d.write, Write::NewClone | Write::Refresh | Write::Stream))
+                && matches!(
+                    d.write,
+                    Write::NewClone | Write::Refresh | Write::Stream | Write::NewLuks
+                ))
         {
             return Err(Error::usage(
                 "--sector-size sets the sectors of a new target; it does not apply here",
             )
             .with_hint(
                 "a volume written with its own key keeps its sectors; a raw clone has the source's",
+            ));
+        }
+        if self.resume && luks_write {
+            return Err(Error::usage(
+                "--resume continues a backup into an EVFS volume; a LUKS2 target is written again in full (run the backup again)",
+            ));
+        }
+        if self.luks.kdf != crate::ops::luks::LuksKdf::default() && d.write != Write::NewLuks {
+            return Err(Error::usage(
+                "--luks-kdf-memory and --luks-kdf-iterations set the keyslot of a new LUKS2 target; they do not apply here",
+            ));
+        }
+        if self.luks.target != crate::ops::luks::LuksAccess::default() && !luks_write {
+            return Err(Error::usage(
+                "--target-luks-slot and --target-luks-header apply to a LUKS2 target; this target is not one",
             ));
         }
         Ok(())
@@ -218,9 +246,15 @@ struct Job<'a> {
 /// Run a backup: decide, refuse or write, and report.
 pub fn run(req: &BackupRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result<Report> {
     req.check_flags()?;
-    let src = OpenSource::open(&req.source)?;
+    let mut src = OpenSource::open(&req.source, req.luks.source.header.as_deref())?;
     let src_uuid = src.emd.as_ref().map(|e| e.uuid);
-    let classified = target::classify(&req.target, &src.storage()?, src_uuid, req.key.as_ref())?;
+    let classified = target::classify(
+        &req.target,
+        &src.storage()?,
+        src_uuid,
+        req.key.as_ref(),
+        req.luks.target.header.as_deref(),
+    )?;
     if let Target::Path(p) = &req.target
         && classified.dst != Dst::Source
     {
@@ -230,10 +264,25 @@ pub fn run(req: &BackupRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result<R
         lock::probe(p, "write a backup into it")?;
     }
     let src_kind = match &src.emd {
+        None if src.is_luks() => Src::Luks,
         None => Src::Plain,
         Some(e) if e.state == State::Enabled => Src::Enabled,
         Some(_) => Src::Disabled,
     };
+    if src_kind != Src::Luks
+        && (req.luks.source != crate::ops::luks::LuksAccess::default()
+            || keys.luks_secret(KeyUse::Volume)?.is_some())
+    {
+        return Err(Error::usage(format!(
+            "the --luks-… flags open a LUKS source; {} is not one",
+            src.name
+        )));
+    }
+    if src_kind == Src::Luks && (req.same_key || req.resume) {
+        return Err(Error::usage(
+            "the source is a LUKS volume: --same-key and --resume apply to EVFS sources",
+        ));
+    }
     // With a plain source, -k can only mean the key of the target volume.
     let target_key: Option<(KeyId, TargetKey)> = match (&req.target_key, &req.key) {
         (Some(t), _) => Some((t.clone(), TargetKey::Flag)),
@@ -246,6 +295,7 @@ pub fn run(req: &BackupRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result<R
         owner: req.owner.is_some(),
         target_key: target_key.as_ref().map(|(_, by)| *by),
         force: req.force,
+        target_format: req.luks.target_format,
     };
     let resume = match (&req.target, req.resume) {
         (Target::Path(p), true) => resume::inspect(
@@ -269,9 +319,23 @@ pub fn run(req: &BackupRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result<R
     let sizes = Sizes {
         clone_device: req.new_data_size(&src).map(layout::device_size_for),
         plaintext: src.len(),
+        luks_device: src.len().map(|n| {
+            luks::device_size(
+                n,
+                req.sector_size.or(src.sector_size()).unwrap_or(NEW_SECTOR),
+            )
+        }),
     };
     let decision = decide::decide(src_kind, dst, classified.room, sizes, flags)?;
     req.check_mode_flags(decision)?;
+    if !matches!(decision.write, Write::NewLuks | Write::IntoLuks)
+        && keys.luks_secret(KeyUse::Target)?.is_some()
+    {
+        return Err(Error::usage(
+            "--target-luks-passphrase-file and --target-luks-key-file open a LUKS2 target; this target is not one",
+        )
+        .with_hint("add --target-format luks2 to make a new LUKS2 target"));
+    }
     if decision.mode == Mode::Encrypt
         && !req.force
         && let Some(suspect) = src.suspect()?
@@ -327,6 +391,10 @@ pub fn run(req: &BackupRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result<R
         obs.detail("evfs: --resume: nothing to resume, running a full backup");
     }
     let (src_key, k_pk) = match decision.mode {
+        Mode::Reencrypt | Mode::Cleartext if src.is_luks() => {
+            let pk = src.unlock_luks(&req.luks.source, keys, req.key.as_ref())?;
+            (None, pk)
+        }
         Mode::Reencrypt | Mode::Cleartext => {
             let (key, pk) = unlock_source(req, keys, &src)?;
             (Some(key), Some(pk))
@@ -377,6 +445,19 @@ pub fn run(req: &BackupRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result<R
                 ),
             };
             job.to_volume(src, p, &id, purpose, src_key)
+        }
+        (Write::NewLuks, Target::Path(p)) => job.new_luks(src, p, &classified, src_key),
+        (Write::IntoLuks, Target::Path(p)) => {
+            let by = target_key.as_ref().map(|(id, by)| {
+                (
+                    id,
+                    match by {
+                        TargetKey::Flag => KeyUse::Target,
+                        TargetKey::K => KeyUse::Volume,
+                    },
+                )
+            });
+            job.write_into_luks(src, p, src_key, by)
         }
         (Write::Plain, _) => job.export(src, src_key),
         (Write::Stream, _) => job.stream(src, src_key),

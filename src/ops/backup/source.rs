@@ -1,15 +1,22 @@
-//! Opening a backup source: a volume, a plain file or device, or stdin, told
-//! apart by their first bytes.
+//! Opening a backup source: an EVFS volume, a LUKS volume, a plain file or
+//! device, or stdin, told apart by their first bytes.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::emd::{EMD_SIZE, Emd};
+use crate::crypto::VolumeKey;
+use crate::emd::{EMD_SIZE, Emd, Origin};
 use crate::error::{Error, IoContext, Result};
+use crate::keys::{KeyId, PrivateKey};
+use crate::luks::{DataArea, LuksKey};
+use crate::ops::luks::LuksAccess;
+use crate::ops::{KeyUse, Keys};
+use crate::pipeline::SectorKey;
 use crate::pipeline::source::{MappedSource, ReaderSource};
 use crate::pipeline::{CHUNK, Input, Source};
 use crate::volume::device::Device;
 use crate::volume::identity::Storage;
+use crate::volume::luks::LuksVolume;
 use crate::volume::sniff::{self, Kind};
 
 /// Where the source's bytes come from.
@@ -19,6 +26,16 @@ pub enum Data {
     /// Standard input; `head` holds what was read while sniffing (plain
     /// sources), and for a volume the stream is positioned at its data area.
     Stdin { head: Vec<u8> },
+    /// A LUKS volume, opened read-only (and locked, as a device is).
+    Luks(Box<LuksSource>),
+}
+
+/// A LUKS source: the volume, its data area, and once unlocked its key.
+pub struct LuksSource {
+    pub vol: LuksVolume,
+    pub area: DataArea,
+    /// Set by [`OpenSource::unlock_luks`].
+    key: Option<LuksKey>,
 }
 
 /// An opened, sniffed source.
@@ -33,13 +50,55 @@ impl OpenSource {
     /// Open `path` (`-` for stdin) read-only and find out what it is. Stream
     /// input is refused with a hint; a volume whose EMD copies are both
     /// damaged fails with exit 5 rather than being read as plain data.
-    pub fn open(path: &Path) -> Result<OpenSource> {
+    pub fn open(path: &Path, luks_header: Option<&Path>) -> Result<OpenSource> {
         if path == Path::new("-") {
+            if luks_header.is_some() {
+                return Err(Error::usage(
+                    "--luks-header names the header of a LUKS source on a file or device, not standard input",
+                ));
+            }
             return Self::open_stdin();
         }
         let mut dev = Device::open_read(path)?;
         dev.lock(false, "read it as a backup source")?;
         let copies = crate::volume::metadata::read(&dev)?;
+        // A LUKS volume (its header at the start, in the secondary copy, or
+        // in a detached header file) is a LUKS source, never plain data.
+        let dev = if copies.primary.has_magic() && luks_header.is_none() {
+            dev
+        } else {
+            let found = LuksVolume::from_device(dev, luks_header, false).map_err(|e| {
+                if e.exit_code() != 5 {
+                    return e;
+                }
+                // A LUKS image evfs cannot read is refused as a source:
+                // neither decrypted nor encrypted as plain data.
+                Error::refused(format!(
+                    "{} is a LUKS volume that cannot be read ({}): evfs neither decrypts it nor encrypts it as plain data, which would encrypt it twice",
+                    path.display(),
+                    e.to_string().trim_start_matches("integrity failure: ")
+                ))
+                .with_hint(
+                    "restore its header (cryptsetup luksHeaderRestore) or let cryptsetup repair it, then back it up with its passphrase",
+                )
+            })?;
+            match found {
+                Ok(mut vol) => {
+                    vol.lock_header(false, "read it as a backup source")?;
+                    let area = vol.data_area()?;
+                    return Ok(OpenSource {
+                        name: path.display().to_string(),
+                        emd: None,
+                        data: Data::Luks(Box::new(LuksSource {
+                            vol,
+                            area,
+                            key: None,
+                        })),
+                    });
+                }
+                Err(dev) => dev,
+            }
+        };
         if let Some(current) = copies.current() {
             if !copies.primary.has_magic() {
                 // Only the copy at the end is there: a volume whose first
@@ -89,6 +148,10 @@ impl OpenSource {
             .ctx("reading", "standard input")?;
         match sniff::sniff(&head) {
             Kind::Stream => Err(stream_source(Path::new("-"))),
+            Kind::Luks => Err(Error::usage(
+                "standard input holds a LUKS volume: evfs reads LUKS volumes from a file or block device (their keyslots are read out of order)",
+            )
+            .with_hint("save it to a file first, or give its path")),
             Kind::Plain => {
                 // Enough of the start for the ciphertext check.
                 (&mut stdin)
@@ -130,11 +193,87 @@ impl OpenSource {
         match &self.data {
             Data::Device(d) => d.storage(),
             Data::Stdin { .. } => Storage::of_stdin(),
+            Data::Luks(l) => l.vol.dev.storage(),
+        }
+    }
+
+    /// The LUKS source, if this is one.
+    pub fn luks(&self) -> Option<&LuksSource> {
+        match &self.data {
+            Data::Luks(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Unlock a LUKS source for the backup (its secret is the
+    /// [`KeyUse::Volume`] one, `key` an enrolled key pair); returns the key
+    /// pair that opened it, if one did.
+    pub fn unlock_luks(
+        &mut self,
+        access: &LuksAccess,
+        keys: &dyn Keys,
+        key: Option<&KeyId>,
+    ) -> Result<Option<PrivateKey>> {
+        let Data::Luks(l) = &mut self.data else {
+            return Err(Error::runtime(
+                "internal: unlocking a source that is not LUKS",
+            ));
+        };
+        let opened = crate::ops::luks::unlock(
+            &l.vol,
+            access,
+            keys,
+            KeyUse::Volume,
+            key.map(|k| (k, KeyUse::Volume)),
+        )?;
+        l.key = Some(opened.key);
+        Ok(opened.by_key)
+    }
+
+    /// The pipeline key that decrypts the source: an EVFS volume's with
+    /// `key`, an unlocked LUKS source's (none where its cipher is applied as
+    /// chunks are read), none for plain data.
+    pub fn decrypt_key(&self, key: Option<&VolumeKey>) -> Result<Option<SectorKey>> {
+        match (&self.data, &self.emd) {
+            (Data::Luks(l), _) => match &l.key {
+                Some(k) => crate::ops::luks::sector_key(&l.area, k),
+                None => Ok(None),
+            },
+            (_, Some(e)) => Ok(key.map(|k| SectorKey::new(k, e.sector_size))),
+            (_, None) => Ok(None),
+        }
+    }
+
+    /// The sector size of a volume source.
+    pub fn sector_size(&self) -> Option<u32> {
+        match (&self.data, &self.emd) {
+            (Data::Luks(l), _) => Some(l.area.sector_size),
+            (_, e) => e.as_ref().map(|e| e.sector_size),
+        }
+    }
+
+    /// Where the data comes from, for an EMD's provenance: a LUKS source
+    /// counts as a volume by its UUID (LUKS has no data version).
+    pub fn origin(&self) -> Origin {
+        match (&self.data, &self.emd) {
+            (Data::Luks(l), _) => {
+                crate::ops::luks::uuid_bytes(&l.vol.header.uuid()).map_or(Origin::Plain, |uuid| {
+                    Origin::Volume {
+                        uuid,
+                        data_version: 0,
+                    }
+                })
+            }
+            (_, e) => super::clone::origin(e.as_ref()),
         }
     }
 
     pub fn is_stdin(&self) -> bool {
         matches!(self.data, Data::Stdin { .. })
+    }
+
+    pub fn is_luks(&self) -> bool {
+        matches!(self.data, Data::Luks(_))
     }
 
     /// Bytes of plaintext the backup copies: a volume's data length, a plain
@@ -145,6 +284,7 @@ impl OpenSource {
             (Some(e), _) => Some(e.data_len),
             (None, Data::Device(d)) => Some(d.size()),
             (None, Data::Stdin { .. }) => None,
+            (None, Data::Luks(l)) => Some(l.vol.data_size(&l.area)),
         }
     }
 
@@ -165,6 +305,7 @@ impl OpenSource {
             return Ok(None);
         }
         match &self.data {
+            Data::Luks(_) => Ok(None),
             Data::Stdin { head } => Ok(sniff::ciphertext(head, &[])),
             Data::Device(dev) => {
                 let size = dev.size();
@@ -206,7 +347,33 @@ impl OpenSource {
                     .map_err(|e| Error::io("reopening", &path, e))?;
                 let mut source = MappedSource::new(file, path, offset, size);
                 source.skip(start);
-                Ok(Box::new(Held { source, _dev: dev }))
+                Ok(Box::new(Held { source, _keep: dev }))
+            }
+            Data::Luks(l) => {
+                let LuksSource { vol, area, key } = *l;
+                let size = len.unwrap_or(0);
+                let path: PathBuf = vol.dev.path().to_path_buf();
+                let file = vol
+                    .dev
+                    .file()
+                    .try_clone()
+                    .map_err(|e| Error::io("reopening", &path, e))?;
+                let mut source = MappedSource::new(file, path, area.offset, size);
+                source.skip(start);
+                let chunk = match &key {
+                    Some(k) => crate::ops::luks::chunk_cipher(&area, k)?,
+                    None => None,
+                };
+                let held = Held { source, _keep: vol };
+                Ok(match chunk {
+                    Some(c) => Box::new(crate::ops::luks::Decrypting::new(
+                        Box::new(held),
+                        c,
+                        start,
+                        buffers,
+                    )),
+                    None => Box::new(held),
+                })
             }
             Data::Stdin { head } => {
                 let reader = std::io::Cursor::new(head).chain(std::io::stdin());
@@ -236,14 +403,15 @@ impl OpenSource {
     }
 }
 
-/// A mapped source that keeps its device open, and with it the shared
-/// lock on the source's storage, until the pipeline is done reading.
-struct Held {
+/// A mapped source that keeps its device (or LUKS volume) open, and with it
+/// the shared lock on the source's storage, until the pipeline is done
+/// reading.
+struct Held<K: Send> {
     source: MappedSource,
-    _dev: Device,
+    _keep: K,
 }
 
-impl Source for Held {
+impl<K: Send> Source for Held<K> {
     fn total(&self) -> Option<u64> {
         self.source.total()
     }

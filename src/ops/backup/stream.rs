@@ -8,7 +8,6 @@ use std::os::unix::fs::FileTypeExt;
 
 use super::decide::Mode;
 use super::source::OpenSource;
-use super::write::sector_keys;
 use super::{Job, Target, clone};
 use crate::crypto::VolumeKey;
 use crate::error::{Error, IoContext, Result};
@@ -49,6 +48,7 @@ fn write(
     let args = job.req;
     let (mut emd, tkey) = job.target_emd(&src, src_key.as_ref(), None)?;
     let src_emd = src.emd.clone();
+    let origin = src.origin();
     let src_uuid = src_emd.as_ref().map_or([0; 16], |e| e.uuid);
     emd.dirty = false;
     emd.checkpoint = None;
@@ -82,7 +82,7 @@ fn write(
     };
     let framing = Framing(&framer);
     let plan = Plan::new(args.threads)
-        .decrypt(sector_keys(src_key.as_ref(), src_emd.as_ref()))
+        .decrypt(src.decrypt_key(src_key.as_ref())?)
         // Compressed frames carry plaintext (sealed); the others the target's ciphertext.
         .encrypt(match (&tkey, args.compress) {
             (Some(k), None) => Some(SectorKey::new(k, emd.sector_size)),
@@ -113,7 +113,7 @@ fn write(
                 final_emd.data_len = outcome.bytes;
             }
             final_emd.provenance = Some(clone::provenance(
-                clone::origin(src_emd.as_ref()),
+                origin,
                 job.started,
                 outcome.bytes,
                 outcome.digest,

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::keys::KeyId;
 use crate::volume::device::{Device, require_volume_kind};
 use crate::volume::identity::Storage;
+use crate::volume::luks::LuksVolume;
 
 /// Where the backup goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +37,7 @@ pub fn classify(
     source: &Storage,
     source_uuid: Option<[u8; 16]>,
     key: Option<&KeyId>,
+    luks_header: Option<&Path>,
 ) -> Result<Classified> {
     let path = match place {
         Target::Stdout => {
@@ -75,6 +77,29 @@ pub fn classify(
         Room::Grows
     };
     let copies = crate::volume::metadata::read(&dev)?;
+    // A LUKS volume (its header first, or detached), unless an EMD is at
+    // the start.
+    let dev = if copies.primary.has_magic() && luks_header.is_none() {
+        dev
+    } else {
+        match LuksVolume::from_device(dev, luks_header, false)? {
+            Ok(v) => {
+                let data_size = v
+                    .header
+                    .data_area_unchecked()
+                    .map_or(0, |a| v.data_size(&a));
+                return Ok(Classified {
+                    dst: Dst::Luks {
+                        version: v.header.version(),
+                        data_size,
+                    },
+                    room,
+                    emd: None,
+                });
+            }
+            Err(dev) => dev,
+        }
+    };
     if let Some(e) = copies.current() {
         let relation = relation(e, source_uuid, key);
         return Ok(Classified {

@@ -20,11 +20,6 @@ use crate::pipeline::{self, Outcome, Plan, SectorKey};
 use crate::volume::transaction::Transaction;
 use crate::volume::{Device, NewVolume, Volume, layout};
 
-/// The decrypting key of a volume source, when it is decrypted.
-pub(super) fn sector_keys(key: Option<&VolumeKey>, src: Option<&Emd>) -> Option<SectorKey> {
-    key.zip(src).map(|(k, e)| SectorKey::new(k, e.sector_size))
-}
-
 /// The EMD in force must still be the one the resume was planned on: no
 /// other writer may have slipped in between the look and the lock.
 fn same_emd_under_lock(dev: &Device, cl: &Classified) -> Result<()> {
@@ -231,7 +226,8 @@ impl Job<'_> {
                 let ss = args.new_sector_size(Some(se));
                 Ok((clone::clone_emd(se, &key, ss)?, Some(key)))
             }
-            (Mode::Encrypt, None) => {
+            // Plain data, or a LUKS source: a new volume of --owner.
+            (Mode::Encrypt | Mode::Reencrypt, None) => {
                 let owner = args
                     .owner
                     .clone()
@@ -311,8 +307,9 @@ impl Job<'_> {
             .unwrap_or(0);
         let mut txn = Transaction::begin(&dev, emd, floor)?;
         let tree = self.written_prefix(&dev, txn.emd(), tkey.as_ref(), start)?;
+        let origin = src.origin();
         let plan = Plan::new(self.req.threads)
-            .decrypt(sector_keys(src_key.as_ref(), src_emd.as_ref()))
+            .decrypt(src.decrypt_key(src_key.as_ref())?)
             .encrypt(
                 tkey.as_ref()
                     .map(|k| SectorKey::new(k, txn.emd().sector_size)),
@@ -357,7 +354,7 @@ impl Job<'_> {
             }
             if tkey.is_some() {
                 emd.provenance = Some(clone::provenance(
-                    clone::origin(src_emd.as_ref()),
+                    origin,
                     self.started,
                     bytes,
                     outcome.digest,
@@ -439,8 +436,9 @@ impl Job<'_> {
         }
         let mut txn = Transaction::begin(&tv.dev, emd, tv.emd.generation + 1)?;
         let tree = self.written_prefix(&tv.dev, txn.emd(), Some(&unlocked.key), start)?;
+        let origin = src.origin();
         let plan = Plan::new(self.req.threads)
-            .decrypt(sector_keys(src_key.as_ref(), src_emd.as_ref()))
+            .decrypt(src.decrypt_key(src_key.as_ref())?)
             .encrypt(Some(SectorKey::new(&unlocked.key, tv.emd.sector_size)))
             .hash(true)
             .plain_len(len)
@@ -462,7 +460,7 @@ impl Job<'_> {
         let emd = txn.commit(Some(&unlocked.key), self.signer().or(Some(pk)), |emd| {
             emd.data_len = bytes;
             emd.provenance = Some(clone::provenance(
-                clone::origin(src_emd.as_ref()),
+                origin,
                 self.started,
                 bytes,
                 outcome.digest,

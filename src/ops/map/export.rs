@@ -26,6 +26,41 @@ use std::sync::{PoisonError, RwLock};
 use crate::crypto::Xts;
 use crate::nbd::Export;
 
+/// The sector cipher of a data area.
+pub enum ExportCipher {
+    /// An EVFS volume's: the tweak is the sector number in the data area.
+    Evfs(Xts),
+    /// A LUKS volume's, with dm-crypt's IV rule (512-byte units, the
+    /// segment's `iv_tweak`).
+    Luks(crate::luks::SectorCipher),
+}
+
+impl ExportCipher {
+    fn run(&self, buf: &mut [u8], sector: usize, first: u64, encrypt: bool) -> io::Result<()> {
+        match self {
+            ExportCipher::Evfs(x) if encrypt => x.encrypt_sectors(buf, sector, first),
+            ExportCipher::Evfs(x) => x.decrypt_sectors(buf, sector, first),
+            ExportCipher::Luks(c) => {
+                let r = if encrypt {
+                    c.encrypt(buf, first)
+                } else {
+                    c.decrypt(buf, first)
+                };
+                r.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn decrypt(&self, buf: &mut [u8], sector: usize, first: u64) -> io::Result<()> {
+        self.run(buf, sector, first, false)
+    }
+
+    fn encrypt(&self, buf: &mut [u8], sector: usize, first: u64) -> io::Result<()> {
+        self.run(buf, sector, first, true)
+    }
+}
+
 /// The data area of one open volume, served to NBD clients.
 pub struct VolumeExport {
     file: File,
@@ -35,7 +70,7 @@ pub struct VolumeExport {
     size: u64,
     sector: u64,
     /// The sector cipher; `None` serves the ciphertext as it lies.
-    xts: Option<Xts>,
+    xts: Option<ExportCipher>,
     read_only: bool,
     /// Shared by reads, taken alone by writes (see the module notes).
     lock: RwLock<()>,
@@ -48,7 +83,7 @@ impl VolumeExport {
         file: File,
         (base, size): (u64, u64),
         sector: u32,
-        xts: Option<Xts>,
+        xts: Option<ExportCipher>,
         read_only: bool,
     ) -> VolumeExport {
         VolumeExport {
@@ -80,10 +115,9 @@ impl VolumeExport {
     }
 
     /// Read and decrypt the single sector at data offset `at` into `buf`.
-    fn read_sector(&self, xts: &Xts, buf: &mut [u8], at: u64) -> io::Result<()> {
+    fn read_sector(&self, xts: &ExportCipher, buf: &mut [u8], at: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, self.base + at)?;
-        xts.decrypt_sectors(buf, buf.len(), at / self.sector);
-        Ok(())
+        xts.decrypt(buf, buf.len(), at / self.sector)
     }
 }
 
@@ -111,12 +145,11 @@ impl Export for VolumeExport {
         let (start, end) = self.span(offset, buf.len());
         if (start, end) == (offset, offset + buf.len() as u64) {
             self.file.read_exact_at(buf, self.base + offset)?;
-            xts.decrypt_sectors(buf, sector, start / self.sector);
-            return Ok(());
+            return xts.decrypt(buf, sector, start / self.sector);
         }
         let mut whole = vec![0u8; (end - start) as usize];
         self.file.read_exact_at(&mut whole, self.base + start)?;
-        xts.decrypt_sectors(&mut whole, sector, start / self.sector);
+        xts.decrypt(&mut whole, sector, start / self.sector)?;
         let at = (offset - start) as usize;
         buf.copy_from_slice(&whole[at..at + buf.len()]);
         Ok(())
@@ -149,7 +182,7 @@ impl Export for VolumeExport {
         }
         let at = (offset - start) as usize;
         whole[at..at + buf.len()].copy_from_slice(buf);
-        xts.encrypt_sectors(&mut whole, sector, start / self.sector);
+        xts.encrypt(&mut whole, sector, start / self.sector)?;
         self.file.write_all_at(&whole, self.base + start)
     }
 
@@ -214,7 +247,7 @@ mod tests {
             .write(true)
             .open(tmp.path())
             .unwrap();
-        let xts = (!raw).then(|| Xts::new(&key()).unwrap());
+        let xts = (!raw).then(|| ExportCipher::Evfs(Xts::new(&key()).unwrap()));
         let export = VolumeExport::new(file, (BASE, plain.len() as u64), sector, xts, false);
         (tmp, export)
     }
@@ -320,7 +353,13 @@ mod tests {
         let plain = pattern(4096, 1);
         let (tmp, _) = setup(&plain, 4096, false);
         let file = File::open(tmp.path()).unwrap();
-        let export = VolumeExport::new(file, (BASE, 4096), 4096, Xts::new(&key()).ok(), true);
+        let export = VolumeExport::new(
+            file,
+            (BASE, 4096),
+            4096,
+            Xts::new(&key()).ok().map(ExportCipher::Evfs),
+            true,
+        );
         assert!(export.read_only());
         let e = export.write_at(b"x", 0).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
@@ -359,5 +398,54 @@ mod tests {
                 assert_eq!(data[off], t + 1, "thread {t} round {round}");
             }
         }
+    }
+
+    /// A LUKS data area: 4096-byte sectors with IVs in 512-byte units from
+    /// an `iv_tweak`, read and written through the export.
+    #[test]
+    fn a_luks_data_area_is_served_with_dm_cryptss_iv_rule() {
+        use crate::luks::{DataArea, LuksKey, SectorCipherKind};
+        let area = DataArea {
+            cipher: SectorCipherKind::AesXtsPlain64,
+            offset: BASE,
+            size: None,
+            sector_size: 4096,
+            iv_tweak: 24,
+        };
+        let plain = pattern(4 * 4096, 5);
+        let mut ct = plain.clone();
+        Xts::new(&key())
+            .unwrap()
+            .with_tweak_step(8)
+            .encrypt_sectors(&mut ct, 4096, 24);
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let mut image = vec![0xee; BASE as usize];
+        image.extend_from_slice(&ct);
+        std::fs::write(tmp.path(), &image).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(tmp.path())
+            .unwrap();
+        let cipher = area.cipher(&LuksKey::new(key())).unwrap();
+        let export = VolumeExport::new(
+            file,
+            (BASE, plain.len() as u64),
+            4096,
+            Some(ExportCipher::Luks(cipher)),
+            false,
+        );
+        let mut buf = vec![0u8; 5000];
+        export.read_at(&mut buf, 4000).unwrap();
+        assert_eq!(buf, &plain[4000..9000]);
+        export.write_at(b"luks", 8190).unwrap();
+        let mut expect = plain.clone();
+        expect[8190..8194].copy_from_slice(b"luks");
+        let mut data = std::fs::read(tmp.path()).unwrap()[BASE as usize..].to_vec();
+        Xts::new(&key())
+            .unwrap()
+            .with_tweak_step(8)
+            .decrypt_sectors(&mut data, 4096, 24);
+        assert_eq!(data, expect);
     }
 }

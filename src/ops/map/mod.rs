@@ -10,6 +10,7 @@
 //! that was already dirty stays dirty.
 
 mod export;
+mod luks;
 
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -18,14 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::{DATA_ROLES, KeyUse, Keys, Observer, trust};
-use crate::crypto::VolumeKey;
 use crate::error::{Error, IoContext, Result};
 use crate::keys::KeyId;
 use crate::nbd::{self, ServeEvent, ServeStats};
 use crate::size::human;
 use crate::volume::transaction::Transaction;
 use crate::volume::{Device, Volume};
-pub use export::VolumeExport;
+pub use export::{ExportCipher, VolumeExport};
 
 /// A map: which volume, on which socket, how.
 #[derive(Clone, Debug)]
@@ -38,6 +38,8 @@ pub struct MapRequest {
     pub raw: bool,
     /// Refuse writes; the volume is opened read-only and its dirty bit left alone.
     pub read_only: bool,
+    /// The keyslot and detached header of a LUKS volume.
+    pub luks: super::luks::LuksAccess,
 }
 
 /// Serve until `stop` is raised; the statistics of the run.
@@ -49,6 +51,9 @@ pub fn serve(
 ) -> Result<ServeStats> {
     let write = !req.read_only;
     let vol = req.volume.as_path();
+    if crate::volume::luks::LuksVolume::probe(vol, req.luks.header.as_deref())?.is_some() {
+        return luks::serve(req, keys, obs, stop);
+    }
     let mut dev = if write {
         Device::open_write(vol)?
     } else {
@@ -115,28 +120,12 @@ pub fn serve(
         file,
         v.data_range(),
         v.emd.sector_size,
-        key.as_ref().map(VolumeKey::xts),
+        key.as_ref().map(|k| ExportCipher::Evfs(k.xts())),
         !write,
     ));
-    announce(obs, req, &v);
+    announce(obs, req, v.emd.data_size, v.emd.sector_size);
 
-    let on_event = |event: ServeEvent<'_>| match event {
-        ServeEvent::Connected { id } => obs.detail(&format!("evfs map: client {id} connected")),
-        ServeEvent::Disconnected { id, error: None } => {
-            obs.detail(&format!("evfs map: client {id} disconnected"));
-        }
-        ServeEvent::Disconnected { id, error: Some(e) } => {
-            obs.note(&format!("evfs map: client {id} dropped: {e}"))
-        }
-        // A client got EIO, which the administrator must see.
-        ServeEvent::ExportError { id, op, error } => obs.warn(&format!(
-            "evfs map: {op} for client {id} failed on {}: {error} (the client was told EIO)",
-            vol.display()
-        )),
-        ServeEvent::AcceptError { error } => {
-            obs.note(&format!("evfs map: could not accept a client: {error}"));
-        }
-    };
+    let on_event = |event: ServeEvent<'_>| report_event(obs, vol, event);
     let served = nbd::serve_with_events(listener, export, stop, &on_event);
     drop(socket);
     let stats = served.map_err(|e| {
@@ -178,8 +167,29 @@ pub fn serve(
     Ok(stats)
 }
 
+/// What the server tells while it serves.
+fn report_event(obs: &dyn Observer, vol: &Path, event: ServeEvent<'_>) {
+    match event {
+        ServeEvent::Connected { id } => obs.detail(&format!("evfs map: client {id} connected")),
+        ServeEvent::Disconnected { id, error: None } => {
+            obs.detail(&format!("evfs map: client {id} disconnected"));
+        }
+        ServeEvent::Disconnected { id, error: Some(e) } => {
+            obs.note(&format!("evfs map: client {id} dropped: {e}"))
+        }
+        // A client got EIO, which the administrator must see.
+        ServeEvent::ExportError { id, op, error } => obs.warn(&format!(
+            "evfs map: {op} for client {id} failed on {}: {error} (the client was told EIO)",
+            vol.display()
+        )),
+        ServeEvent::AcceptError { error } => {
+            obs.note(&format!("evfs map: could not accept a client: {error}"));
+        }
+    }
+}
+
 /// Tell where the export listens and how to reach it.
-fn announce(obs: &dyn Observer, req: &MapRequest, v: &Volume) {
+fn announce(obs: &dyn Observer, req: &MapRequest, data_size: u64, sector_size: u32) {
     let socket = std::path::absolute(&req.socket).unwrap_or_else(|_| req.socket.clone());
     let what = if req.raw {
         "raw ciphertext"
@@ -198,11 +208,11 @@ fn announce(obs: &dyn Observer, req: &MapRequest, v: &Volume) {
          nbd-client -unix {} /dev/nbd0 -b {}{ro}    (kernel NBD; then mount /dev/nbd0)\n\
          evfs map: stop with Ctrl-C or `kill {}`{}",
         req.volume.display(),
-        human(v.emd.data_size),
+        human(data_size),
         socket.display(),
         socket.display(),
         socket.display(),
-        v.emd.sector_size,
+        sector_size,
         std::process::id(),
         if req.read_only {
             ""
