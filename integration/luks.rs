@@ -274,6 +274,19 @@ fn luks_sources_back_up_to_evfs_volumes_streams_and_luks2_and_restore_and_verify
         );
         let out = env.ok(&["verify", s(&copy), "--luks-passphrase-file", "tpw"]);
         assert!(out.contains("matches the provenance"), "{out}");
+        // Nobody signed it (no evfs key pair took part): reported, and
+        // refused where a signature is required.
+        assert!(out.contains("provenance is not signed"), "{out}");
+        env.expect(
+            5,
+            &[
+                "verify",
+                s(&copy),
+                "--luks-passphrase-file",
+                "tpw",
+                "--require-signature",
+            ],
+        );
         // The source is never written.
         assert_eq!(snapshot(&img), before, "{name}: the source changed");
     }
@@ -392,6 +405,19 @@ fn evfs_made_luks2_targets_are_cryptsetups_own_and_survive_its_reencryption() {
         );
         let out = env.ok(&["verify", s(&copy), "--luks-passphrase-file", "tpw"]);
         assert!(out.contains("matches the provenance"), "{out}");
+        // Nobody signed it (no evfs key pair took part): reported, and
+        // refused where a signature is required.
+        assert!(out.contains("provenance is not signed"), "{out}");
+        env.expect(
+            5,
+            &[
+                "verify",
+                s(&copy),
+                "--luks-passphrase-file",
+                "tpw",
+                "--require-signature",
+            ],
+        );
         let out = env.ok(&[
             "verify",
             s(&copy),
@@ -412,13 +438,31 @@ fn evfs_made_luks2_targets_are_cryptsetups_own_and_survive_its_reencryption() {
     let key = cs::volume_key(&copy, TPW);
     let other = plain(6, 4);
     std::fs::write(env.path("other.raw"), &other).unwrap();
+    // Signed by --sign-with: the provenance token carries the signature
+    // (it is not sealed with the volume key), which verify reports.
+    env.gen_key("alice.k1");
     env.ok(&[
         "backup",
         "other.raw",
         s(&copy),
         "--target-luks-passphrase-file",
         "tpw",
+        "--sign-with",
+        "alice.k1",
+        "--passphrase-file",
+        "alice.k1.pw",
     ]);
+    let out = env.ok(&[
+        "verify",
+        s(&copy),
+        "--luks-passphrase-file",
+        "tpw",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["signed_by"]["id"], "alice.k1", "{out}");
+    assert_eq!(v["signed_by"]["trusted"], true, "{out}");
+    assert_eq!(v["signed_by"]["valid"], true, "{out}");
     assert_eq!(cs::field(&cs::dump(&copy), "UUID"), uuid);
     assert_eq!(cs::volume_key(&copy, TPW), key);
     assert_eq!(

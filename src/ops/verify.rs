@@ -166,9 +166,9 @@ pub fn check(args: &VerifyRequest, keys: &dyn Keys) -> Result<Verdict> {
                 &args.target,
                 args.key.as_ref(),
                 (&access, purpose),
-                args.against.is_some(),
-                threads,
+                (args.against.is_some(), threads),
                 &mut f,
+                &mut signed_by,
             )?
         }
         Kind::Stream => {

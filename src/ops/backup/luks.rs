@@ -136,7 +136,12 @@ impl Job<'_> {
             .digest
             .ok_or_else(|| Error::runtime("internal: a LUKS2 backup without a digest"))?;
         let (kind, uuid, version) = source;
-        let p = Provenance::of_backup(&kind, uuid, version, self.started, outcome.bytes, digest);
+        let mut p =
+            Provenance::of_backup(&kind, uuid, version, self.started, outcome.bytes, digest);
+        match self.signer() {
+            Some(pk) => p.sign(&vol.header.uuid(), pk),
+            None => self.note_unsigned("the target's provenance", None),
+        }
         vol.update(|h| {
             let id = Provenance::find(h.metadata()).map(|(id, _)| id);
             h.set_token(id, &p.to_json())

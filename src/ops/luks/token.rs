@@ -64,9 +64,15 @@ pub struct Provenance {
     pub bytes: u64,
     /// BLAKE3 of those bytes.
     pub plaintext_blake3: [u8; 32],
-    /// Data was written through `evfs map` since the backup.
+    /// Data was written through `evfs map` since the backup (not signed:
+    /// a map that writes may hold no key pair).
     pub modified: bool,
+    /// Who signed the other members, for the volume's UUID.
+    pub signature: Option<crate::signature::Signature>,
 }
+
+/// Prefix of a LUKS provenance token's signed message.
+pub const PROVENANCE_CONTEXT: &[u8] = b"evfs LUKS2 provenance signature v1\0";
 
 impl Provenance {
     /// The provenance of a backup that began at `started` and wrote
@@ -88,7 +94,38 @@ impl Provenance {
             bytes,
             plaintext_blake3: *digest.as_bytes(),
             modified: false,
+            signature: None,
         }
+    }
+
+    /// The members a signature covers: every member of the token but
+    /// `keyslots`, `modified` and `signature`, as one JSON object with its
+    /// members sorted by name and no whitespace.
+    fn signed_members(&self) -> String {
+        let mut v = self.to_json();
+        if let Some(m) = v.as_object_mut() {
+            for k in ["keyslots", "modified", "signature"] {
+                m.remove(k);
+            }
+        }
+        v.to_string()
+    }
+
+    /// The message a signature of this provenance signs: the context, the
+    /// LUKS2 volume's UUID (as the header holds it) and a NUL byte, then the
+    /// signed members. Binding the UUID keeps a token from being copied
+    /// onto another volume.
+    pub fn signed_message(&self, volume_uuid: &str) -> Vec<u8> {
+        let mut m = PROVENANCE_CONTEXT.to_vec();
+        m.extend_from_slice(volume_uuid.as_bytes());
+        m.push(0);
+        m.extend_from_slice(self.signed_members().as_bytes());
+        m
+    }
+
+    /// Sign for the volume `volume_uuid` with `pk`.
+    pub fn sign(&mut self, volume_uuid: &str, pk: &crate::keys::PrivateKey) {
+        self.signature = Some(pk.sign(&self.signed_message(volume_uuid)));
     }
 
     /// The token object. Numbers that may exceed 53 bits are decimal
@@ -106,9 +143,10 @@ impl Provenance {
             "bytes": self.bytes.to_string(),
             "plaintext_blake3": crate::hex::encode(&self.plaintext_blake3),
             "modified": self.modified,
-            // Reserved for the signature over the other members: null until
-            // evfs signs provenance.
-            "signature": Value::Null,
+            "signature": self
+                .signature
+                .as_ref()
+                .map(|s| Base64::encode_string(&s.encode())),
         })
     }
 
@@ -131,6 +169,13 @@ impl Provenance {
             bytes: text("bytes")?.parse().ok()?,
             plaintext_blake3: digest.try_into().ok()?,
             modified: v.get("modified").and_then(Value::as_bool).unwrap_or(false),
+            signature: match v.get("signature") {
+                None | Some(Value::Null) => None,
+                Some(s) => {
+                    let bytes = Base64::decode_vec(s.as_str()?).ok()?;
+                    crate::signature::Signature::parse(&bytes).ok()?
+                }
+            },
         })
     }
 
@@ -218,10 +263,34 @@ mod tests {
         let v = p.to_json();
         assert_eq!(v["bytes"], Value::String((u64::MAX - 1).to_string()));
         assert_eq!(v["signature"], Value::Null);
-        assert_eq!(Provenance::from_json(&v), Some(p));
+        assert_eq!(Provenance::from_json(&v), Some(p.clone()));
         let mut other = v.clone();
         other["evfs_version"] = json!(2);
         assert_eq!(Provenance::from_json(&other), None);
+
+        // Signed: the block travels in Base64 and verifies for this volume
+        // only; `modified` is outside the signature, every other member in.
+        let uuid = "0a7c5e2e-6f3b-4d1a-9c4e-2b8d7f6a1e03";
+        let signer = crate::emd::tests::example_signer();
+        let mut signed = p.clone();
+        signed.sign(uuid, &signer);
+        let back = Provenance::from_json(&signed.to_json()).unwrap();
+        assert_eq!(back, signed);
+        let sig = back.signature.clone().unwrap();
+        assert!(sig.valid(&back.signed_message(uuid)));
+        assert!(!sig.valid(&back.signed_message("another-uuid")));
+        let mut written = back.clone();
+        written.modified = true;
+        assert!(sig.valid(&written.signed_message(uuid)));
+        let mut changed = back.clone();
+        changed.bytes -= 1;
+        assert!(!sig.valid(&changed.signed_message(uuid)));
+        // Members sorted by name, no whitespace: what a reimplementation
+        // serializes.
+        let m = String::from_utf8(back.signed_message(uuid)).unwrap();
+        let json = &m[m.find('{').unwrap()..];
+        assert!(json.starts_with("{\"bytes\":"), "{json}");
+        assert!(!json.contains(' ') && !json.contains("modified"), "{json}");
 
         let k = KeyToken {
             keyslot: 3,

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::keys::KeyId;
 use crate::luks::{CopyState, Header, REQUIREMENT_INCOMPLETE};
 use crate::ops::read::Plaintext;
+use crate::ops::trust::{self, SignedBy};
 use crate::ops::verify::{Digest, Findings};
 use crate::ops::{KeyUse, Keys};
 use crate::volume::luks::LuksVolume;
@@ -31,9 +32,9 @@ pub(crate) fn verify(
     path: &Path,
     key: Option<&KeyId>,
     (access, purpose): (&LuksAccess, KeyUse),
-    against: bool,
-    threads: usize,
+    (against, threads): (bool, usize),
     f: &mut Findings,
+    signed_by: &mut Option<SignedBy>,
 ) -> Result<Option<Digest>> {
     let vol = LuksVolume::probe(path, access.header.as_deref())?
         .ok_or_else(|| Error::usage(format!("{} is not a LUKS volume", path.display())))?;
@@ -59,6 +60,26 @@ pub(crate) fn verify(
         }
     }
     let prov = provenance(&vol);
+    if let Some(p) = &prov {
+        // The provenance is signed, not sealed with the volume key: its
+        // signature is reported, and judged as a stream's is.
+        let policy = keys.policy();
+        let message = p.signed_message(&vol.header.uuid());
+        *signed_by = trust::signed_by(p.signature.as_ref(), &message, keys, &policy)?;
+        match trust::judge(signed_by.as_ref(), &policy, "the evfs provenance") {
+            Err(e) => f.fail(
+                e.to_string()
+                    .trim_start_matches("integrity failure: ")
+                    .to_string(),
+            ),
+            Ok(()) => f.pass(match signed_by.as_ref() {
+                Some(s) => format!("the evfs provenance is {}", s.describe()),
+                None => {
+                    "the evfs provenance is not signed: its authenticity is not checked".to_string()
+                }
+            }),
+        }
+    }
     let area = vol.data_area()?;
     let Some(opened) = try_unlock(
         &vol,
