@@ -28,14 +28,15 @@ fn doc_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-/// The byte range of the `nth` hexdump block's body in `doc`.
-fn block(doc: &str, nth: usize, rel: &str) -> (usize, usize) {
+/// The byte range of the body of the `nth` block that opens with `fence`
+/// (a line such as "```hexdump\n") in `doc`.
+fn block(doc: &str, fence: &str, nth: usize, rel: &str) -> (usize, usize) {
     let mut at = 0;
     for _ in 0..=nth {
         at += doc[at..]
-            .find(FENCE)
-            .unwrap_or_else(|| panic!("{rel} has no hexdump block {nth}"))
-            + FENCE.len();
+            .find(fence)
+            .unwrap_or_else(|| panic!("{rel} has no block {nth} opened by {fence:?}"))
+            + fence.len();
     }
     let end = at + doc[at..].find("```").expect("closing fence");
     (at, end)
@@ -43,19 +44,39 @@ fn block(doc: &str, nth: usize, rel: &str) -> (usize, usize) {
 
 /// The `nth` (from 0) ```hexdump block of the document `rel` (relative to the crate root).
 pub fn listing(rel: &str, nth: usize) -> String {
+    fenced(rel, "hexdump", nth)
+}
+
+/// The body of the `nth` (from 0) block fenced as ```` ```info ```` in the
+/// document `rel`: the exact text between the fences, ending in a newline.
+pub fn fenced(rel: &str, info: &str, nth: usize) -> String {
     let doc = std::fs::read_to_string(doc_path(rel)).expect("the format document");
-    let (a, b) = block(&doc, nth, rel);
+    let (a, b) = block(&doc, &format!("```{info}\n"), nth, rel);
     doc[a..b].to_string()
 }
 
 /// Require that block `nth` of `rel` lists `bytes`; rewrite it with
 /// `EVFS_UPDATE_FORMATS=1`.
 pub fn expect_listing(rel: &str, nth: usize, bytes: &[u8]) {
+    expect_block(rel, FENCE, nth, &hexdump(bytes));
+}
+
+/// Require that the `nth` ```` ```info ```` block of `rel` holds exactly
+/// `text` (a text file shown as it is: every byte, newlines included);
+/// rewrite it with `EVFS_UPDATE_FORMATS=1`.
+pub fn expect_fenced(rel: &str, info: &str, nth: usize, text: &str) {
+    assert!(
+        text.ends_with('\n') && !text.contains("```"),
+        "a fenced block holds text that ends in a newline and has no fence in it"
+    );
+    expect_block(rel, &format!("```{info}\n"), nth, text);
+}
+
+fn expect_block(rel: &str, fence: &str, nth: usize, fresh: &str) {
     let path = doc_path(rel);
     let doc = std::fs::read_to_string(&path).expect("the format document");
-    let (a, b) = block(&doc, nth, rel);
-    let fresh = hexdump(bytes);
-    if doc[a..b] == fresh {
+    let (a, b) = block(&doc, fence, nth, rel);
+    if doc[a..b] == *fresh {
         return;
     }
     if std::env::var_os("EVFS_UPDATE_FORMATS").is_some() {
@@ -64,7 +85,7 @@ pub fn expect_listing(rel: &str, nth: usize, bytes: &[u8]) {
         return;
     }
     panic!(
-        "{rel}: hexdump block {nth} is stale; regenerate it with `EVFS_UPDATE_FORMATS=1 cargo test` and review the diff"
+        "{rel}: block {nth} opened by {fence:?} is stale; regenerate it with `EVFS_UPDATE_FORMATS=1 cargo test` and review the diff"
     );
 }
 

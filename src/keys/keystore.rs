@@ -194,20 +194,7 @@ impl Keystore {
         let public = PublicKey::from(&secret).to_bytes();
         let salt = crypto::random_array::<16>()?;
         let nonce = crypto::random_array::<12>()?;
-        let key = kdf::derive(pass, &salt, params)?;
-        let mut sealed = Zeroizing::new(secret.to_bytes());
-        let tag = crypto::seal(&key, &nonce, &priv_aad(id, &public), sealed.as_mut());
-        let text = format!(
-            "{PRIV_HEADER}\nid: {id}\npublic: {}\nkdf: argon2id m={} t={} p={}\nsalt: {}\nnonce: {}\nsealed: {}{}\n",
-            hex::encode(&public),
-            params.memory_kib,
-            params.passes,
-            params.lanes,
-            hex::encode(&salt),
-            hex::encode(&nonce),
-            hex::encode(sealed.as_ref()),
-            hex::encode(&tag),
-        );
+        let text = priv_text(id, &secret, pass, params, &salt, &nonce)?;
         // Linked into place, not renamed: of two runs making the same key at
         // once, one fails here instead of both succeeding with one .priv and
         // the other's .pub.
@@ -254,8 +241,11 @@ impl Keystore {
     pub fn trust(&self, id: &KeyId) -> Result<()> {
         let public = self.public(id)?;
         let dir = self.create_user_dir(id)?;
-        let text = format!("{TRUST_HEADER}\n{}\n", hex::encode(&public));
-        dir.replace(&file_name(id, "trust"), text.as_bytes(), 0o644)
+        dir.replace(
+            &file_name(id, "trust"),
+            trust_text(&public).as_bytes(),
+            0o644,
+        )
     }
 
     /// Withdraw trust from `id` (`key untrust`); `false` when there was
@@ -365,16 +355,8 @@ impl Keystore {
     /// Seal `pass` with the host key into `<id>.pass`.
     pub fn store_passphrase(&self, id: &KeyId, pass: &Passphrase) -> Result<()> {
         let host = self.hostkey(true)?;
-        let key = Zeroizing::new(blake3::derive_key(PASS_CONTEXT, host.as_ref()));
         let nonce = crypto::random_array::<12>()?;
-        let mut sealed = Zeroizing::new(pass.expose().to_vec());
-        let tag = crypto::seal(&key, &nonce, id.as_str().as_bytes(), &mut sealed);
-        let text = format!(
-            "{PASS_HEADER}\nid: {id}\nnonce: {}\nsealed: {}{}\n",
-            hex::encode(&nonce),
-            hex::encode(&sealed),
-            hex::encode(&tag)
-        );
+        let text = pass_text(id, pass, &host, &nonce);
         self.create_user_dir(id)?
             .replace(&file_name(id, "pass"), text.as_bytes(), 0o600)
     }
@@ -405,7 +387,7 @@ impl Keystore {
             return Err(damaged());
         }
         let host = self.hostkey(false)?;
-        let key = Zeroizing::new(blake3::derive_key(PASS_CONTEXT, host.as_ref()));
+        let key = pass_key(&host);
         let (body, tag) = sealed.split_at(sealed.len() - 16);
         let mut body = Zeroizing::new(body.to_vec());
         let tag: [u8; 16] = tag.try_into().expect("16 bytes");
@@ -580,7 +562,64 @@ fn file_name(id: &KeyId, ext: &str) -> String {
     format!("{}.{ext}", id.keyname())
 }
 
-fn priv_aad(id: &KeyId, public: &[u8; 32]) -> Vec<u8> {
+/// The text of a `.priv` file: `secret` sealed under a key derived from
+/// `pass` with `params` and `salt`, with `nonce`.
+pub(super) fn priv_text(
+    id: &KeyId,
+    secret: &StaticSecret,
+    pass: &Passphrase,
+    params: KdfParams,
+    salt: &[u8; 16],
+    nonce: &[u8; 12],
+) -> Result<String> {
+    let public = PublicKey::from(secret).to_bytes();
+    let key = kdf::derive(pass, salt, params)?;
+    let mut sealed = Zeroizing::new(secret.to_bytes());
+    let tag = crypto::seal(&key, nonce, &priv_aad(id, &public), sealed.as_mut());
+    Ok(format!(
+        "{PRIV_HEADER}\nid: {id}\npublic: {}\nkdf: argon2id m={} t={} p={}\nsalt: {}\nnonce: {}\nsealed: {}{}\n",
+        hex::encode(&public),
+        params.memory_kib,
+        params.passes,
+        params.lanes,
+        hex::encode(salt),
+        hex::encode(nonce),
+        hex::encode(sealed.as_ref()),
+        hex::encode(&tag),
+    ))
+}
+
+/// The key that seals stored passphrases, derived from the host key.
+pub(super) fn pass_key(host: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+    Zeroizing::new(blake3::derive_key(PASS_CONTEXT, host))
+}
+
+/// The text of a `.pass` file: `pass` sealed under the key of `host`, with `nonce`.
+pub(super) fn pass_text(
+    id: &KeyId,
+    pass: &Passphrase,
+    host: &[u8; 32],
+    nonce: &[u8; 12],
+) -> String {
+    let key = pass_key(host);
+    let mut sealed = Zeroizing::new(pass.expose().to_vec());
+    let tag = crypto::seal(&key, nonce, id.as_str().as_bytes(), &mut sealed);
+    format!(
+        "{PASS_HEADER}\nid: {id}\nnonce: {}\nsealed: {}{}\n",
+        hex::encode(nonce),
+        hex::encode(&sealed),
+        hex::encode(&tag)
+    )
+}
+
+/// The text of a `.trust` file vouching for `public`.
+pub(super) fn trust_text(public: &[u8; 32]) -> String {
+    format!("{TRUST_HEADER}\n{}\n", hex::encode(public))
+}
+
+/// The associated data of a `.priv`'s AEAD: its header, the key ID and the
+/// public key, concatenated.
+pub(super) fn priv_aad(id: &KeyId, public: &[u8; 32]) -> Vec<u8> {
     let mut aad = PRIV_HEADER.as_bytes().to_vec();
     aad.extend_from_slice(id.as_str().as_bytes());
     aad.extend_from_slice(public);
