@@ -1,5 +1,7 @@
 //! Key pairs, key IDs, the keystore on disk and where passphrases come from.
 
+#[cfg(test)]
+mod examples;
 mod files;
 pub mod id;
 pub mod keystore;
