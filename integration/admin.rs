@@ -290,6 +290,42 @@ fn wiped_first_mib_is_reported_and_repaired_and_emd_backup_restores_a_destroyed_
     assert_eq!(env.hash("vol", "alice.k1"), before);
 }
 
+/// `create --force` over a volume writes the new EMD one generation above
+/// the old one's, so that a crash between its two copies (the new primary
+/// written, the old backup copy still there) leaves the new EMD in force,
+/// never the old one (`formats/EMD.md`, Generations).
+#[test]
+fn create_force_over_a_volume_writes_above_the_old_generation() {
+    let (env, pa, _) = setup();
+    env.ok(&["disable", "vol", "-k", "alice.k1", "--passphrase-file", &pa]);
+    env.ok(&["enable", "vol", "-k", "alice.k1", "--passphrase-file", &pa]);
+    let old = env.info("vol");
+    let old_generation = old["generation"].as_u64().unwrap();
+    assert_eq!(old_generation, 2, "{old}");
+    let vol = env.path("vol");
+    let backup_at = (std::fs::metadata(&vol).unwrap().len() as usize & !4095) - EMD_SIZE;
+    let old_backup = std::fs::read(&vol).unwrap()[backup_at..backup_at + EMD_SIZE].to_vec();
+    env.ok(&[
+        "create",
+        "vol",
+        "--owner",
+        "alice.k1",
+        "--passphrase-file",
+        &pa,
+        "--force",
+    ]);
+    let new = env.info("vol");
+    assert_ne!(new["uuid"], old["uuid"]);
+    assert_eq!(new["generation"], old_generation + 1, "{new}");
+    // The state a crash after the primary copy would leave.
+    let mut bytes = std::fs::read(&vol).unwrap();
+    bytes[backup_at..backup_at + EMD_SIZE].copy_from_slice(&old_backup);
+    std::fs::write(&vol, &bytes).unwrap();
+    let torn = env.info("vol");
+    assert_eq!(torn["uuid"], new["uuid"], "{torn}");
+    assert_eq!(torn["emd"]["backup"], "bad", "{torn}");
+}
+
 #[test]
 fn check_reports_a_dirty_volume_and_r_resets_it_with_the_hp_ux_messages() {
     let (env, _, _) = setup();

@@ -86,6 +86,12 @@ fn write_new(
             layout::MIN_VOLUME
         )));
     }
+    // The EMD in force on an old volume that `--force` replaces.
+    let old = if existed {
+        metadata::read(dev)?.current().cloned()
+    } else {
+        None
+    };
     if existed && !args.force {
         let copies = metadata::read(dev)?;
         if copies.any_magic() {
@@ -115,6 +121,11 @@ fn write_new(
         recovery,
     }
     .build()?;
+    // Above the old EMD's generation, so that a crash between the writes
+    // of the two copies never leaves the old EMD in force over the new one.
+    if let Some(old) = &old {
+        emd.generation = old.generation.saturating_add(1);
+    }
     match signer {
         Some(pk) => emd.sign(|m| pk.sign(m)),
         None => obs.note(&format!(
