@@ -9,6 +9,10 @@ use crate::crypto::{Cipher, VolumeKey};
 use crate::keys::KeyId;
 use crate::testutil::{expect_listing, listing, unhexdump};
 
+/// The `hexdump` block of `formats/EMD.md` that holds the version-1 example
+/// (the ones before it: the worked example, then the data area's).
+const VERSION_1_LISTING: usize = 5;
+
 /// The volume key of the worked example: bytes 0x00..0x3f.
 pub(crate) fn example_key() -> VolumeKey {
     let bytes: Vec<u8> = (0u8..64).collect();
@@ -103,7 +107,7 @@ fn the_worked_example_in_formats_emd_md_parses_to_the_documented_fields() {
 /// writes it back unchanged as long as no key holder re-seals it.
 #[test]
 fn the_version_1_example_in_formats_emd_md_still_parses() {
-    let bytes = unhexdump(&listing("formats/EMD.md", 1));
+    let bytes = unhexdump(&listing("formats/EMD.md", VERSION_1_LISTING));
     let e = Emd::parse(&bytes).expect("the version-1 example parses");
     assert_eq!(e.version, 1);
     assert_eq!(e.uuid_string(), "6b1f2c3d-4e5f-4071-8293-a4b5c6d7e8f9");
@@ -221,6 +225,163 @@ fn the_mutable_header_is_outside_the_mac() {
         source_generation: 5,
     });
     assert!(Emd::parse(&e.encode()[..]).unwrap().mac_ok(&key));
+}
+
+/// The signature block as `formats/EMD.md` lays it out, and the message it
+/// signs: the context, then bytes 0..16 and 128..15872 of the copy, so that
+/// the mutable header stays outside.
+#[test]
+fn the_signature_block_and_the_signed_message_are_as_documented() {
+    let signer = example_signer();
+    let mut e = example();
+    e.sign(|m| signer.sign(m));
+    let b = e.encode();
+    let block = &b[15872..16320];
+    assert_eq!(&block[0..4], b"EVSG");
+    assert_eq!(block[4], 1, "block version");
+    assert_eq!(block[5], 11, "key ID length");
+    assert_eq!(&block[6..8], &[0, 0]);
+    assert_eq!(&block[8..19], b"backup.cron");
+    assert!(block[19..72].iter().all(|&x| x == 0), "NUL-padded key ID");
+    assert_eq!(block[72..104], signer.public());
+    assert!(block[168..].iter().all(|&x| x == 0), "zeros to the end");
+    // The message, built from the bytes alone.
+    let message = |b: &[u8]| {
+        [
+            b"evfs EMD signature v1\0".as_slice(),
+            &b[0..16],
+            &b[128..15872],
+        ]
+        .concat()
+    };
+    assert_eq!(message(&b[..]), e.signed_message());
+    let signature: [u8; 64] = block[104..168].try_into().unwrap();
+    assert!(crate::crypto::sign::verify(
+        &signer.public(),
+        &message(&b[..]),
+        &signature
+    ));
+    // The mutable header is outside: a dirty bit, a checkpoint, another
+    // generation (a raw clone, `check -r`) keep the signature valid.
+    let mut moved = Emd::parse(&b[..]).unwrap();
+    moved.dirty = true;
+    moved.generation += 9;
+    moved.checkpoint = Some(Checkpoint {
+        task: Task::Backup,
+        run_id: [1; 16],
+        source_uuid: [2; 16],
+        bytes_done: 0,
+        total: 1,
+        source_generation: 5,
+    });
+    let moved_bytes = moved.encode();
+    assert_ne!(moved_bytes[..128], b[..128]);
+    let back = Emd::parse(&moved_bytes[..]).unwrap();
+    assert_eq!(back.signature_valid(), Some(true));
+    assert_eq!(message(&moved_bytes[..]), message(&b[..]));
+    // A changed body byte breaks it; an unsigned copy has a zero block.
+    let mut relabelled = back.clone();
+    relabelled.label = "other".into();
+    assert_eq!(relabelled.signature_valid(), Some(false));
+    assert!(example().encode()[15872..16320].iter().all(|&x| x == 0));
+}
+
+/// The aes-128-xts key of the data-area example: bytes 0x00..0x1f.
+fn example_key_128() -> VolumeKey {
+    let bytes: Vec<u8> = (0u8..32).collect();
+    VolumeKey::from_bytes(Cipher::Aes128Xts, &bytes).unwrap()
+}
+
+/// Sector `n` of all-zero plaintext as the `xts-mode` crate encrypts it
+/// with the documented layout: the first half of the key encrypts the data,
+/// the second the tweak, and the tweak is `n` as 16 little-endian bytes.
+fn xts_mode_sector(key: &[u8], n: u64, sector_size: usize) -> Vec<u8> {
+    use aes::cipher::KeyInit;
+    use aes::{Aes128, Aes256};
+    use xts_mode::Xts128;
+    let (data_key, tweak_key) = key.split_at(key.len() / 2);
+    let mut tweak = [0u8; 16];
+    tweak[..8].copy_from_slice(&n.to_le_bytes());
+    let mut sector = vec![0u8; sector_size];
+    match key.len() {
+        64 => Xts128::<Aes256>::new(
+            Aes256::new_from_slice(data_key).unwrap(),
+            Aes256::new_from_slice(tweak_key).unwrap(),
+        )
+        .encrypt_sector(&mut sector, tweak.into()),
+        32 => Xts128::<Aes128>::new(
+            Aes128::new_from_slice(data_key).unwrap(),
+            Aes128::new_from_slice(tweak_key).unwrap(),
+        )
+        .encrypt_sector(&mut sector, tweak.into()),
+        n => panic!("a key of {n} bytes"),
+    }
+    sector
+}
+
+/// The data-area example of `formats/EMD.md`: the first 32 bytes of the
+/// ciphertext of sectors 0 and 1 of all-zero plaintext in 4096-byte
+/// sectors, under the example key as aes-256-xts (listings 1 and 2) and its
+/// first 32 bytes as aes-128-xts (listings 3 and 4); the same from the code
+/// and from the `xts-mode` crate; and evfs's reader decrypts the two
+/// sectors, put at the data offset of a device, to zeros.
+#[test]
+fn the_data_area_example_in_formats_emd_md_is_xts_by_sector_of_the_data_area() {
+    const SECTOR: usize = 4096;
+    for (key, first_listing) in [(example_key(), 1), (example_key_128(), 3)] {
+        let mut ct = vec![0u8; 2 * SECTOR];
+        key.xts().encrypt_sectors(&mut ct, SECTOR, 0);
+        expect_listing("formats/EMD.md", first_listing, &ct[..32]);
+        expect_listing(
+            "formats/EMD.md",
+            first_listing + 1,
+            &ct[SECTOR..SECTOR + 32],
+        );
+        for n in 0..2u64 {
+            let oracle = xts_mode_sector(key.expose(), n, SECTOR);
+            let at = n as usize * SECTOR;
+            assert!(
+                ct[at..at + SECTOR] == oracle[..],
+                "{:?} sector {n}",
+                key.cipher()
+            );
+            let documented = unhexdump(&listing("formats/EMD.md", first_listing + n as usize));
+            assert_eq!(
+                documented[..],
+                oracle[..32],
+                "{:?} sector {n}",
+                key.cipher()
+            );
+        }
+    }
+
+    // The reader: the sectors at byte `data offset` of a device are sectors
+    // 0 and 1, not the device's 512-byte (or 4096-byte) sectors 2048 (256).
+    let mut e = example();
+    e.data_len = (2 * SECTOR) as u64;
+    let mut ct = vec![0u8; 2 * SECTOR];
+    example_key().xts().encrypt_sectors(&mut ct, SECTOR, 0);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vol");
+    let mut image = vec![0u8; e.data_offset as usize];
+    image.extend_from_slice(&ct);
+    std::fs::write(&path, &image).unwrap();
+    let dev = crate::volume::Device::open_read(&path).unwrap();
+    let mut plain = Vec::new();
+    crate::ops::read::Plaintext::of_data(&dev, &e, &example_key())
+        .write_to(1, &mut plain, &crate::pipeline::Meter::default())
+        .unwrap();
+    assert!(plain == vec![0u8; 2 * SECTOR], "decrypted to zeros");
+    let mut device_numbered = ct.clone();
+    example_key().xts().decrypt_sectors(
+        &mut device_numbered,
+        SECTOR,
+        e.data_offset / SECTOR as u64,
+    );
+    assert!(
+        device_numbered != plain,
+        "the device's sector numbers would not do"
+    );
 }
 
 #[test]
