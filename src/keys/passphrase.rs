@@ -37,7 +37,9 @@ impl PassphraseSource {
 /// Read a passphrase file (`-` = stdin), stripping one trailing newline.
 pub fn read_passphrase_file(path: &Path) -> Result<Passphrase> {
     let mut bytes = Zeroizing::new(Vec::new());
-    let limit = PASSPHRASE_MAX as u64 + 2;
+    // The longest passphrase, its CR LF, and one byte more: a longer file
+    // must not pass as its first bytes.
+    let limit = PASSPHRASE_MAX as u64 + 3;
     if path == Path::new("-") {
         std::io::stdin()
             .lock()
@@ -205,5 +207,30 @@ mod tests {
             2
         );
         assert!(read_passphrase_file(&dir.path().join("missing")).is_err());
+    }
+
+    /// Regression: the file was read up to the longest passphrase and two
+    /// bytes more, so a longer file whose bytes 4096 and 4097 happened to be
+    /// CR LF passed as its first 4096 bytes, the rest silently ignored.
+    #[test]
+    fn a_passphrase_file_longer_than_the_limit_is_refused_whatever_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        let longest = "a".repeat(PASSPHRASE_MAX);
+        std::fs::write(&p, format!("{longest}\r\n")).unwrap();
+        assert_eq!(
+            read_passphrase_file(&p).unwrap().expose(),
+            longest.as_bytes()
+        );
+        for longer in [
+            format!("{longest}\r\nmore words\n"),
+            format!("{longest}\r\n\n"),
+            format!("{longest}b\n"),
+        ] {
+            std::fs::write(&p, longer).unwrap();
+            let e = crate::error::expect_err(read_passphrase_file(&p));
+            assert_eq!(e.exit_code(), 2, "{e}");
+            assert!(e.to_string().contains("longer than 4096 bytes"), "{e}");
+        }
     }
 }
