@@ -269,7 +269,10 @@ impl Keystore {
             Ok(p) if &p == public => {}
             _ => return Ok(false),
         }
-        if fs::symlink_metadata(self.priv_path(id)).is_ok() {
+        // A key pair of this keystore: its `.priv` passes the checks of a
+        // secret file. A link, a loose file, or a file another user put in
+        // a shared (sticky) directory does not make the key trusted.
+        if matches!(self.read(id, "priv", Trust::Secret), Ok(Some(_))) {
             return Ok(true);
         }
         let Some(bytes) = self.read(id, "trust", Trust::Public)? else {
@@ -716,6 +719,34 @@ mod tests {
         assert_eq!(list.len(), 1);
         assert!(!list[0].has_private);
         assert!(ks.import(&id, &[6u8; 32]).is_err());
+    }
+
+    /// Regression: any `.priv` beside a `.pub` made the key trusted, even a
+    /// link or a file the keystore's checks refuse (in a sticky directory,
+    /// one that another user put there), so an imported key became a
+    /// trusted signer without `key import --trust`.
+    #[test]
+    fn only_a_private_key_that_passes_the_checks_makes_a_key_pair_trusted() {
+        let (_d, ks) = store();
+        let id = KeyId::parse("gina.k").unwrap();
+        let public = ks.generate(&id, &pw("pp"), SMALL).unwrap();
+        assert!(
+            ks.is_trusted(&id, &public).unwrap(),
+            "a key pair of this keystore"
+        );
+        let path = ks.priv_path(&id);
+        let moved = ks.root().join("elsewhere.priv");
+        fs::rename(&path, &moved).unwrap();
+        assert!(!ks.is_trusted(&id, &public).unwrap(), "public key only");
+        std::os::unix::fs::symlink(&moved, &path).unwrap();
+        assert!(!ks.is_trusted(&id, &public).unwrap(), "a link");
+        fs::remove_file(&path).unwrap();
+        fs::copy(&moved, &path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(!ks.is_trusted(&id, &public).unwrap(), "readable by others");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(ks.is_trusted(&id, &public).unwrap());
+        assert!(!ks.is_trusted(&id, &[7; 32]).unwrap(), "another public key");
     }
 
     #[test]
