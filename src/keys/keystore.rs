@@ -272,7 +272,7 @@ impl Keystore {
         // A key pair of this keystore: its `.priv` passes the checks of a
         // secret file. A link, a loose file, or a file another user put in
         // a shared (sticky) directory does not make the key trusted.
-        if matches!(self.read(id, "priv", Trust::Secret), Ok(Some(_))) {
+        if self.has_private(id) {
             return Ok(true);
         }
         let Some(bytes) = self.read(id, "trust", Trust::Public)? else {
@@ -300,8 +300,10 @@ impl Keystore {
     }
 
     /// Whether the private key of `id` is in this keystore.
+    /// (One that passes the checks of a secret file: the same test that
+    /// makes a key pair a trusted signer.)
     pub fn has_private(&self, id: &KeyId) -> bool {
-        fs::symlink_metadata(self.priv_path(id)).is_ok()
+        matches!(self.read(id, "priv", Trust::Secret), Ok(Some(_)))
     }
 
     /// Whether a stored passphrase exists for `id`.

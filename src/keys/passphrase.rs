@@ -146,12 +146,14 @@ pub fn prompt(text: &str) -> Result<Option<Passphrase>> {
     tty.flush().ctx("writing to", "/dev/tty")?;
     let mut line = Zeroizing::new(Vec::new());
     let mut byte = [0u8; 1];
+    let mut too_long = false;
     loop {
         match tty.read(&mut byte) {
             Ok(0) => break,
             Ok(_) if byte[0] == b'\n' => break,
-            Ok(_) if line.len() < PASSPHRASE_MAX => line.push(byte[0]),
-            Ok(_) => {}
+            // One byte past the limit is kept: a CR before the newline.
+            Ok(_) if line.len() <= PASSPHRASE_MAX => line.push(byte[0]),
+            Ok(_) => too_long = true,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::io("reading from", "/dev/tty", e)),
         }
@@ -160,6 +162,12 @@ pub fn prompt(text: &str) -> Result<Option<Passphrase>> {
     zeroize::Zeroize::zeroize(&mut byte);
     if line.last() == Some(&b'\r') {
         line.pop();
+    }
+    // As for a passphrase file: a longer one is refused, never cut short.
+    if too_long || line.len() > PASSPHRASE_MAX {
+        return Err(Error::usage(format!(
+            "the passphrase typed is longer than {PASSPHRASE_MAX} bytes"
+        )));
     }
     Ok(Some(Passphrase::new(line.to_vec())))
 }
