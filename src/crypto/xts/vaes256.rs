@@ -36,7 +36,7 @@ fn mul_alpha_pow_256<const S: i32, const R: i32>(v: __m256i, poly: __m256i) -> _
     _mm256_xor_si256(_mm256_xor_si256(shifted, into_high), reduced)
 }
 
-/// [`mul_alpha_bytes_512`] on 256-bit vectors.
+/// `vaes512::mul_alpha_bytes_512` on 256-bit vectors.
 #[inline]
 #[target_feature(enable = "avx2,vpclmulqdq")]
 fn mul_alpha_bytes_256<const B: i32, const R: i32>(v: __m256i, poly: __m256i) -> __m256i {
