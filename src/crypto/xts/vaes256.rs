@@ -58,6 +58,36 @@ fn first_tweak_vec256(t: __m128i, poly: __m256i) -> __m256i {
     _mm256_xor_si256(_mm256_xor_si256(shifted, into_high), reduced)
 }
 
+/// Forces round `r` of all eight registers to be issued before round
+/// `r + 1` of any, as `aesni::round_barrier_xmm` does for the AES-NI kernel.
+/// Without it LLVM, short of ymm registers for eight data and eight tweak
+/// vectors, runs five registers' rounds interleaved and the other three one
+/// after the other, each a chain of dependent `vaesenc`s: latency-bound.
+/// Emits no instructions.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn round_barrier_ymm(x: &mut [__m256i; Y_PAR]) {
+    let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *x;
+    // SAFETY: the template is empty: it only states that the eight values
+    // are read and rewritten in registers here. No memory, stack or flags
+    // are touched.
+    unsafe {
+        core::arch::asm!(
+            "/* {0} {1} {2} {3} {4} {5} {6} {7} */",
+            inout(ymm_reg) a,
+            inout(ymm_reg) b,
+            inout(ymm_reg) c,
+            inout(ymm_reg) d,
+            inout(ymm_reg) e,
+            inout(ymm_reg) f,
+            inout(ymm_reg) g,
+            inout(ymm_reg) h,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    *x = [a, b, c, d, e, f, g, h];
+}
+
 /// One ymm of two blocks through the full cipher with tweak vector `t`.
 #[inline]
 #[target_feature(enable = "avx2,vaes")]
@@ -157,6 +187,7 @@ unsafe fn sector<const NRK: usize, const DEC: bool>(
                     _mm256_aesenc_epi128(*xk, key)
                 };
             }
+            round_barrier_ymm(&mut x);
         }
         for (k, xk) in x.into_iter().enumerate() {
             let kl = _mm256_xor_si256(rk[NRK - 1], tw[k]);
