@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::keys::KeyId;
 use crate::pipeline::digest::TreeMerger;
 use crate::pipeline::sink::{NullSink, Sink, WriteSink};
-use crate::pipeline::source::MappedSource;
+use crate::pipeline::source::FileSource;
 use crate::pipeline::{self, Meter, Plan, SectorKey};
 use crate::volume::identity::Storage;
 use crate::volume::{Device, Volume, metadata};
@@ -96,16 +96,16 @@ impl<'a> Plaintext<'a> {
         meter: &Meter,
     ) -> Result<TreeMerger> {
         // Decryption works on whole sectors; only `len` bytes of plaintext count.
-        let mapped = match &self.key {
+        let read = match &self.key {
             Some(k) => self.len.next_multiple_of(k.sector_size as u64),
             None => self.len,
         };
-        if self.offset.saturating_add(mapped) > self.dev.size() {
+        if self.offset.saturating_add(read) > self.dev.size() {
             return Err(Error::integrity(format!(
                 "{}: the data to read (bytes {} to {}) runs past the end of the device or file ({} bytes): it is truncated",
                 self.dev.path().display(),
                 self.offset,
-                self.offset.saturating_add(mapped),
+                self.offset.saturating_add(read),
                 self.dev.size()
             )));
         }
@@ -118,15 +118,10 @@ impl<'a> Plaintext<'a> {
             .file()
             .try_clone()
             .map_err(|e| Error::io("reopening", self.dev.path(), e))?;
-        let mapped_source =
-            MappedSource::new(file, self.dev.path().to_path_buf(), self.offset, mapped);
+        let mapped_source = FileSource::new(file, self.dev.path().to_path_buf(), self.offset, read)
+            .buffers(pipeline::buffers_for(threads));
         let mut source: Box<dyn pipeline::Source> = match self.chunk_cipher {
-            Some(c) => Box::new(super::luks::Decrypting::new(
-                Box::new(mapped_source),
-                c,
-                0,
-                threads * 2 + 2,
-            )),
+            Some(c) => Box::new(super::luks::Decrypting::new(Box::new(mapped_source), c, 0)),
             None => Box::new(mapped_source),
         };
         let (_, tree) = pipeline::run_after(&plan, TreeMerger::new(), &mut *source, sink, meter)?;

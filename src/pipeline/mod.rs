@@ -3,15 +3,17 @@
 //!
 //! ```text
 //!   reader ──work──▶ worker × N ──done──▶ collector (this thread) ──▶ sink
-//!   (maps or reads)  (decrypt, hash,      (reorders, merges the BLAKE3
-//!                     encrypt)             tree, writes in order)
+//!   (reads into a    (decrypt, hash,      (reorders, merges the BLAKE3
+//!    pooled buffer)   encrypt in place)    tree, writes in order)
 //! ```
 //!
-//! Memory is bounded by the number of buffers in flight (about 2 × threads
-//! chunks plus a mapped window), whatever the volume size. The reader takes
-//! each chunk's output buffer before dispatching it, in order, so a chunk
-//! that the collector waits for always holds a buffer and can never be
-//! starved by later chunks.
+//! Each chunk is read into a page-aligned buffer of its own, which the
+//! workers transform in place: one copy of the data in memory, still in the
+//! cache from the read when it is decrypted, hashed and encrypted. Memory is
+//! bounded by the number of buffers (about 3 × threads chunks), whatever the
+//! volume size. The reader takes each chunk's buffers before dispatching it,
+//! in order, so a chunk that the collector waits for always holds its
+//! buffers and can never be starved by later chunks.
 
 pub mod digest;
 pub mod meter;
@@ -27,6 +29,7 @@ use crate::error::{Error, Result};
 pub use meter::Meter;
 use pool::{Pool, PooledBuf};
 pub use sink::Sink;
+pub use source::buffers_for;
 pub use source::{Input, Source};
 
 /// Bytes per chunk: a power of two (the BLAKE3 tree merge needs it) and a
@@ -179,10 +182,6 @@ impl<'a> Plan<'a> {
     pub fn default_threads() -> usize {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     }
-
-    fn transforms(&self) -> bool {
-        self.decrypt.is_some() || self.encrypt.is_some()
-    }
 }
 
 /// One chunk as the sink sees it, in order.
@@ -214,16 +213,16 @@ pub struct Outcome {
 struct Work {
     index: u64,
     offset: u64,
+    /// The chunk, transformed in place by the worker.
     input: Input,
-    out: Option<PooledBuf>,
     scratch: Option<PooledBuf>,
 }
 
 struct Done {
     index: u64,
     offset: u64,
+    /// The chunk's final bytes are the first `out_len` of its buffer.
     input: Input,
-    out: Option<PooledBuf>,
     out_len: usize,
     hash: Option<digest::ChunkHash>,
     zero: bool,
@@ -261,8 +260,7 @@ pub fn run_after(
     }
     let threads = plan.threads.max(1);
     let depth = threads * 2;
-    let buffers = depth + threads + 2;
-    let out_pool = plan.transforms().then(|| Pool::new(buffers, CHUNK));
+    let buffers = buffers_for(threads);
     let scratch_pool = plan
         .framer
         .and_then(|f| f.scratch())
@@ -273,8 +271,7 @@ pub fn run_after(
 
     std::thread::scope(|s| {
         let reader_done = done_tx.clone();
-        let (abort_ref, out_pool, scratch_pool) =
-            (&abort, out_pool.as_ref(), scratch_pool.as_ref());
+        let (abort_ref, scratch_pool) = (&abort, scratch_pool.as_ref());
         let take = |pool: Option<&Pool>| pool.map(Pool::take).transpose();
         s.spawn(move || {
             let mut index = plan.start / CHUNK as u64;
@@ -282,17 +279,16 @@ pub fn run_after(
             while !abort_ref.load(Ordering::Relaxed) {
                 // Buffers are taken here, in chunk order: see the module doc.
                 let next = source.next(CHUNK).and_then(|input| match input {
-                    Some(input) => Ok(Some((input, take(out_pool)?, take(scratch_pool)?))),
+                    Some(input) => Ok(Some((input, take(scratch_pool)?))),
                     None => Ok(None),
                 });
                 match next {
-                    Ok(Some((input, out, scratch))) => {
+                    Ok(Some((input, scratch))) => {
                         let len = input.len() as u64;
                         let work = Work {
                             index,
                             offset,
                             input,
-                            out,
                             scratch,
                         };
                         if work_tx.send(work).is_err() {
@@ -352,14 +348,10 @@ fn collect(
         let done = result?;
         pending.insert(done.index, done);
         while let Some(done) = pending.remove(&next) {
-            let data = match &done.out {
-                Some(out) => &out[..done.out_len],
-                None => done.input.bytes(),
-            };
             sink.put(&ChunkOut {
                 index: done.index,
                 offset: done.offset,
-                data,
+                data: &done.input.buffer()[..done.out_len],
                 plain_len: done.counted,
                 zero: done.zero,
                 frame: done.frame.as_ref(),
@@ -382,17 +374,17 @@ fn collect(
     Ok((bytes, digest, merger))
 }
 
-/// The work of one chunk, on a worker thread.
+/// The work of one chunk, on a worker thread: decrypt, look at the
+/// plaintext (hash, zero check) and encrypt, in place, one piece at a time
+/// so that each piece stays in the cache between the steps.
 fn process(plan: &Plan, work: Work) -> Result<Done> {
     let Work {
         index,
         offset,
-        input,
-        mut out,
+        mut input,
         scratch,
     } = work;
-    let src = input.bytes();
-    let len = src.len();
+    let len = input.len();
     let mut hasher = plan.hash.then(|| digest::chunk_hasher(offset));
     let mut zero = plan.detect_zero;
     // Only bytes before `plain_len` count; whole sectors are still processed.
@@ -413,85 +405,60 @@ fn process(plan: &Plan, work: Work) -> Result<Done> {
             zero = is_zero(plain);
         }
     };
-    let mut out_len = len;
-    match out.as_deref_mut() {
-        None => look(src),
-        Some(dst) => {
-            // The input's last sector is padded with zeros to be encrypted
-            // (a plain input ending mid-sector, or a source whose sectors
-            // are smaller than the target's).
-            if let Some(enc) = &plan.encrypt {
-                out_len = len.div_ceil(enc.sector_size) * enc.sector_size;
-            }
-            let mut at = 0;
-            while at < out_len {
-                let end = (at + PIECE).min(out_len);
-                let real = end.min(len);
-                let piece = &mut dst[at..end];
-                match (&plan.decrypt, &plan.encrypt) {
-                    (Some(dec), _) => {
-                        dec.xts.decrypt_sectors_to(
-                            &src[at..real],
-                            &mut piece[..real - at],
-                            dec.sector_size,
-                            dec.tweak_of(offset + at as u64),
-                        );
-                        piece[real - at..].fill(0);
-                    }
-                    (None, Some(enc)) if real == end => {
-                        look(&src[at..end]);
-                        enc.xts.encrypt_sectors_to(
-                            &src[at..end],
-                            piece,
-                            enc.sector_size,
-                            enc.tweak_of(offset + at as u64),
-                        );
-                        at = end;
-                        continue;
-                    }
-                    _ => {
-                        piece[..real - at].copy_from_slice(&src[at..real]);
-                        piece[real - at..].fill(0);
-                    }
-                }
-                look(&piece[..real - at]);
-                if let Some(enc) = &plan.encrypt {
-                    enc.xts.encrypt_sectors(
-                        piece,
-                        enc.sector_size,
-                        enc.tweak_of(offset + at as u64),
-                    );
-                }
-                at = end;
-            }
+    // The input's last sector is padded with zeros to be encrypted (a plain
+    // input ending mid-sector, or a source whose sectors are smaller than
+    // the target's).
+    let out_len = match &plan.encrypt {
+        Some(enc) => len.div_ceil(enc.sector_size) * enc.sector_size,
+        None => len,
+    };
+    let buf = input.buffer_mut();
+    if out_len > buf.len() {
+        return Err(Error::runtime(format!(
+            "internal: a chunk of {len} bytes does not fit its padding into a buffer of {}",
+            buf.len()
+        )));
+    }
+    buf[len..out_len].fill(0);
+    let mut at = 0;
+    while at < out_len {
+        let end = (at + PIECE).min(out_len);
+        let piece = &mut buf[at..end];
+        if let Some(dec) = &plan.decrypt {
+            // The padding, if any, is added after decryption: zeros as plaintext.
+            let real = end.min(len) - at;
+            dec.xts.decrypt_sectors(
+                &mut piece[..real],
+                dec.sector_size,
+                dec.tweak_of(offset + at as u64),
+            );
         }
+        look(&piece[..end.min(len) - at]);
+        if let Some(enc) = &plan.encrypt {
+            enc.xts
+                .encrypt_sectors(piece, enc.sector_size, enc.tweak_of(offset + at as u64));
+        }
+        at = end;
     }
     let hash = hasher
         .filter(|_| counted > 0)
         .map(|h| digest::finish_chunk(offset, &h));
     let frame = match plan.framer {
-        Some(framer) => {
-            let data = match &out {
-                Some(out) => &out[..out_len],
-                None => input.bytes(),
-            };
-            Some(framer.frame(
-                FrameInput {
-                    index,
-                    offset,
-                    data,
-                    zero,
-                },
-                scratch,
-            )?)
-        }
+        Some(framer) => Some(framer.frame(
+            FrameInput {
+                index,
+                offset,
+                data: &input.buffer()[..out_len],
+                zero,
+            },
+            scratch,
+        )?),
         None => None,
     };
     Ok(Done {
         index,
         offset,
         input,
-        out,
         out_len,
         hash,
         zero,

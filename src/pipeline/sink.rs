@@ -95,10 +95,10 @@ const DIRECT_ALIGN: usize = 4096;
 
 /// A [`DeviceSink`] whose writes bypass the page cache (`--direct`): a second
 /// descriptor, opened by the caller with O_DIRECT, takes the aligned part of
-/// each chunk, from an aligned bounce buffer (the pipeline's buffers are
-/// plain `Vec`s, with no alignment promise); a tail shorter than the
-/// alignment goes through the ordinary descriptor. The caller's sync of the
-/// device covers both.
+/// each chunk, straight from the chunk when it starts on an aligned address
+/// (the pipeline's own buffers do), else through an aligned bounce buffer;
+/// a tail shorter than the alignment goes through the ordinary descriptor.
+/// The caller's sync of the device covers both.
 pub struct DirectSink<'a> {
     inner: DeviceSink<'a>,
     direct: Box<dyn WriteAt + 'a>,
@@ -146,6 +146,12 @@ impl Sink for DirectSink<'_> {
         // the last one of a run may end unaligned.
         if !at.is_multiple_of(DIRECT_ALIGN as u64) {
             return self.inner.dev.write_at(data, at);
+        }
+        if data.as_ptr().align_offset(DIRECT_ALIGN) == 0 && data.len() >= DIRECT_ALIGN {
+            let n = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
+            self.direct.write_at(&data[..n], at)?;
+            at += n as u64;
+            data = &data[n..];
         }
         while data.len() >= DIRECT_ALIGN {
             let n = data.len().min(window) / DIRECT_ALIGN * DIRECT_ALIGN;
@@ -216,6 +222,13 @@ mod tests {
         let tail: Vec<u8> = (0..4096 * 3 + 512).map(|i| (i % 13) as u8).collect();
         sink.put(&chunk(0, &full)).unwrap();
         sink.put(&chunk(1 << 20, &tail)).unwrap();
+        // The pipeline's own buffers are aligned: written without the bounce
+        // buffer, the aligned tail as well as the whole chunk.
+        let mut aligned = super::super::pool::Aligned::new(super::super::CHUNK);
+        aligned.copy_from_slice(&full);
+        sink.put(&chunk(0, &aligned)).unwrap();
+        aligned[..tail.len()].copy_from_slice(&tail);
+        sink.put(&chunk(1 << 20, &aligned[..tail.len()])).unwrap();
         let too_far = sink.put(&chunk((2 << 20) - 512, &tail)).err().unwrap();
         assert_eq!(too_far.exit_code(), 3);
         drop(sink);

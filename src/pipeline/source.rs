@@ -1,55 +1,49 @@
-//! Where a pipeline's input comes from: a mapped file or block device (in
-//! windows, so that what was read leaves memory again), or any reader such as
-//! stdin (large reads into pooled buffers).
+//! Where a pipeline's input comes from: a byte range of a file or block
+//! device (positional reads), or any reader such as stdin (large reads).
+//! Either way the bytes land in page-aligned pooled buffers, which the
+//! workers then transform in place.
 
-// Memory maps of the source and the SIGBUS handler that guards them need
-// `unsafe`; each use says why it is sound.
+// The SIGBUS handler needs `unsafe`; its use says why it is sound.
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use memmap2::{Advice, Mmap, MmapOptions};
-
-use super::pool::{Pool, PooledBuf};
+use super::pool::{Aligned, Pool, PooledBuf};
 use crate::error::{Error, Result};
 
-/// Bytes mapped at a time. Chunks hold the window alive; it is unmapped when
-/// the last chunk of it has been written, which bounds what a whole-volume
-/// read adds to the resident set.
-const WINDOW: usize = 16 << 20;
-
-/// One chunk of input.
-pub enum Input {
-    Mapped {
-        map: Arc<Mmap>,
-        start: usize,
-        len: usize,
-    },
-    Owned {
-        buf: PooledBuf,
-        len: usize,
-    },
+/// One chunk of input: the first `len` bytes of a pooled, page-aligned
+/// buffer that the chunk owns, so that the workers can transform it in
+/// place (the buffer is [`CHUNK`](super::CHUNK) bytes, room for the
+/// padding of a last sector).
+pub struct Input {
+    buf: PooledBuf<Aligned>,
+    len: usize,
 }
 
 impl Input {
     pub fn bytes(&self) -> &[u8] {
-        match self {
-            Input::Mapped { map, start, len } => &map[*start..*start + *len],
-            Input::Owned { buf, len } => &buf[..*len],
-        }
+        &self.buf[..self.len]
     }
 
     pub fn len(&self) -> usize {
-        match self {
-            Input::Mapped { len, .. } | Input::Owned { len, .. } => *len,
-        }
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
+    }
+
+    /// The whole buffer, for transforming the chunk in place.
+    pub fn buffer_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    /// The whole buffer.
+    pub fn buffer(&self) -> &[u8] {
+        &self.buf
     }
 }
 
@@ -61,75 +55,71 @@ pub trait Source: Send {
     fn next(&mut self, max: usize) -> Result<Option<Input>>;
 }
 
-/// A byte range of a file or block device, read through memory maps.
-pub struct MappedSource {
+/// Buffers a source of `threads` workers needs so that none of them waits
+/// for one: twice the workers in the queue, one per worker, and two more
+/// (the one being filled and the one being written), as the pipeline's own
+/// bound.
+pub fn buffers_for(threads: usize) -> usize {
+    threads.max(1) * 3 + 2
+}
+
+/// A byte range of a file or block device, read in order with positional
+/// reads into pooled buffers; exactly `len` bytes, or an error.
+///
+/// Reading beats mapping here: faulting pages into a map and unmapping them
+/// costs the kernel as much as copying them, and the copy lands in a buffer
+/// the workers may write (decrypt in place, no second buffer) and that is
+/// still in the cache when they do. A file that shrinks while it is read is
+/// an error, never a SIGBUS.
+pub struct FileSource {
     file: File,
     path: PathBuf,
     start: u64,
     len: u64,
     pos: u64,
-    window: Option<(Arc<Mmap>, u64)>,
+    buffers: usize,
+    pool: Option<Pool<Aligned>>,
 }
 
-impl MappedSource {
-    /// Read `len` bytes from `start` (a multiple of the page size) of `file`.
+/// The name this source had when it read through memory maps; callers
+/// outside the pipeline still use it.
+pub type MappedSource = FileSource;
+
+impl FileSource {
+    /// Read `len` bytes from `start` of `file`, with buffers for as many
+    /// workers as this machine has cores.
     pub fn new(file: File, path: PathBuf, start: u64, len: u64) -> Self {
-        MappedSource {
+        // The kernel reads ahead twice as far for a file read in order.
+        let _ = rustix::fs::fadvise(
+            &file,
+            start,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::Sequential,
+        );
+        FileSource {
             file,
             path,
             start,
             len,
             pos: 0,
-            window: None,
+            buffers: buffers_for(super::Plan::default_threads()),
+            pool: None,
         }
     }
 
-    /// Skip the first `bytes` (a multiple of the window alignment) without reading them.
+    /// Hold `count` buffers (at least one) instead: see [`buffers_for`].
+    pub fn buffers(mut self, count: usize) -> Self {
+        self.buffers = count.max(1);
+        self
+    }
+
+    /// Skip the first `bytes` without reading them.
     pub fn skip(&mut self, bytes: u64) {
         self.pos = bytes.min(self.len);
-        self.window = None;
-    }
-
-    fn map_window(&mut self) -> Result<(Arc<Mmap>, u64)> {
-        let at = self.pos - self.pos % WINDOW as u64;
-        let len = (self.len - at).min(WINDOW as u64) as usize;
-        // SAFETY: the mapping is read-only and private to this process. Another
-        // process writing the file while we read it changes what we read
-        // (as with read(2)), but cannot break memory safety for plain bytes.
-        let map = unsafe {
-            MmapOptions::new()
-                .offset(self.start + at)
-                .len(len)
-                .populate()
-                .map(&self.file)
-        }
-        .map_err(|e| Error::io("mapping", &self.path, e))?;
-        // Fault the window in now: a page that cannot be read (an I/O error,
-        // or a file that shrank since it was opened) is then an error here
-        // instead of a SIGBUS when a worker touches it. Kernels before 5.14
-        // answer EINVAL and leave it to the SIGBUS guard.
-        match map.advise(Advice::PopulateRead) {
-            Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
-                return Err(Error::io(
-                    "reading",
-                    &self.path,
-                    std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "it ends before the range being read (it shrank, or is truncated)",
-                    ),
-                ));
-            }
-            Err(e) if e.raw_os_error() != Some(libc::EINVAL) => {
-                return Err(Error::io("reading", &self.path, e));
-            }
-            _ => {}
-        }
-        let _ = map.advise(Advice::Sequential);
-        Ok((Arc::new(map), at))
     }
 }
 
-impl Source for MappedSource {
+impl Source for FileSource {
     fn total(&self) -> Option<u64> {
         Some(self.len)
     }
@@ -138,26 +128,36 @@ impl Source for MappedSource {
         if self.pos >= self.len {
             return Ok(None);
         }
-        let (map, at) = match &self.window {
-            Some((map, at)) if self.pos < at + map.len() as u64 => (map.clone(), *at),
-            _ => {
-                let w = self.map_window()?;
-                self.window = Some((w.0.clone(), w.1));
-                w
-            }
-        };
-        let start = (self.pos - at) as usize;
-        let len = (map.len() - start).min(max);
+        let pool = self
+            .pool
+            .get_or_insert_with(|| Pool::aligned(self.buffers, super::CHUNK));
+        let mut buf = pool.take()?;
+        let len = (self.len - self.pos).min(max.min(buf.len()) as u64) as usize;
+        self.file
+            .read_exact_at(&mut buf[..len], self.start + self.pos)
+            .map_err(|e| match e.kind() {
+                ErrorKind::UnexpectedEof => Error::io(
+                    "reading",
+                    &self.path,
+                    std::io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "it ends before the range being read (it shrank, or is truncated)",
+                    ),
+                ),
+                _ => Error::io("reading", &self.path, e),
+            })?;
         self.pos += len as u64;
-        Ok(Some(Input::Mapped { map, start, len }))
+        Ok(Some(Input { buf, len }))
     }
 }
 
-/// Make a SIGBUS (a mapped page that cannot be read any more: the file shrank
-/// after the window was faulted in, or an I/O error on a page that was
-/// evicted) end the process with a message and exit 1 instead of killing it
-/// without a word. A target being written stays dirty, as after any crash.
-/// The handler makes only async-signal-safe calls (write, _exit).
+/// Make a SIGBUS (a page of a memory map that cannot be read any more: the
+/// file shrank, or an I/O error on a page that was evicted) end the process
+/// with a message and exit 1 instead of killing it without a word. A target
+/// being written stays dirty, as after any crash. The pipeline's own sources
+/// no longer map their input ([`FileSource`] reads it), so this is a net for
+/// any map the process holds. The handler makes only async-signal-safe calls
+/// (write, _exit).
 pub fn install_sigbus_guard() -> std::io::Result<()> {
     // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value;
     // the handler is an `extern "C" fn(c_int)` that only calls
@@ -187,7 +187,7 @@ pub struct ReaderSource<R: Read + Send> {
     reader: R,
     name: String,
     total: Option<u64>,
-    pool: Pool,
+    pool: Pool<Aligned>,
     done: bool,
 }
 
@@ -198,7 +198,7 @@ impl<R: Read + Send> ReaderSource<R> {
             reader,
             name: name.to_string(),
             total,
-            pool: Pool::new(buffers, size),
+            pool: Pool::aligned(buffers, size),
             done: false,
         }
     }
@@ -230,6 +230,6 @@ impl<R: Read + Send> Source for ReaderSource<R> {
         if len == 0 {
             return Ok(None);
         }
-        Ok(Some(Input::Owned { buf, len }))
+        Ok(Some(Input { buf, len }))
     }
 }

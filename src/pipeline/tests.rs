@@ -397,3 +397,91 @@ fn a_stepped_key_with_a_base_decrypts_what_luks_encrypted() {
     assert!(sink.data == plain);
     assert_eq!(out.digest, Some(blake3::hash(&plain)));
 }
+
+fn file_with(data: &[u8]) -> (tempfile::TempDir, std::path::PathBuf, std::fs::File) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("volume");
+    std::fs::write(&path, data).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    (dir, path, file)
+}
+
+#[test]
+fn a_file_source_reads_exactly_its_range_into_aligned_buffers() {
+    use super::source::FileSource;
+    let data = sample(4096 + 3 * CHUNK + 12345 + 777);
+    let len = (3 * CHUNK + 12345) as u64;
+    let (_dir, path, file) = file_with(&data);
+    for skip in [0, CHUNK as u64] {
+        let mut src = FileSource::new(file.try_clone().unwrap(), path.clone(), 4096, len)
+            .buffers(buffers_for(1));
+        src.skip(skip);
+        assert_eq!(src.total(), Some(len));
+        let mut got = Vec::new();
+        // Held, so that the source must cycle through its buffers.
+        let mut held = std::collections::VecDeque::new();
+        while let Some(input) = src.next(CHUNK).unwrap() {
+            assert!(input.len() <= CHUNK && !input.is_empty());
+            assert_eq!(input.buffer().len(), CHUNK, "room for the padding");
+            assert_eq!(input.bytes().as_ptr() as usize % pool::ALIGN, 0);
+            got.extend_from_slice(input.bytes());
+            held.push_back(input);
+            if held.len() == buffers_for(1) {
+                held.pop_front();
+            }
+        }
+        assert!(
+            got == data[4096 + skip as usize..4096 + len as usize],
+            "skip {skip}"
+        );
+    }
+}
+
+#[test]
+fn a_file_that_ends_before_its_range_is_an_error_that_says_so() {
+    use super::source::FileSource;
+    let data = sample(2 * CHUNK + 100);
+    let (_dir, path, file) = file_with(&data);
+    let mut src = FileSource::new(file, path, 0, 3 * CHUNK as u64);
+    assert!(src.next(CHUNK).unwrap().is_some());
+    assert!(src.next(CHUNK).unwrap().is_some());
+    let e = src.next(CHUNK).err().expect("the third chunk is short");
+    assert_eq!(e.exit_code(), 1);
+    assert!(e.to_string().contains("shrank"), "{e}");
+}
+
+/// Decrypted, hashed and re-encrypted in the chunk's own buffer: a source
+/// of 512-byte sectors whose data ends mid-way through a 4096-byte target
+/// sector, so the last sector is padded after decryption.
+#[test]
+fn smaller_source_sectors_are_decrypted_in_place_and_padded_for_the_target() {
+    use super::source::FileSource;
+    let small = |byte: u8| SectorKey {
+        xts: Xts::new(&[byte; 64]).unwrap(),
+        sector_size: 512,
+        tweak_base: 0,
+    };
+    let plain = sample(2 * CHUNK + 3 * 512);
+    let mut cipher = plain.clone();
+    small(3).xts.encrypt_sectors(&mut cipher, 512, 0);
+    let (_dir, path, file) = file_with(&cipher);
+    for threads in [1, 2] {
+        let p = Plan::new(threads)
+            .decrypt(Some(small(3)))
+            .encrypt(Some(key(6)))
+            .hash(true);
+        let mut src = FileSource::new(
+            file.try_clone().unwrap(),
+            path.clone(),
+            0,
+            cipher.len() as u64,
+        );
+        let mut sink = VecSink::new();
+        let o = run(&p, &mut src, &mut sink, &Meter::default()).unwrap();
+        let mut padded = plain.clone();
+        padded.resize(2 * CHUNK + 4096, 0);
+        assert!(sink.data == encrypt_all(6, &padded), "threads {threads}");
+        assert_eq!(o.digest.unwrap(), blake3::hash(&plain));
+        assert_eq!(o.bytes, plain.len() as u64);
+    }
+}

@@ -366,12 +366,9 @@ impl OpenSource {
                 };
                 let held = Held { source, _keep: vol };
                 Ok(match chunk {
-                    Some(c) => Box::new(crate::ops::luks::Decrypting::new(
-                        Box::new(held),
-                        c,
-                        start,
-                        buffers,
-                    )),
+                    Some(c) => {
+                        Box::new(crate::ops::luks::Decrypting::new(Box::new(held), c, start))
+                    }
                     None => Box::new(held),
                 })
             }

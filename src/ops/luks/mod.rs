@@ -25,7 +25,6 @@ use crate::crypto::Passphrase;
 use crate::error::{CliAdvice, Error, Result};
 use crate::keys::{KeyId, PrivateKey};
 use crate::luks::{self, DataArea, LuksKey, SectorCipher, SectorCipherKind};
-use crate::pipeline::pool::Pool;
 use crate::pipeline::{Input, SectorKey, Source};
 use crate::volume::luks::LuksVolume;
 
@@ -210,19 +209,16 @@ pub fn chunk_cipher(area: &DataArea, key: &LuksKey) -> Result<Option<SectorCiphe
 pub struct Decrypting {
     inner: Box<dyn Source>,
     cipher: SectorCipher,
-    pool: Pool,
     /// Data offset of the next chunk.
     offset: u64,
 }
 
 impl Decrypting {
-    /// Decrypt what `inner` yields from data offset `start`, with
-    /// `buffers` chunk buffers in flight.
-    pub fn new(inner: Box<dyn Source>, cipher: SectorCipher, start: u64, buffers: usize) -> Self {
+    /// Decrypt what `inner` yields from data offset `start`.
+    pub fn new(inner: Box<dyn Source>, cipher: SectorCipher, start: u64) -> Self {
         Decrypting {
             inner,
             cipher,
-            pool: Pool::new(buffers.max(2), crate::pipeline::CHUNK),
             offset: start,
         }
     }
@@ -234,22 +230,22 @@ impl Source for Decrypting {
     }
 
     fn next(&mut self, max: usize) -> Result<Option<Input>> {
-        let Some(input) = self.inner.next(max.min(crate::pipeline::CHUNK))? else {
+        let Some(mut input) = self.inner.next(max.min(crate::pipeline::CHUNK))? else {
             return Ok(None);
         };
-        let bytes = input.bytes();
-        let len = bytes.len();
+        // In the chunk's own buffer (a whole chunk long): the last sector
+        // is padded with zeros to be decrypted whole.
+        let len = input.len();
         let ss = self.cipher.sector_size();
-        let mut buf = self.pool.take()?;
-        buf[..len].copy_from_slice(bytes);
         let whole = len.next_multiple_of(ss);
+        let buf = input.buffer_mut();
         buf[len..whole].fill(0);
         let sector = self.offset / ss as u64;
         self.cipher
             .decrypt(&mut buf[..whole], sector)
             .map_err(Error::from)?;
         self.offset += len as u64;
-        Ok(Some(Input::Owned { buf, len }))
+        Ok(Some(input))
     }
 }
 
