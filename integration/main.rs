@@ -12,6 +12,7 @@ mod blockdev;
 mod crash;
 mod golden;
 mod identity;
+mod incremental;
 mod keystore;
 mod luks;
 mod man;

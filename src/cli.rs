@@ -707,7 +707,7 @@ pub struct BackupArgs {
     #[arg(long)]
     pub rekey: bool,
 
-    /// Rewrite every byte of a refreshed clone under its own key (the default: every refresh rewrites all)
+    /// Rewrite every chunk of the target under its key, changed or not (by default a backup into a target with a chunk index writes only the chunks whose source changed since its last backup)
     #[arg(long)]
     pub full: bool,
 

@@ -27,6 +27,7 @@ pub mod crypto;
 pub mod emd;
 pub mod error;
 mod hex;
+pub mod index;
 pub mod keys;
 mod le;
 pub mod luks;

@@ -10,7 +10,7 @@ use crate::stream::format::StreamMode;
 
 /// The `--json` object of a backup or restore report.
 pub fn json(r: &Report) -> serde_json::Value {
-    json!({
+    let mut v = json!({
         "ok": true,
         "mode": r.mode.name(),
         "stream_mode": r.stream_mode.map(StreamMode::name),
@@ -25,7 +25,17 @@ pub fn json(r: &Report) -> serde_json::Value {
         "bytes_per_second": rate(r.bytes, r.seconds),
         "stream_bytes": r.stream_bytes,
         "resumed_at": r.resumed_at,
-    })
+    });
+    // Every backup counts its chunks.
+    if let (Some(c), Some(o)) = (r.chunks, v.as_object_mut()) {
+        o.insert("chunks_total".into(), c.total.into());
+        o.insert("chunks_unchanged".into(), c.unchanged.into());
+        o.insert("chunks_written".into(), c.rewritten().into());
+        o.insert("bytes_read".into(), c.bytes_read.into());
+        o.insert("bytes_written".into(), c.bytes_written.into());
+        o.insert("bytes_sent".into(), c.bytes_sent.into());
+    }
+    v
 }
 
 /// The summary line of a backup or restore report.
@@ -46,6 +56,15 @@ pub fn summary(r: &Report, verb: &str) -> String {
     }
     if let Some(n) = r.stream_bytes {
         s.push_str(&format!(", stream {}", crate::size::human(n)));
+    }
+    if let Some(c) = r.chunks.filter(|c| c.unchanged > 0) {
+        s.push_str(&format!(
+            ", {} of {} chunks unchanged, {} rewritten ({})",
+            c.unchanged,
+            c.total,
+            c.rewritten(),
+            crate::size::human(c.bytes_written)
+        ));
     }
     if let Some(n) = r.resumed_at {
         s.push_str(&format!(

@@ -225,6 +225,9 @@ pub struct Emd {
     /// `backup`); `None` for a volume with an EMD of its own (made by
     /// `create`, or by a backup into it with its own key).
     pub clone_of: Option<[u8; 16]>,
+    /// The chunk index of the last backup into this volume, in the area
+    /// right after the data area (version 2; see `formats/INDEX.md`).
+    pub index: Option<IndexRef>,
     pub label: String,
     pub provenance: Option<Provenance>,
     pub slots: Vec<Slot>,
@@ -232,6 +235,17 @@ pub struct Emd {
     /// Who signed the authenticated bytes (version 2), outside the MAC so
     /// that a writer without the volume key can sign; `None`: unsigned.
     pub signature: Option<Signature>,
+}
+
+/// Where an EMD points at its chunk index: the index area starts right
+/// after the data area; these are the length of the sealed index in it and
+/// its BLAKE3, so that no other index can be put in its place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexRef {
+    /// Bytes of the sealed index (not zero).
+    pub len: u64,
+    /// BLAKE3 of those bytes.
+    pub blake3: [u8; 32],
 }
 
 /// Why bytes are not a valid EMD copy.
@@ -369,6 +383,10 @@ impl Emd {
             if let Some(u) = &self.clone_of {
                 b[154] = 1;
                 b[384..400].copy_from_slice(u);
+            }
+            if let Some(i) = &self.index {
+                put_u64(&mut b[..], 400, i.len);
+                b[408..440].copy_from_slice(&i.blake3);
             }
             if let Some(sig) = &self.signature {
                 b[SIGNATURE_AT..MAC_AT].copy_from_slice(&sig.encode());
@@ -532,7 +550,18 @@ impl Emd {
         if data_len > data_size {
             return Err(EmdError::Field("data_len"));
         }
-        reserved(b, 400..SLOTS_AT, "reserved")?;
+        let index = match u64_at(b, 400) {
+            0 => {
+                reserved(b, 400..440, "index")?;
+                None
+            }
+            _ if !v2 => return Err(EmdError::Field("reserved")),
+            len => Some(IndexRef {
+                len,
+                blake3: array(b, 408),
+            }),
+        };
+        reserved(b, 440..SLOTS_AT, "reserved")?;
 
         let mut slots = Vec::new();
         let mut ended = false;
@@ -594,6 +623,7 @@ impl Emd {
             data_len,
             data_version,
             clone_of,
+            index,
             label,
             provenance,
             slots,

@@ -9,7 +9,8 @@ pub mod format;
 pub(crate) mod tests;
 
 pub use format::{
-    Checkpoint, EMD_SIZE, Emd, EmdError, Origin, Provenance, Role, Slot, State, Task, Timestamp,
+    Checkpoint, EMD_SIZE, Emd, EmdError, IndexRef, Origin, Provenance, Role, Slot, State, Task,
+    Timestamp,
 };
 
 /// The state of one copy on the media.

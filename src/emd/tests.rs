@@ -40,6 +40,7 @@ pub(crate) fn example() -> Emd {
         data_len: (62 << 20) - 1000,
         data_version: 2,
         clone_of: Some([0x11; 16]),
+        index: None,
         label: "payroll".to_string(),
         provenance: Some(Provenance {
             origin: Origin::Volume {
@@ -532,6 +533,11 @@ fn arb_emd() -> impl Strategy<Value = Emd> {
                     data_len: data_version % (data_size + 1),
                     data_version,
                     clone_of,
+                    // Any length but 0 (no index), any digest.
+                    index: (generation % 3 != 0).then_some(IndexRef {
+                        len: generation | 1,
+                        blake3: uuid.repeat(2).try_into().unwrap(),
+                    }),
                     label,
                     provenance: prov.map(|(uuid, bytes, plaintext_blake3)| Provenance {
                         origin: if plain {

@@ -141,6 +141,50 @@ pub struct Report {
     pub resumed_at: Option<u64>,
     /// Who signed the restored stream (a restore only).
     pub signed_by: Option<trust::SignedBy>,
+    /// What was read, passed over and written, chunk by chunk.
+    pub chunks: Option<Chunks>,
+}
+
+/// The chunk counts of a report: of the chunks read from the source, how
+/// many were unchanged since the target's last backup (not written), and
+/// the bytes read, written into a volume and sent into a stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Chunks {
+    pub total: u64,
+    pub unchanged: u64,
+    /// Bytes of data read from the source.
+    pub bytes_read: u64,
+    /// Bytes of data written into a volume target's data area.
+    pub bytes_written: u64,
+    /// Bytes written into a stream (header, frames, trailer).
+    pub bytes_sent: u64,
+}
+
+impl Chunks {
+    /// The counts of a pipeline run into a volume.
+    pub fn written(outcome: &crate::pipeline::Outcome) -> Chunks {
+        Chunks {
+            total: outcome.chunks,
+            unchanged: outcome.unchanged,
+            bytes_read: outcome.bytes,
+            bytes_written: outcome.written,
+            bytes_sent: 0,
+        }
+    }
+
+    /// The counts of a pipeline run into a stream of `sent` bytes.
+    pub fn sent(outcome: &crate::pipeline::Outcome, sent: u64) -> Chunks {
+        Chunks {
+            bytes_written: 0,
+            bytes_sent: sent,
+            ..Chunks::written(outcome)
+        }
+    }
+
+    /// Chunks written (all but the unchanged ones).
+    pub fn rewritten(&self) -> u64 {
+        self.total - self.unchanged
+    }
 }
 
 /// The number of worker threads: `requested`, or every core.

@@ -213,6 +213,7 @@ pub fn run(args: &RestoreRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result
         stream_bytes: Some(checked.stream_bytes),
         resumed_at: None,
         signed_by: checked.signed_by.clone(),
+        chunks: None,
     })
 }
 

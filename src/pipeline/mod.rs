@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::crypto::Xts;
 use crate::error::{Error, Result};
+use crate::index::{Entry, Tagger};
 pub use meter::Meter;
 use pool::{Pool, PooledBuf};
 pub use sink::Sink;
@@ -119,6 +120,23 @@ pub struct Plan<'a> {
     pub start: u64,
     /// Make stream frames of the chunks.
     pub framer: Option<&'a dyn Framer>,
+    /// Tag the chunks for a chunk index, and pass over those unchanged
+    /// since the previous one.
+    pub tags: Option<&'a ChunkTags<'a>>,
+}
+
+/// The chunk index side of a plan: each chunk's tag is taken of its bytes
+/// as read; a chunk whose tag equals the previous index's entry is not
+/// transformed or written (the sink sees it as [`ChunkOut::unchanged`]),
+/// and its plaintext chaining value is taken from that entry, so that the
+/// digest still covers the whole data.
+pub struct ChunkTags<'a> {
+    pub tagger: &'a Tagger,
+    /// The previous index's entries, by chunk number (empty: every chunk
+    /// is new).
+    pub old: &'a [Entry],
+    /// The BLAKE3 of the previous data's chunk 0 alone.
+    pub old_root0: [u8; 32],
 }
 
 impl<'a> Plan<'a> {
@@ -133,6 +151,7 @@ impl<'a> Plan<'a> {
             plain_len: None,
             start: 0,
             framer: None,
+            tags: None,
         }
     }
 
@@ -178,6 +197,13 @@ impl<'a> Plan<'a> {
         self
     }
 
+    /// Tag the chunks for a chunk index (see [`ChunkTags`]); only for a
+    /// hashing plan without frames that starts at offset 0.
+    pub fn tags(mut self, tags: Option<&'a ChunkTags<'a>>) -> Self {
+        self.tags = tags;
+        self
+    }
+
     /// Default worker count: every core.
     pub fn default_threads() -> usize {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -199,6 +225,9 @@ pub struct ChunkOut<'a> {
     pub zero: bool,
     /// The chunk's stream frame, when the plan makes frames.
     pub frame: Option<&'a Frame>,
+    /// The chunk is the same as the previous index says the target holds:
+    /// `data` is not transformed and must not be written.
+    pub unchanged: bool,
 }
 
 /// What a finished run reports.
@@ -208,6 +237,15 @@ pub struct Outcome {
     pub bytes: u64,
     /// BLAKE3 of all the plaintext from offset 0, when the plan hashes.
     pub digest: Option<blake3::Hash>,
+    /// Chunks processed.
+    pub chunks: u64,
+    /// Chunks passed over as unchanged (with [`Plan::tags`]).
+    pub unchanged: u64,
+    /// Bytes of data in the chunks handed to the sink to write (all but
+    /// the unchanged ones).
+    pub written: u64,
+    /// The new chunk index's entries and chunk 0's root (with [`Plan::tags`]).
+    pub index: Option<(Vec<Entry>, [u8; 32])>,
 }
 
 struct Work {
@@ -229,6 +267,9 @@ struct Done {
     frame: Option<Frame>,
     /// Bytes of this chunk that count as data (see [`Plan::plain_len`]).
     counted: usize,
+    /// The chunk's tag (with [`Plan::tags`]).
+    tag: Option<[u8; 32]>,
+    unchanged: bool,
 }
 
 /// Run `plan` from `source` into `sink`, reporting bytes to `meter`.
@@ -256,6 +297,11 @@ pub fn run_after(
     if !plan.start.is_multiple_of(CHUNK as u64) {
         return Err(Error::runtime(
             "a resumed pipeline must start on a chunk boundary",
+        ));
+    }
+    if plan.tags.is_some() && (plan.start != 0 || !plan.hash || plan.framer.is_some()) {
+        return Err(Error::runtime(
+            "internal: a chunk index is made only by a hashing run from offset 0 without frames",
         ));
     }
     let threads = plan.threads.max(1);
@@ -326,7 +372,7 @@ pub fn run_after(
         }
         // Let the other threads finish: buffers held here go home, the rest is drained.
         for _ in done_rx.iter() {}
-        result.map(|(bytes, digest, tree)| (Outcome { bytes, digest }, tree))
+        result
     })
 }
 
@@ -337,13 +383,15 @@ fn collect(
     done_rx: &crossbeam_channel::Receiver<Result<Done>>,
     sink: &mut dyn Sink,
     meter: &Meter,
-) -> Result<(u64, Option<blake3::Hash>, digest::TreeMerger)> {
+) -> Result<(Outcome, digest::TreeMerger)> {
     let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
     let mut next = plan.start / CHUNK as u64;
     let first = next;
     // The digest covers the data from offset 0 only when the tree holds every chunk before the start.
     let whole = merger.chunks() == first;
     let mut bytes = 0u64;
+    let (mut chunks, mut unchanged, mut written) = (0u64, 0u64, 0u64);
+    let mut index = plan.tags.map(|_| (Vec::new(), [0u8; 32]));
     for result in done_rx.iter() {
         let done = result?;
         pending.insert(done.index, done);
@@ -355,9 +403,25 @@ fn collect(
                 plain_len: done.counted,
                 zero: done.zero,
                 frame: done.frame.as_ref(),
+                unchanged: done.unchanged,
             })?;
+            if let (Some((entries, root0)), Some(tag)) = (index.as_mut(), done.tag) {
+                let h = done.hash.as_ref();
+                entries.push(Entry {
+                    tag,
+                    cv: h.map_or([0; 32], |h| h.cv),
+                });
+                if let Some(root) = h.and_then(|h| h.root) {
+                    *root0 = *root.as_bytes();
+                }
+            }
             if let Some(h) = done.hash {
                 merger.push(h);
+            }
+            chunks += 1;
+            unchanged += u64::from(done.unchanged);
+            if !done.unchanged {
+                written += done.counted as u64;
             }
             bytes += done.counted as u64;
             meter.add(done.counted as u64);
@@ -371,7 +435,15 @@ fn collect(
         )));
     }
     let digest = (plan.hash && whole).then(|| merger.digest());
-    Ok((bytes, digest, merger))
+    let outcome = Outcome {
+        bytes,
+        digest,
+        chunks,
+        unchanged,
+        written,
+        index,
+    };
+    Ok((outcome, merger))
 }
 
 /// The work of one chunk, on a worker thread: decrypt, look at the
@@ -392,6 +464,29 @@ fn process(plan: &Plan, work: Work) -> Result<Done> {
         .plain_len
         .map_or(len, |n| n.saturating_sub(offset).min(len as u64) as usize);
     let mut seen = 0usize;
+    let tag = plan.tags.map(|t| t.tagger.tag(offset, input.bytes()));
+    if let (Some(t), Some(tag)) = (plan.tags, tag)
+        && t.old
+            .get(index as usize)
+            .is_some_and(|old| crate::crypto::ct_eq(&old.tag, &tag))
+    {
+        let old = &t.old[index as usize];
+        return Ok(Done {
+            index,
+            offset,
+            input,
+            out_len: len,
+            hash: (counted > 0).then(|| digest::ChunkHash {
+                cv: old.cv,
+                root: (offset == 0).then(|| blake3::Hash::from(t.old_root0)),
+            }),
+            zero: false,
+            frame: None,
+            counted,
+            tag: Some(tag),
+            unchanged: true,
+        });
+    }
     let mut look = |plain: &[u8]| {
         let plain = &plain[..plain.len().min(counted - seen.min(counted))];
         seen += plain.len();
@@ -464,6 +559,8 @@ fn process(plan: &Plan, work: Work) -> Result<Done> {
         zero,
         frame,
         counted,
+        tag,
+        unchanged: false,
     })
 }
 

@@ -55,6 +55,9 @@ impl Sink for DeviceSink<'_> {
                 self.dev.name().display()
             )));
         }
+        if chunk.unchanged {
+            return Ok(());
+        }
         self.dev.write_at(data, self.base + chunk.offset)
     }
 }
@@ -140,6 +143,9 @@ impl Sink for DirectSink<'_> {
             // The same refusal as the buffered sink.
             return self.inner.put(chunk);
         }
+        if chunk.unchanged {
+            return Ok(());
+        }
         let window = self.bounce.len() - DIRECT_ALIGN;
         let mut at = self.inner.base + chunk.offset;
         // Chunks start aligned (CHUNK is a multiple of DIRECT_ALIGN); only
@@ -181,6 +187,7 @@ mod tests {
             plain_len: data.len(),
             zero: false,
             frame: None,
+            unchanged: false,
         }
     }
 

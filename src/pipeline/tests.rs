@@ -11,6 +11,7 @@ use crate::crypto::Xts;
 struct VecSink {
     data: Vec<u8>,
     zeros: Vec<bool>,
+    unchanged: Vec<bool>,
     fail_at: Option<u64>,
 }
 
@@ -19,6 +20,7 @@ impl VecSink {
         VecSink {
             data: Vec::new(),
             zeros: Vec::new(),
+            unchanged: Vec::new(),
             fail_at: None,
         }
     }
@@ -32,6 +34,7 @@ impl Sink for VecSink {
         assert_eq!(c.offset as usize, self.data.len(), "chunks arrive in order");
         self.data.extend_from_slice(c.data);
         self.zeros.push(c.zero);
+        self.unchanged.push(c.unchanged);
         Ok(())
     }
 }
@@ -54,6 +57,7 @@ fn plan(threads: usize, decrypt: Option<u8>, encrypt: Option<u8>) -> Plan<'stati
         plain_len: None,
         start: 0,
         framer: None,
+        tags: None,
     }
 }
 
@@ -483,5 +487,60 @@ fn smaller_source_sectors_are_decrypted_in_place_and_padded_for_the_target() {
         assert!(sink.data == encrypt_all(6, &padded), "threads {threads}");
         assert_eq!(o.digest.unwrap(), blake3::hash(&plain));
         assert_eq!(o.bytes, plain.len() as u64);
+    }
+}
+
+/// With tags, a run lists each chunk's tag and plaintext chaining value; a
+/// second run over the same data passes over every chunk, one over data
+/// with one chunk changed re-encrypts only that one, and both digests are
+/// the BLAKE3 of their whole input.
+#[test]
+fn tagged_runs_pass_over_unchanged_chunks_and_keep_the_digest_exact() {
+    use crate::index::{SourceKind, Tagger};
+    let vk =
+        crate::crypto::VolumeKey::from_bytes(crate::crypto::Cipher::Aes256Xts, &[7; 64]).unwrap();
+    let tagger = Tagger::new(&vk, SourceKind::Plain);
+    for len in [100, 4096, CHUNK, CHUNK + 1, 3 * CHUNK + 4096] {
+        let mut data = sample(len);
+        let chunks = len.div_ceil(CHUNK);
+        let run_with = |old: &[Entry], root0: [u8; 32], data: &[u8]| {
+            let tags = ChunkTags {
+                tagger: &tagger,
+                old,
+                old_root0: root0,
+            };
+            let p = Plan::new(2)
+                .encrypt(Some(key(6)))
+                .hash(true)
+                .tags(Some(&tags));
+            let mut sink = VecSink::new();
+            let o = run_vec(&p, data.to_vec(), &mut sink).unwrap();
+            (o, sink)
+        };
+        let (first, sink) = run_with(&[], [0; 32], &data);
+        assert_eq!((first.chunks, first.unchanged), (chunks as u64, 0));
+        assert_eq!(first.written, len as u64);
+        assert!(sink.unchanged.iter().all(|&u| !u));
+        assert_eq!(first.digest, Some(blake3::hash(&data)));
+        let (entries, root0) = first.index.clone().unwrap();
+        assert_eq!(entries.len(), chunks);
+
+        let (same, sink) = run_with(&entries, root0, &data);
+        assert_eq!((same.unchanged, same.written), (chunks as u64, 0), "{len}");
+        assert!(sink.unchanged.iter().all(|&u| u));
+        assert_eq!(same.digest, Some(blake3::hash(&data)), "{len}");
+        assert_eq!(same.index.as_ref().unwrap().0, entries);
+
+        let last = chunks - 1;
+        data[last * CHUNK] ^= 1;
+        let (next, sink) = run_with(&entries, root0, &data);
+        assert_eq!(next.unchanged, last as u64, "{len}");
+        assert_eq!(next.written, (len - last * CHUNK) as u64);
+        assert_eq!(next.digest, Some(blake3::hash(&data)), "{len}");
+        let mut padded = data.clone();
+        padded.resize(len.next_multiple_of(4096), 0);
+        let want = encrypt_all(6, &padded);
+        assert!(sink.data[last * CHUNK..] == want[last * CHUNK..], "{len}");
+        assert_eq!(next.index.unwrap().0[..last], entries[..last]);
     }
 }

@@ -228,6 +228,7 @@ impl NewVolume<'_> {
             data_len: self.data_len,
             data_version: 0,
             clone_of: None,
+            index: None,
             label: self.label.to_string(),
             provenance: None,
             slots,

@@ -54,6 +54,8 @@ fn adopt(e: &mut Emd, src: &Emd, key: &VolumeKey) -> Result<()> {
     e.state = State::Enabled;
     e.data_len = src.data_len;
     e.clone_of = Some(src.uuid);
+    // The source's index describes the source's last backup, not this one.
+    e.index = None;
     for slot in &mut e.slots {
         slot.wrapped = wrap::wrap(key, &slot.public, slot.id.as_str())?;
     }

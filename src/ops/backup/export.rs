@@ -81,6 +81,7 @@ impl Job<'_> {
         };
         Ok(Report {
             digest: outcome.digest,
+            chunks: Some(crate::ops::Chunks::written(&outcome)),
             ..self.report(src_name, src_uuid, target, outcome.bytes)
         })
     }

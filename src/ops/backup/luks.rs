@@ -242,6 +242,7 @@ impl Job<'_> {
         Ok(Report {
             digest: outcome.digest,
             target_uuid: luks::uuid_bytes(&vol.header.uuid()),
+            chunks: Some(crate::ops::Chunks::written(&outcome)),
             ..self.report(src_name, source_uuid, &name, outcome.bytes)
         })
     }
@@ -291,6 +292,7 @@ impl Job<'_> {
         Ok(Report {
             digest: outcome.digest,
             target_uuid: luks::uuid_bytes(&vol.header.uuid()),
+            chunks: Some(crate::ops::Chunks::written(&outcome)),
             ..self.report(src_name, source_uuid, &name, outcome.bytes)
         })
     }

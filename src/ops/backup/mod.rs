@@ -9,6 +9,7 @@
 pub mod clone;
 pub mod decide;
 mod export;
+mod index;
 pub mod luks;
 pub mod resume;
 pub mod rollback;
@@ -57,7 +58,8 @@ pub struct BackupRequest {
     pub same_key: bool,
     /// A refreshed clone gets a fresh volume key.
     pub rekey: bool,
-    /// Rewrite every byte of a refreshed clone (every refresh does).
+    /// Rewrite every chunk of the target, changed or not (a backup into a
+    /// target with a chunk index otherwise writes only the changed ones).
     pub full: bool,
     /// Export the plaintext.
     pub cleartext: bool,
@@ -537,6 +539,7 @@ impl Job<'_> {
             stream_bytes: None,
             resumed_at: None,
             signed_by: None,
+            chunks: None,
         }
     }
 }

@@ -140,6 +140,7 @@ fn write(
             digest: outcome.digest,
             target_uuid: Some(emd.uuid),
             stream_bytes: Some(stream_bytes),
+            chunks: Some(crate::ops::Chunks::sent(&outcome, stream_bytes)),
             ..job.report(
                 src_name,
                 src_emd.as_ref().map(|e| e.uuid),

@@ -4,16 +4,18 @@
 
 use std::path::Path;
 
+use super::index::{self, Previous};
 use super::resume::{CheckpointSink, ResumePoint};
 use super::target::Classified;
 use super::{Job, clone};
 use crate::crypto::{Cipher, VolumeKey};
 use crate::emd::Emd;
 use crate::error::{Error, Result};
+use crate::index::{ChunkIndex, Tagger};
 use crate::keys::KeyId;
 use crate::ops::backup::decide::{Mode, Write};
 use crate::ops::backup::source::OpenSource;
-use crate::ops::{DATA_ROLES, KeyUse, Report, trust};
+use crate::ops::{Chunks, DATA_ROLES, KeyUse, Report, trust};
 use crate::pipeline::digest::TreeMerger;
 use crate::pipeline::sink::{DeviceSink, DirectSink, Sink};
 use crate::pipeline::{self, Outcome, Plan, SectorKey};
@@ -305,6 +307,29 @@ impl Job<'_> {
             .map(|e| e.generation + 1)
             .max()
             .unwrap_or(0);
+        // The chunk index: what the target's last backup wrote, read
+        // before the target is marked dirty; a resumed run makes none.
+        let tagger = match &tkey {
+            Some(k) if start == 0 => index::tagger(&src, src_key.as_ref(), k),
+            _ => None,
+        };
+        let previous = match (&tagger, &tkey) {
+            (Some(t), Some(k)) if resume.is_none() => {
+                let now = crate::volume::metadata::read(&dev)?;
+                index::previous(
+                    &dev,
+                    now.current(),
+                    k,
+                    &emd.uuid,
+                    emd.sector_size,
+                    t,
+                    self.req.full,
+                )?
+            }
+            _ => Previous::none(None),
+        };
+        self.why_full(&previous, path);
+        let tags = tagger.as_ref().map(|t| previous.tags(t));
         let mut txn = Transaction::begin(&dev, emd, floor)?;
         let tree = self.written_prefix(&dev, txn.emd(), tkey.as_ref(), start)?;
         let origin = src.origin();
@@ -316,7 +341,8 @@ impl Job<'_> {
             )
             .hash(mode != Mode::Raw)
             .plain_len(known_len)
-            .start(start);
+            .start(start)
+            .tags(tags.as_ref());
         let (data_offset, data_size, ss) = {
             let e = txn.emd();
             (e.data_offset, e.data_size, e.sector_size)
@@ -343,16 +369,25 @@ impl Job<'_> {
         if tkey.is_some() {
             self.note_unsigned("the target's EMD", Some(path));
         }
-        let emd = txn.commit(tkey.as_ref(), tkey.as_ref().and(self.signer()), |emd| {
-            if known_len.is_none() {
-                let ss = u64::from(emd.sector_size);
-                emd.data_size = bytes.next_multiple_of(ss).max(ss);
-                emd.data_len = bytes;
-                if !dev.is_block() {
-                    dev.resize(layout::device_size_for(emd.data_size))?;
-                }
+        // Data of a length learnt only now: the data area fits it.
+        let mut fin = txn.emd().clone();
+        if known_len.is_none() {
+            let ss = u64::from(fin.sector_size);
+            fin.data_size = bytes.next_multiple_of(ss).max(ss);
+            fin.data_len = bytes;
+            if !dev.is_block() {
+                dev.resize(layout::device_size_for(fin.data_size))?;
             }
+        }
+        let index_ref = match &tkey {
+            Some(k) => self.write_index(&dev, &fin, k, tagger.as_ref(), &outcome, bytes)?,
+            None => None,
+        };
+        let emd = txn.commit(tkey.as_ref(), tkey.as_ref().and(self.signer()), |emd| {
+            emd.data_size = fin.data_size;
+            emd.data_len = fin.data_len;
             if tkey.is_some() {
+                emd.index = index_ref;
                 emd.provenance = Some(clone::provenance(
                     origin,
                     self.started,
@@ -367,8 +402,53 @@ impl Job<'_> {
             digest: outcome.digest,
             target_uuid: Some(emd.uuid),
             resumed_at: resume.map(|r| r.start),
+            chunks: Some(Chunks::written(&outcome)),
             ..self.report(src_name, src_emd.map(|e| e.uuid), path.display(), bytes)
         })
+    }
+
+    /// Say why a run into `path` writes every chunk, when it had an index
+    /// it cannot use.
+    fn why_full(&self, previous: &Previous, path: &Path) {
+        if let Some(why) = &previous.why_full {
+            self.obs.detail(&format!(
+                "evfs: writing every chunk of {}: {why}",
+                path.display()
+            ));
+        }
+    }
+
+    /// Write the chunk index of a finished run into the area after `emd`'s
+    /// data area: `None` when the run made none (a resumed run, a LUKS
+    /// source) or the device has no room for one.
+    fn write_index(
+        &self,
+        dev: &Device,
+        emd: &Emd,
+        key: &VolumeKey,
+        tagger: Option<&Tagger>,
+        outcome: &Outcome,
+        bytes: u64,
+    ) -> Result<Option<crate::emd::IndexRef>> {
+        let (Some(t), Some((entries, root0))) = (tagger, &outcome.index) else {
+            return Ok(None);
+        };
+        let index = ChunkIndex {
+            data_len: bytes,
+            data_version: emd.data_version,
+            sector_size: emd.sector_size,
+            source: t.source_id(),
+            root0: *root0,
+            entries: entries.clone(),
+        };
+        let written = index::write(dev, emd, key, &index)?;
+        if written.is_none() {
+            self.obs.note(&format!(
+                "evfs: {} has no room for a chunk index after its data area: its next backup rewrites every chunk",
+                dev.path().display()
+            ));
+        }
+        Ok(written)
     }
 
     /// Re-encrypt (or encrypt) into an existing volume with its own key,
@@ -432,8 +512,28 @@ impl Job<'_> {
             // longer holds a clone of any source.
             emd.data_version += 1;
             emd.clone_of = None;
+            // Until this run's index is written, the volume has none: the
+            // old one no longer describes it once data is written.
+            emd.index = None;
             trust::seal(&mut emd, &unlocked.key, self.signer().or(Some(pk)));
         }
+        let tagger = (start == 0)
+            .then(|| index::tagger(&src, src_key.as_ref(), &unlocked.key))
+            .flatten();
+        let previous = match &tagger {
+            Some(t) if resume.is_none() => index::previous(
+                &tv.dev,
+                Some(&tv.emd),
+                &unlocked.key,
+                &tv.emd.uuid,
+                tv.emd.sector_size,
+                t,
+                self.req.full,
+            )?,
+            _ => Previous::none(None),
+        };
+        self.why_full(&previous, path);
+        let tags = tagger.as_ref().map(|t| previous.tags(t));
         let mut txn = Transaction::begin(&tv.dev, emd, tv.emd.generation + 1)?;
         let tree = self.written_prefix(&tv.dev, txn.emd(), Some(&unlocked.key), start)?;
         let origin = src.origin();
@@ -442,7 +542,8 @@ impl Job<'_> {
             .encrypt(Some(SectorKey::new(&unlocked.key, tv.emd.sector_size)))
             .hash(true)
             .plain_len(len)
-            .start(start);
+            .start(start)
+            .tags(tags.as_ref());
         let (outcome, src_name) = {
             let inner = self.device_sink(
                 &tv.dev,
@@ -457,8 +558,17 @@ impl Job<'_> {
             self.run_pipeline_after(&plan, tree, src, &mut sink)?
         };
         let bytes = start + outcome.bytes;
+        let index_ref = self.write_index(
+            &tv.dev,
+            txn.emd(),
+            &unlocked.key,
+            tagger.as_ref(),
+            &outcome,
+            bytes,
+        )?;
         let emd = txn.commit(Some(&unlocked.key), self.signer().or(Some(pk)), |emd| {
             emd.data_len = bytes;
+            emd.index = index_ref;
             emd.provenance = Some(clone::provenance(
                 origin,
                 self.started,
@@ -472,6 +582,7 @@ impl Job<'_> {
             digest: outcome.digest,
             target_uuid: Some(emd.uuid),
             resumed_at: resume.map(|r| r.start),
+            chunks: Some(Chunks::written(&outcome)),
             ..self.report(src_name, src_emd.map(|e| e.uuid), path.display(), bytes)
         })
     }

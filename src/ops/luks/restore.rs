@@ -144,6 +144,7 @@ pub fn run(
         stream_bytes: Some(checked.stream_bytes),
         resumed_at: None,
         signed_by: checked.signed_by.clone(),
+        chunks: None,
     })
 }
 

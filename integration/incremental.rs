@@ -1,0 +1,371 @@
+//! Changed-only refreshes: a backup into a target that holds the chunk
+//! index of its last backup re-encrypts and writes only the chunks whose
+//! source changed, and still records the digest of the whole plaintext.
+//! Killed part-way, it leaves the target dirty, and a re-run completes it.
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::common::{Env, b3, mixed_data};
+
+const CHUNK: usize = 1 << 20;
+const SECTOR: usize = 4096;
+const DATA_OFFSET: usize = 1 << 20;
+
+/// Pick `n` distinct chunks of `chunks` (a fixed xorshift sequence).
+fn pick(chunks: usize, n: usize, seed: u64) -> BTreeSet<usize> {
+    let mut state = seed | 1;
+    let mut out = BTreeSet::new();
+    while out.len() < n {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.insert((state % chunks as u64) as usize);
+    }
+    out
+}
+
+/// Change a few bytes in the second sector of each chunk of `which`; the
+/// sectors changed (as data-area sector numbers).
+fn change(data: &mut [u8], which: &BTreeSet<usize>, round: u8) -> BTreeSet<usize> {
+    let mut sectors = BTreeSet::new();
+    for &c in which {
+        let len = data.len();
+        let at = (c * CHUNK + SECTOR + 100).min(len - 1);
+        for b in &mut data[at..(at + 8).min(len)] {
+            *b = b.wrapping_add(round).wrapping_add(1);
+        }
+        sectors.insert(at / SECTOR);
+    }
+    sectors
+}
+
+/// The data area of a volume file, in 4 KiB sectors.
+fn sectors(env: &Env, vol: &str, len: usize) -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(env.path(vol)).unwrap();
+    bytes[DATA_OFFSET..DATA_OFFSET + len.next_multiple_of(SECTOR)]
+        .chunks(SECTOR)
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+fn differing(a: &[Vec<u8>], b: &[Vec<u8>]) -> BTreeSet<usize> {
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .filter(|(_, (x, y))| x != y)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).expect("--json output is JSON")
+}
+
+struct Setup {
+    env: Env,
+    data: Vec<u8>,
+    k: Vec<String>,
+}
+
+/// A source volume `src` of `len` bytes of mixed data (from `data.raw`),
+/// and `copy`, a full backup of it.
+fn setup(len: usize) -> Setup {
+    let env = Env::on_tmpfs();
+    let pw = env.gen_key("alice.k1");
+    let data = env.volume_from_data("data.raw", "src", "alice.k1", len, 11);
+    let k: Vec<String> = ["-k", "alice.k1", "--passphrase-file", &pw]
+        .map(String::from)
+        .to_vec();
+    let s = Setup { env, data, k };
+    let first = s.backup(&["src", "copy"]);
+    assert_eq!(first["chunks_unchanged"], 0, "{first}");
+    assert_eq!(first["chunks_total"], len.div_ceil(CHUNK), "{first}");
+    s
+}
+
+impl Setup {
+    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = args.to_vec();
+        v.extend(self.k.iter().map(String::as_str));
+        v
+    }
+
+    fn backup(&self, args: &[&str]) -> serde_json::Value {
+        let mut v = vec!["backup"];
+        v.extend_from_slice(args);
+        v.push("--json");
+        json(&self.env.ok(&self.args(&v)))
+    }
+
+    /// Write `self.data` into the source volume, as a backup of plain data
+    /// into it (itself a changed-only refresh of `src`).
+    fn rewrite_source(&self) {
+        std::fs::write(self.env.path("data.raw"), &self.data).unwrap();
+        let pw = &self.k[3];
+        self.env.ok(&[
+            "backup",
+            "data.raw",
+            "src",
+            "--target-key",
+            "alice.k1",
+            "--target-passphrase-file",
+            pw,
+        ]);
+    }
+
+    /// What `cat -k` decrypts of `vol`: every byte.
+    fn cat(&self, vol: &str) -> Vec<u8> {
+        let out = self
+            .env
+            .process(&self.args(&["cat", vol]))
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        out.stdout
+    }
+
+    fn recorded_digest(&self, vol: &str) -> String {
+        let info = self.env.info(vol);
+        info["provenance"]["plaintext_blake3"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{vol} records no digest: {info}"))
+            .to_string()
+    }
+}
+
+#[test]
+fn a_refresh_after_one_percent_of_random_changes_rewrites_only_those_chunks() {
+    let len = 200 * CHUNK + 12345;
+    let mut s = setup(len);
+    let before = sectors(&s.env, "copy", len);
+    let chunks = len.div_ceil(CHUNK);
+    let which = pick(chunks, 2, 42);
+    let changed = change(&mut s.data, &which, 0);
+    s.rewrite_source();
+
+    let r = s.backup(&["src", "copy"]);
+    assert_eq!(r["chunks_total"], chunks, "{r}");
+    assert_eq!(r["chunks_written"], which.len(), "{r}");
+    assert_eq!(r["chunks_unchanged"], chunks - which.len(), "{r}");
+    assert_eq!(r["bytes_read"], len, "{r}");
+    let written = r["bytes_written"].as_u64().unwrap();
+    assert!(written <= (which.len() * CHUNK) as u64, "{r}");
+    assert!(
+        written * 100 <= 3 * len as u64,
+        "more than 3 % written: {r}"
+    );
+
+    // Only the sectors whose plaintext changed have other ciphertext.
+    let after = sectors(&s.env, "copy", len);
+    assert_eq!(differing(&before, &after), changed);
+
+    // The digest recorded, printed, and of every byte decrypted: the new
+    // plaintext's, as b3sum prints it.
+    let want = b3(&s.data);
+    assert_eq!(r["plaintext_blake3"], want.as_str());
+    assert_eq!(s.recorded_digest("copy"), want);
+    assert_eq!(b3(&s.cat("copy")), want);
+    s.env.ok(&s.args(&["verify", "copy", "--against", "src"]));
+    s.env.ok(&["check", "copy"]);
+}
+
+#[test]
+fn an_unchanged_chunk_is_not_written_and_full_rewrites_it() {
+    let len = 8 * CHUNK;
+    let s = setup(len);
+    // A sector of chunk 5 scribbled over behind evfs's back (as a write
+    // through dm-crypt would be): a changed-only refresh does not see it,
+    // since it does not write chunk 5; --full rewrites it.
+    let path = s.env.path("copy");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = DATA_OFFSET + 5 * CHUNK + 7 * SECTOR;
+    bytes[at..at + SECTOR].fill(0xee);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let r = s.backup(&["src", "copy"]);
+    assert_eq!(r["chunks_written"], 0, "{r}");
+    assert_eq!(r["bytes_written"], 0, "{r}");
+    let now = std::fs::read(&path).unwrap();
+    assert!(now[at..at + SECTOR].iter().all(|&b| b == 0xee));
+
+    let r = s.backup(&["src", "copy", "--full"]);
+    assert_eq!(r["chunks_written"], 8, "{r}");
+    assert_eq!(r["chunks_unchanged"], 0, "{r}");
+    assert_eq!(b3(&s.cat("copy")), b3(&s.data));
+}
+
+#[test]
+fn single_chunk_and_ragged_volumes_recombine_the_exact_digest() {
+    for len in [1000, CHUNK, CHUNK + 1, 3 * CHUNK - 512] {
+        let mut s = setup(len);
+        // Unchanged: every chunk passed over, the digest still exact.
+        let r = s.backup(&["src", "copy"]);
+        assert_eq!(r["chunks_written"], 0, "{len}: {r}");
+        assert_eq!(r["plaintext_blake3"], b3(&s.data).as_str(), "{len}");
+        // The last chunk changed, the others not.
+        let last = len.div_ceil(CHUNK) - 1;
+        s.data[len - 1] ^= 0x55;
+        s.rewrite_source();
+        let r = s.backup(&["src", "copy"]);
+        assert_eq!(r["chunks_written"], 1, "{len}: {r}");
+        assert_eq!(r["chunks_unchanged"], last, "{len}: {r}");
+        let want = b3(&s.data);
+        assert_eq!(r["plaintext_blake3"], want.as_str(), "{len}");
+        assert_eq!(b3(&s.cat("copy")), want, "{len}");
+        assert_eq!(s.recorded_digest("copy"), want, "{len}");
+    }
+}
+
+#[test]
+fn a_plain_source_into_a_volume_with_its_own_key_refreshes_changed_chunks() {
+    let env = Env::on_tmpfs();
+    let pw = env.gen_key("alice.k1");
+    env.create("vol", "alice.k1", "40M");
+    let mut data = mixed_data(30 * CHUNK, 3);
+    std::fs::write(env.path("data.raw"), &data).unwrap();
+    let args = [
+        "backup",
+        "data.raw",
+        "vol",
+        "--target-key",
+        "alice.k1",
+        "--target-passphrase-file",
+        &pw,
+        "--json",
+    ];
+    let r = json(&env.ok(&args));
+    assert_eq!(r["chunks_written"], 30, "{r}");
+    data[17 * CHUNK + 5] ^= 1;
+    std::fs::write(env.path("data.raw"), &data).unwrap();
+    let r = json(&env.ok(&args));
+    assert_eq!(r["chunks_written"], 1, "{r}");
+    assert_eq!(r["plaintext_blake3"], b3(&data).as_str());
+    assert_eq!(env.hash("vol", "alice.k1"), b3(&data));
+}
+
+#[test]
+fn what_the_index_cannot_vouch_for_is_written_in_full() {
+    let len = 6 * CHUNK;
+    let s = setup(len);
+    // A run with -v says why it writes every chunk.
+    let full = |args: &[&str], why: &str| {
+        let mut v = vec!["backup"];
+        v.extend_from_slice(args);
+        v.extend(["-v", "--json"]);
+        let out = s
+            .env
+            .process(&s.args(&v))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains(why), "expected {why:?}: {err}");
+        let r = json(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(r["chunks_unchanged"], 0, "{r}");
+        assert_eq!(r["chunks_written"], 6, "{r}");
+    };
+
+    // A damaged index (a byte of its area flipped): its BLAKE3 in the EMD
+    // no longer matches.
+    let path = s.env.path("copy");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = DATA_OFFSET + len + 200;
+    bytes[at] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    full(&["src", "copy"], "damaged or was changed");
+
+    // Rekeyed: a fresh volume key, under which the index does not open.
+    full(&["src", "copy", "--rekey"], "does not open with its key");
+    // The refresh after it passes over everything again.
+    let r = s.backup(&["src", "copy"]);
+    assert_eq!(r["chunks_written"], 0, "{r}");
+    full(&["src", "copy", "--full"], "--full");
+
+    // A volume with its own key, backed up into from two sources holding
+    // the same plaintext under two keys: the second one's chunks read
+    // differently, and are all written.
+    s.env.ok(&s.args(&["backup", "src", "other"]));
+    s.env.create("vol", "alice.k1", "16M");
+    s.backup(&["src", "vol", "--target-key", "alice.k1"]);
+    let r = s.backup(&["src", "vol", "--target-key", "alice.k1"]);
+    assert_eq!(r["chunks_written"], 0, "{r}");
+    full(
+        &["other", "vol", "--target-key", "alice.k1"],
+        "came from another source",
+    );
+    assert_eq!(b3(&s.cat("vol")), b3(&s.data));
+}
+
+#[test]
+fn killed_changed_only_refreshes_leave_the_target_dirty_and_a_rerun_completes_it() {
+    let len = 96 * CHUNK;
+    let mut s = setup(len);
+    let chunks = len.div_ceil(CHUNK);
+    let k: Vec<&str> = s.k.iter().map(String::as_str).collect();
+    let mut dirty = 0;
+    let mut previous = s.data.clone();
+    for round in 0..8u8 {
+        // A third of the chunks change, so that the refresh takes a while.
+        let which = pick(chunks, chunks / 3, 100 + u64::from(round));
+        change(&mut s.data, &which, round);
+        s.rewrite_source();
+        let mut args = vec!["backup", "src", "copy"];
+        args.extend_from_slice(&k);
+        // Time one run on a scratch clone of the target, then kill the
+        // real one at a point spread over that time.
+        std::fs::copy(s.env.path("copy"), s.env.path("scratch")).unwrap();
+        let mut probe = vec!["backup", "src", "scratch"];
+        probe.extend_from_slice(&k);
+        let t = Instant::now();
+        s.env.ok(&probe);
+        let took = t.elapsed();
+        let mut child = s
+            .env
+            .process(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(took.mul_f64(f64::from(round) / 8.0) + Duration::from_millis(5));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        assert!(status.code().is_none_or(|c| c == 0), "{status}");
+        let check = s.env.run(&["check", "copy"]);
+        match check.status.code() {
+            Some(6) => dirty += 1,
+            // Not begun, or finished (or killed between the two copies of
+            // the final EMD, where the newer, clean one is in force): the
+            // last backup or this one, whole.
+            Some(0) | Some(5) => {
+                assert_eq!(s.env.info("copy")["dirty"], false);
+                if check.status.code() == Some(5) {
+                    s.env.ok(&["check", "-r", "copy"]);
+                }
+                let got = b3(&s.cat("copy"));
+                assert!(
+                    got == b3(&s.data) || got == b3(&previous),
+                    "clean but wrong"
+                );
+                if got == b3(&s.data) {
+                    previous = s.data.clone();
+                }
+                continue;
+            }
+            other => panic!("check exited {other:?}"),
+        }
+        // A mixed target is never clean; the re-run completes it (in full:
+        // the index of an unfinished run is not trusted).
+        let r = s.backup(&["src", "copy"]);
+        assert_eq!(r["chunks_unchanged"], 0, "{r}");
+        assert_eq!(r["plaintext_blake3"], b3(&s.data).as_str());
+        assert_eq!(b3(&s.cat("copy")), b3(&s.data));
+        s.env.ok(&["check", "copy"]);
+        previous = s.data.clone();
+    }
+    assert!(dirty > 0, "no kill landed inside a refresh");
+}
