@@ -136,7 +136,7 @@ fn data_written_through_map_lands_encrypted_and_another_user_reads_it_back() {
     if !have_tools("map_qemu_img_writes", &["qemu-img"]) {
         return;
     }
-    let (env, _) = setup("4096");
+    let (env, data) = setup("4096");
     let mut new = mixed_data(DATA, 99);
     new[..4096].fill(0x5a);
     let input = env.path("new.raw");
@@ -169,6 +169,25 @@ fn data_written_through_map_lands_encrypted_and_another_user_reads_it_back() {
     assert!(!contains(&ct, &[0x5a; 64]));
     // bob's slot holds the same volume key: he reads what alice wrote.
     assert!(cat(&env, "bob") == new);
+
+    // Written outside any backup, the volume no longer matches the chunk
+    // index of its last one: backing the old data up into it again writes
+    // every chunk (were the index trusted, every chunk would read as
+    // unchanged and the volume would keep what map wrote).
+    let pa = pw(&env, "alice.k1");
+    let out = env.ok(&[
+        "backup",
+        "data.raw",
+        "vol",
+        "--target-key",
+        "alice.k1",
+        "--target-passphrase-file",
+        &pa,
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["chunks_unchanged"], 0, "{r}");
+    assert!(cat(&env, "alice.k1") == data);
 }
 
 #[test]

@@ -362,4 +362,117 @@ mod tests {
         assert_ne!(enc.source_id(), enc2.source_id());
         assert_ne!(t, *blake3::hash(b"data").as_bytes());
     }
+
+    /// The worked example of `formats/INDEX.md`: three chunks of a plain
+    /// source (2 MiB + 100 bytes), the volume key `00 01 02 … 3f`, the UUID
+    /// `a0 a1 … af` and the nonce `c0 c1 … d7`.
+    fn example() -> (VolumeKey, [u8; 16], [u8; 24], Vec<u8>) {
+        let key: Vec<u8> = (0..64).collect();
+        let uuid: [u8; 16] = std::array::from_fn(|i| 0xa0 + i as u8);
+        let nonce: [u8; 24] = std::array::from_fn(|i| 0xc0 + i as u8);
+        let data: Vec<u8> = (0..2 * CHUNK as usize + 100)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        (
+            VolumeKey::from_bytes(Cipher::Aes256Xts, &key).unwrap(),
+            uuid,
+            nonce,
+            data,
+        )
+    }
+
+    #[test]
+    fn the_worked_example_in_formats_index_md_is_what_evfs_writes_and_reads() {
+        use crate::testutil::{expect_listing, listing, unhexdump};
+        use blake3::hazmat::HasherExt;
+        let (vk, uuid, nonce, data) = example();
+        let tagger = Tagger::new(&vk, SourceKind::Plain);
+        // What the pipeline computes, chunk by chunk.
+        let entries: Vec<Entry> = data
+            .chunks(CHUNK as usize)
+            .enumerate()
+            .map(|(i, c)| {
+                let offset = i as u64 * CHUNK;
+                Entry {
+                    tag: tagger.tag(offset, c),
+                    cv: crate::pipeline::digest::hash_chunk(offset, c).cv,
+                }
+            })
+            .collect();
+        let index = ChunkIndex {
+            data_len: data.len() as u64,
+            data_version: 2,
+            sector_size: 4096,
+            source: tagger.source_id(),
+            root0: *blake3::hash(&data[..CHUNK as usize]).as_bytes(),
+            entries,
+        };
+        let sealed = index.seal_with_nonce(&vk, &uuid, &nonce);
+        let doc = "formats/INDEX.md";
+        let mut keys = blake3::derive_key(TAG_CONTEXT, vk.expose()).to_vec();
+        let mut material = vk.expose().to_vec();
+        material.extend_from_slice(&uuid);
+        material.extend_from_slice(&nonce);
+        keys.extend_from_slice(&blake3::derive_key(KEY_CONTEXT, &material));
+        expect_listing(doc, 0, &keys);
+        let mut body = sealed[HEADER_LEN..].to_vec();
+        let key = seal_key(&vk, &uuid, &nonce);
+        assert!(crate::crypto::open(
+            &key,
+            &[0; 12],
+            &sealed[..48],
+            &mut body,
+            &array(&sealed, 48)
+        ));
+        expect_listing(doc, 1, &body);
+        expect_listing(doc, 2, &sealed);
+
+        // A reader that follows the document alone: the keys, the body,
+        // and every field of it, from the listings and the rules there.
+        let doc_keys = unhexdump(&listing(doc, 0));
+        let doc_body = unhexdump(&listing(doc, 1));
+        let doc_sealed = unhexdump(&listing(doc, 2));
+        let tag_key: [u8; 32] = doc_keys[..32].try_into().unwrap();
+        let seal: [u8; 32] = doc_keys[32..].try_into().unwrap();
+        let mut opened = doc_sealed[64..].to_vec();
+        let tag: [u8; 16] = doc_sealed[48..64].try_into().unwrap();
+        assert!(crate::crypto::open(
+            &seal,
+            &[0; 12],
+            &doc_sealed[..48],
+            &mut opened,
+            &tag
+        ));
+        assert_eq!(opened, doc_body);
+        let source = *blake3::keyed_hash(&tag_key, b"plain").as_bytes();
+        assert_eq!(doc_body[32..64], source);
+        for (i, c) in data.chunks(CHUNK as usize).enumerate() {
+            let offset = i as u64 * CHUNK;
+            let mut h = blake3::Hasher::new_keyed(&tag_key);
+            h.update(&source);
+            h.update(&offset.to_le_bytes());
+            h.update(&(c.len() as u64).to_le_bytes());
+            h.update(c);
+            let at = BODY_FIXED + i * ENTRY_LEN;
+            assert_eq!(doc_body[at..at + 32], *h.finalize().as_bytes(), "tag {i}");
+            let mut h = blake3::Hasher::new();
+            h.set_input_offset(offset);
+            h.update(c);
+            assert_eq!(doc_body[at + 32..at + 64], h.finalize_non_root(), "cv {i}");
+        }
+        // The digest recombined from the chaining values as the document
+        // says: chunks 0 and 1 make a parent, which merges with chunk 2 as
+        // the root.
+        use blake3::hazmat::{Mode, merge_subtrees_non_root, merge_subtrees_root};
+        let cv = |i: usize| -> [u8; 32] {
+            let at = BODY_FIXED + i * ENTRY_LEN + 32;
+            doc_body[at..at + 32].try_into().unwrap()
+        };
+        let left = merge_subtrees_non_root(&cv(0), &cv(1), Mode::Hash);
+        assert_eq!(
+            merge_subtrees_root(&left, &cv(2), Mode::Hash),
+            blake3::hash(&data)
+        );
+        assert_eq!(ChunkIndex::open(&doc_sealed, &vk, &uuid).unwrap(), index);
+    }
 }
