@@ -1,7 +1,9 @@
-//! The repository carries its own reference: README.md, CHANGELOG.md, the
-//! format documents under `formats/` and the manual pages under `man/`
-//! refer to nothing outside it, and every relative link in the Markdown
-//! files leads to a file or directory that exists.
+//! The repository carries its own reference: README.md, ARCHITECTURE.md,
+//! CHANGELOG.md, the format documents under `formats/` and the manual pages
+//! under `man/` refer to nothing outside it, and every relative link in the
+//! Markdown files leads to a file or directory that exists. ARCHITECTURE.md
+//! names only source paths that exist, and puts every top-level module of
+//! `src/` on its map.
 
 use std::path::{Path, PathBuf};
 
@@ -9,10 +11,15 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// README.md, CHANGELOG.md and every file under `formats/` and `man/`, sorted.
+/// README.md, ARCHITECTURE.md, CHANGELOG.md and every file under `formats/`
+/// and `man/`, sorted.
 fn reference_files() -> Vec<PathBuf> {
     let root = root();
-    let mut files = vec![root.join("README.md"), root.join("CHANGELOG.md")];
+    let mut files = vec![
+        root.join("README.md"),
+        root.join("ARCHITECTURE.md"),
+        root.join("CHANGELOG.md"),
+    ];
     for dir in ["formats", "man"] {
         files.extend(crate::common::files_under(&root.join(dir)));
     }
@@ -112,6 +119,80 @@ fn every_relative_markdown_link_resolves() {
     assert!(
         broken.is_empty(),
         "links that lead nowhere in the repository: {broken:#?}"
+    );
+}
+
+/// The code spans of `text` that are paths under `src/` (`src/ops/`,
+/// `src/volume/transaction.rs`), outside fenced code blocks.
+fn source_paths(text: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        // Code spans are the odd-numbered pieces between backticks.
+        for (i, span) in line.split('`').enumerate() {
+            if i % 2 == 1 && span.starts_with("src/") {
+                paths.push(span.to_string());
+            }
+        }
+    }
+    paths
+}
+
+#[test]
+fn the_architecture_names_only_source_paths_that_exist() {
+    let root = root();
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let paths = source_paths(&text);
+    assert!(paths.len() >= 20, "{paths:?}");
+    let missing: Vec<_> = paths
+        .iter()
+        .filter(|p| {
+            let path = root.join(p);
+            let is_dir = p.ends_with('/');
+            !(if is_dir {
+                path.is_dir()
+            } else {
+                path.is_file()
+            })
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names source paths that do not exist (a directory ends in /): {missing:#?}"
+    );
+}
+
+#[test]
+fn the_architecture_maps_every_top_level_module() {
+    let root = root();
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let named = source_paths(&text);
+    let mut unmapped = Vec::new();
+    for entry in std::fs::read_dir(root.join("src")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = if entry.file_type().unwrap().is_dir() {
+            format!("src/{name}/")
+        } else if name.ends_with(".rs") {
+            format!("src/{name}")
+        } else {
+            continue;
+        };
+        if !named.contains(&path) {
+            unmapped.push(path);
+        }
+    }
+    unmapped.sort();
+    assert!(
+        unmapped.is_empty(),
+        "top-level modules that ARCHITECTURE.md does not name (as `src/dir/` or `src/file.rs`): {unmapped:#?}"
     );
 }
 

@@ -27,32 +27,70 @@ pub enum Hint {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CliAdvice {
     /// The ways to give the passphrase of key `id` (`None`: a new key).
-    PassphraseSources { id: Option<String> },
+    PassphraseSources {
+        /// The key pair whose passphrase is wanted, `user.keyname`.
+        id: Option<String>,
+    },
     /// Where a keystore is when no home directory is known.
     KeystoreLocation,
     /// `path`, owned by another user, is not used; uid `me` runs evfs.
-    OwnKeystore { me: u32, path: String },
+    OwnKeystore {
+        /// The uid evfs runs as.
+        me: u32,
+        /// The keystore directory or file owned by another user.
+        path: String,
+    },
     /// No public key `id`: list the keys, or import it.
-    ImportKey { id: String },
+    ImportKey {
+        /// The key ID that was not found, `user.keyname`.
+        id: String,
+    },
     /// No private key: make one, or point at the right keystore.
     GenerateKey,
     /// A wrong passphrase (a stored one can be replaced).
     WrongPassphrase,
     /// A stored passphrase that does not open: store it again.
-    StorePassphrase { id: Option<String> },
+    StorePassphrase {
+        /// The key pair whose stored passphrase failed, if known.
+        id: Option<String>,
+    },
     /// Restore a saved EMD; `distrust`: the EMD in force was tampered with.
-    EmdRestore { distrust: bool },
+    EmdRestore {
+        /// The EMD in force was altered outside evfs (its MAC fails), not
+        /// merely damaged.
+        distrust: bool,
+    },
     /// A file that is not a volume: what to do with a stream or plain data.
-    NotAVolume { stream: bool },
+    NotAVolume {
+        /// The file is a backup stream (else: plain data or unknown).
+        stream: bool,
+    },
     /// Enable the disabled volume `volume`.
-    Enable { volume: String },
+    Enable {
+        /// The volume's path, as given.
+        volume: String,
+    },
     /// The owner can give key `id` a slot on `volume`.
-    UserAdd { volume: String, id: String },
+    UserAdd {
+        /// The volume's path, as given.
+        volume: String,
+        /// The key ID without a slot, `user.keyname`.
+        id: String,
+    },
     /// The ways to give the secret of a LUKS volume (`target`: a backup's
     /// or restore's target).
-    LuksSecret { target: bool },
+    LuksSecret {
+        /// The secret wanted is the target's (else the volume the command
+        /// reads).
+        target: bool,
+    },
     /// Enroll key pair `id` in the LUKS2 volume `volume`.
-    LuksEnroll { volume: String, id: String },
+    LuksEnroll {
+        /// The LUKS2 volume's path, as given.
+        volume: String,
+        /// The key pair to enroll, `user.keyname`.
+        id: String,
+    },
 }
 
 impl From<String> for Hint {
@@ -78,19 +116,32 @@ impl From<CliAdvice> for Hint {
 pub enum Error {
     /// Exit 2: the command line does not make sense.
     #[error("{msg}")]
-    Usage { msg: String, hint: Option<Hint> },
+    Usage {
+        /// The message: what failed, and where.
+        msg: String,
+        /// What the user can do next, if anything.
+        hint: Option<Hint>,
+    },
 
     /// Exit 1: an I/O call failed on a path.
     #[error("{what} {}: {source}", path.display())]
     Io {
+        /// What was being done: "reading", "opening", ...
         what: &'static str,
+        /// The path, or a name such as "standard input", it was done on.
         path: PathBuf,
+        /// The operating system's error.
         source: io::Error,
     },
 
     /// Exit 1: a runtime failure that is not a plain I/O error (lock held, ...).
     #[error("{msg}")]
-    Runtime { msg: String, hint: Option<Hint> },
+    Runtime {
+        /// The message: what failed, and where.
+        msg: String,
+        /// What the user can do next, if anything.
+        hint: Option<Hint>,
+    },
 
     /// Exit 1: stdout was closed before all data was written.
     #[error("broken pipe: the reader of standard output went away before the data was complete")]
@@ -99,19 +150,39 @@ pub enum Error {
     /// Exit 3: a configuration evfs refuses (double encryption, cleartext on
     /// encrypted media, target is source, target too small, foreign target).
     #[error("refused: {msg}")]
-    Refused { msg: String, hint: Option<Hint> },
+    Refused {
+        /// The message: what failed, and where.
+        msg: String,
+        /// What the user can do next, if anything.
+        hint: Option<Hint>,
+    },
 
     /// Exit 4: wrong passphrase, key in no slot, role not allowed, no passphrase source.
     #[error("access denied: {msg}")]
-    Access { msg: String, hint: Option<Hint> },
+    Access {
+        /// The message: what failed, and where.
+        msg: String,
+        /// What the user can do next, if anything.
+        hint: Option<Hint>,
+    },
 
     /// Exit 5: verification mismatch, corrupt or tampered metadata or stream.
     #[error("integrity failure: {msg}")]
-    Integrity { msg: String, hint: Option<Hint> },
+    Integrity {
+        /// The message: what failed, and where.
+        msg: String,
+        /// What the user can do next, if anything.
+        hint: Option<Hint>,
+    },
 
     /// Exit 6: `check` found the volume dirty.
     #[error("{msg}")]
-    Dirty { msg: String, hint: Option<Hint> },
+    Dirty {
+        /// The message: what failed, and where.
+        msg: String,
+        /// What the user can do next, if anything.
+        hint: Option<Hint>,
+    },
 }
 
 impl Error {
@@ -157,6 +228,7 @@ impl Error {
         self
     }
 
+    /// An exit-2 error: the command line does not make sense.
     pub fn usage(msg: impl Into<String>) -> Self {
         Error::Usage {
             msg: msg.into(),
@@ -164,6 +236,8 @@ impl Error {
         }
     }
 
+    /// An exit-1 failure that is not a plain I/O error (a lock held, no
+    /// randomness).
     pub fn runtime(msg: impl Into<String>) -> Self {
         Error::Runtime {
             msg: msg.into(),
@@ -171,6 +245,7 @@ impl Error {
         }
     }
 
+    /// An exit-3 refusal of a configuration evfs will not run.
     pub fn refused(msg: impl Into<String>) -> Self {
         Error::Refused {
             msg: msg.into(),
@@ -178,6 +253,8 @@ impl Error {
         }
     }
 
+    /// An exit-4 denial: a wrong passphrase, a key in no slot, a role not
+    /// allowed.
     pub fn access(msg: impl Into<String>) -> Self {
         Error::Access {
             msg: msg.into(),
@@ -185,6 +262,7 @@ impl Error {
         }
     }
 
+    /// An exit-5 integrity failure: a mismatch, or corrupt or tampered data.
     pub fn integrity(msg: impl Into<String>) -> Self {
         Error::Integrity {
             msg: msg.into(),
@@ -192,6 +270,7 @@ impl Error {
         }
     }
 
+    /// An exit-6 report that a volume is dirty (an unfinished write).
     pub fn dirty(msg: impl Into<String>) -> Self {
         Error::Dirty {
             msg: msg.into(),
@@ -234,6 +313,7 @@ fn io_hint(err: &io::Error) -> Option<&'static str> {
 
 /// Shorthand for mapping `io::Result` into our `Result` with a path and a verb.
 pub trait IoContext<T> {
+    /// Map the error into [`Error::io`] for doing `what` on `path`.
     fn ctx(self, what: &'static str, path: impl AsRef<Path>) -> Result<T>;
 }
 

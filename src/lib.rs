@@ -17,6 +17,7 @@
 //! manual pages are generated) and [`run`] (what the `evfs` binary calls).
 
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 // The clap definitions document themselves as help texts; a field without
 // one (a positional VOL) is named in the usage line.

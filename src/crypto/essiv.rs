@@ -26,6 +26,7 @@ const BLOCK: usize = 16;
 /// A key of the wrong length (AES takes 16, 24 or 32 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EssivKeyError {
+    /// The length of the key that was given, in bytes.
     pub len: usize,
 }
 

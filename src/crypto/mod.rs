@@ -22,7 +22,11 @@ pub use xts::Xts;
 /// The data-area ciphers a volume may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cipher {
+    /// AES-256 in XTS mode: a 64-byte volume key (two 32-byte halves); EMD code
+    /// 1.
     Aes256Xts,
+    /// AES-128 in XTS mode: a 32-byte volume key (two 16-byte halves); EMD code
+    /// 2.
     Aes128Xts,
 }
 
@@ -51,6 +55,8 @@ impl Cipher {
         }
     }
 
+    /// The cipher of an EMD's cipher byte; `None` for a code evfs does not
+    /// know.
     pub fn from_code(code: u8) -> Option<Cipher> {
         match code {
             1 => Some(Cipher::Aes256Xts),
@@ -59,6 +65,8 @@ impl Cipher {
         }
     }
 
+    /// The cipher named `name` (`aes-256-xts` or `aes-128-xts`); exit 2 for any
+    /// other name.
     pub fn parse(name: &str) -> Result<Cipher> {
         match name {
             "aes-256-xts" => Ok(Cipher::Aes256Xts),

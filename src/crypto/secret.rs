@@ -16,18 +16,22 @@ const STREAM_AEAD_CONTEXT: &str = "evfs 2026-11 stream compressed-frame key v1";
 pub struct SecretBytes(Zeroizing<Vec<u8>>);
 
 impl SecretBytes {
+    /// Take ownership of `bytes`; they are wiped when the value is dropped.
     pub fn new(bytes: Vec<u8>) -> Self {
         SecretBytes(Zeroizing::new(bytes))
     }
 
+    /// The secret bytes, for the one call that needs them.
     pub fn expose(&self) -> &[u8] {
         &self.0
     }
 
+    /// Length in bytes.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether there are no bytes.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -37,10 +41,13 @@ impl SecretBytes {
 pub struct Passphrase(SecretBytes);
 
 impl Passphrase {
+    /// Take ownership of the passphrase's bytes (not UTF-8 checked); wiped on
+    /// drop.
     pub fn new(bytes: Vec<u8>) -> Self {
         Passphrase(SecretBytes::new(bytes))
     }
 
+    /// The passphrase's bytes, for the KDF that needs them.
     pub fn expose(&self) -> &[u8] {
         self.0.expose()
     }
@@ -71,10 +78,12 @@ impl VolumeKey {
         })
     }
 
+    /// The cipher this key is for.
     pub fn cipher(&self) -> Cipher {
         self.cipher
     }
 
+    /// The key bytes (both XTS halves, [`Cipher::key_len`] bytes).
     pub fn expose(&self) -> &[u8] {
         self.bytes.expose()
     }
@@ -112,6 +121,7 @@ impl VolumeKey {
 pub struct MacKey([u8; 32]);
 
 impl MacKey {
+    /// The 32 key bytes.
     pub fn expose(&self) -> &[u8; 32] {
         &self.0
     }

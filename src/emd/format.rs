@@ -47,8 +47,12 @@ const BODY_AT: usize = 128;
 /// Role of a key slot (EVFS permission model).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
+    /// The volume's one owner: reads and writes the data, and manages the
+    /// slots.
     Owner,
+    /// An authorized user: reads and writes the data.
     User,
+    /// A recovery key (pseudo-user `evfs`), at most [`MAX_RECOVERY`] of them.
     Recovery,
 }
 
@@ -70,6 +74,7 @@ impl Role {
         }
     }
 
+    /// The role's name as `info` shows it: `owner`, `user` or `recovery`.
     pub fn name(self) -> &'static str {
         match self {
             Role::Owner => "owner",
@@ -82,11 +87,15 @@ impl Role {
 /// Whether the data area may be decrypted (EVFS enable/disable).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
+    /// The data area is encrypted with the volume key and may be decrypted.
     Enabled,
+    /// The data area is raw ciphertext that evfs does not decrypt (EVFS
+    /// `evfsvol disable`).
     Disabled,
 }
 
 impl State {
+    /// The state's name as `info` shows it: `enabled` or `disabled`.
     pub fn name(self) -> &'static str {
         match self {
             State::Enabled => "enabled",
@@ -98,11 +107,14 @@ impl State {
 /// A point in time, seconds and nanoseconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Timestamp {
+    /// Whole seconds since the Unix epoch.
     pub secs: u64,
+    /// Nanoseconds past `secs` (below 1,000,000,000).
     pub nanos: u32,
 }
 
 impl Timestamp {
+    /// The current system time (the epoch if the clock is set before it).
     pub fn now() -> Timestamp {
         let d = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -123,17 +135,24 @@ impl Timestamp {
 /// One key slot: who, with which public key, and the volume key wrapped to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Slot {
+    /// What the key may do.
     pub role: Role,
+    /// The key's ID, `user.keyname`.
     pub id: KeyId,
+    /// The key's X25519 public key.
     pub public: [u8; 32],
+    /// The volume key wrapped to `public` ([`crate::crypto::wrap`]).
     pub wrapped: [u8; WRAPPED_LEN],
 }
 
 /// Where the data of the last backup written into this volume came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Provenance {
+    /// What the data was read from.
     pub origin: Origin,
+    /// When the backup began.
     pub started: Timestamp,
+    /// When the backup's data was complete.
     pub finished: Timestamp,
     /// Bytes of plaintext the backup wrote (the exact data length).
     pub bytes: u64,
@@ -150,7 +169,12 @@ pub struct Provenance {
 pub enum Origin {
     /// A volume: its UUID, and its data version when the backup read it
     /// (zero in version 1, which did not record it).
-    Volume { uuid: [u8; 16], data_version: u64 },
+    Volume {
+        /// The source volume's UUID.
+        uuid: [u8; 16],
+        /// The source's data version when the backup read it.
+        data_version: u64,
+    },
     /// Plain data (a file, device or standard input) encrypted into the
     /// volume. Its name is not recorded: anyone may read an EMD.
     Plain,
@@ -180,6 +204,7 @@ pub enum Task {
 /// has no key, must be able to keep it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// Whether a backup or a restore left it.
     pub task: Task,
     /// Names the run (a restore: the stream's ID); a resumed run keeps it.
     pub run_id: [u8; 16],
@@ -187,6 +212,7 @@ pub struct Checkpoint {
     pub source_uuid: [u8; 16],
     /// Data bytes from offset 0 that are written and synced: a resume starts here.
     pub bytes_done: u64,
+    /// Data bytes the run writes in all.
     pub total: u64,
     /// The source's EMD generation when the run began: a source written to
     /// since (its generation moved) is not resumed from.
@@ -201,15 +227,27 @@ pub struct Emd {
     /// moves it to [`VERSION`] (the MAC covers the layout).
     pub version: u16,
     // Mutable header: changed without the volume key (dirty bit reset, repair).
+    /// Bumped by every write of the EMD; of two valid copies the higher
+    /// generation is in force.
     pub generation: u64,
+    /// Set while a writer changes the data area, cleared when it has synced and
+    /// sealed.
     pub dirty: bool,
+    /// An unfinished backup or restore into this volume, if any.
     pub checkpoint: Option<Checkpoint>,
     // Authenticated body: changed only by a key holder, who re-seals the MAC.
+    /// The volume's random (version 4) UUID.
     pub uuid: [u8; 16],
+    /// Creation time, seconds since the Unix epoch.
     pub created: u64,
+    /// The cipher of the data area.
     pub cipher: Cipher,
+    /// Whether the data may be decrypted (enabled) or is raw (disabled).
     pub state: State,
+    /// Bytes per data sector: 512 or 4096.
     pub sector_size: u32,
+    /// Byte offset of the data area on the device: a multiple of the sector
+    /// size, at least [`EMD_SIZE`].
     pub data_offset: u64,
     /// Bytes of the data area: whole sectors.
     pub data_size: u64,
@@ -228,9 +266,15 @@ pub struct Emd {
     /// The chunk index of the last backup into this volume, in the area
     /// right after the data area (version 2; see `formats/INDEX.md`).
     pub index: Option<IndexRef>,
+    /// A label for people, at most [`LABEL_MAX`] bytes of UTF-8.
     pub label: String,
+    /// Where the data of the last backup into this volume came from, if one
+    /// wrote it.
     pub provenance: Option<Provenance>,
+    /// The key slots in use (at most [`MAX_SLOTS`]; exactly one owner).
     pub slots: Vec<Slot>,
+    /// Keyed BLAKE3 (from the volume key) over the authenticated bytes, as
+    /// stored.
     pub mac: [u8; 32],
     /// Who signed the authenticated bytes (version 2), outside the MAC so
     /// that a writer without the volume key can sign; `None`: unsigned.

@@ -1,5 +1,5 @@
 //! The EMD (encryption metadata) of a volume, as bytes: one copy's layout
-//! ([`format`]), and the rule that picks the copy in force from two
+//! ([`format`](mod@format)), and the rule that picks the copy in force from two
 //! ([`Copies`]): the newer valid one wins. Reading and writing the copies on
 //! a device is the volume layer's (`volume::metadata`).
 
@@ -16,11 +16,14 @@ pub use format::{
 /// The state of one copy on the media.
 #[derive(Clone, Debug)]
 pub enum CopyState {
+    /// A copy that parsed (it may still be older than the other one).
     Ok(Box<Emd>),
+    /// A copy that did not parse, and why.
     Bad(EmdError),
 }
 
 impl CopyState {
+    /// The parsed copy, if it is valid.
     pub fn emd(&self) -> Option<&Emd> {
         match self {
             CopyState::Ok(e) => Some(e),
@@ -37,7 +40,10 @@ impl CopyState {
 /// Both copies as read from a device.
 #[derive(Clone, Debug)]
 pub struct Copies {
+    /// The copy at offset 0.
     pub primary: CopyState,
+    /// The copy near the end of the device
+    /// (`volume::layout::backup_emd_offset`).
     pub backup: CopyState,
 }
 

@@ -19,6 +19,9 @@ pub struct KeyId {
 }
 
 impl KeyId {
+    /// Parse `user.keyname`, or a bare `name` meaning `name.name`; exit 2 when
+    /// a part is empty, longer than 31 bytes, starts with `-` or holds a
+    /// character outside `[A-Za-z0-9_-]`.
     pub fn parse(text: &str) -> Result<KeyId> {
         let (user, name) = match text.split_once('.') {
             Some((u, n)) => (u, n),
@@ -44,14 +47,17 @@ impl KeyId {
         })
     }
 
+    /// The whole ID, `user.keyname`.
     pub fn as_str(&self) -> &str {
         &self.text
     }
 
+    /// The user part, before the dot.
     pub fn user(&self) -> &str {
         &self.text[..self.dot]
     }
 
+    /// The key name part, after the dot.
     pub fn keyname(&self) -> &str {
         &self.text[self.dot + 1..]
     }

@@ -6,7 +6,7 @@
 //! are stored beside it. A `.pass` holds the passphrase sealed under a key
 //! derived from the host key, so that the `.pass` alone reveals nothing.
 //!
-//! Every file is read and written through [`files`](super::files), which
+//! Every file is read and written through `keys::files`, which
 //! refuses links, files and directories that another user could have put in
 //! place, and creates files so that concurrent runs cannot replace each
 //! other's keys.
@@ -39,14 +39,17 @@ pub struct PrivateKey {
 }
 
 impl PrivateKey {
+    /// The key pair's ID.
     pub fn id(&self) -> &KeyId {
         &self.id
     }
 
+    /// The X25519 private key.
     pub fn secret(&self) -> &StaticSecret {
         &self.secret
     }
 
+    /// The X25519 public key of this private key.
     pub fn public(&self) -> [u8; 32] {
         PublicKey::from(&self.secret).to_bytes()
     }
@@ -73,9 +76,13 @@ impl PrivateKey {
 /// One line of `key list`.
 #[derive(Debug, Clone)]
 pub struct KeyEntry {
+    /// The key's ID.
     pub id: KeyId,
+    /// Its X25519 public key, from the `.pub`.
     pub public: [u8; 32],
+    /// A `.priv` is there (a link counts; using one is refused).
     pub has_private: bool,
+    /// A stored passphrase (`.pass`) is there.
     pub has_passphrase: bool,
     /// Its signatures are trusted: a key pair of this keystore, or a public
     /// key imported with trust.
@@ -137,12 +144,14 @@ impl Keystore {
         Ok(Keystore::at(&config.join("evfs/pkey")))
     }
 
+    /// The keystore rooted at `root` (nothing is read or made yet).
     pub fn at(root: &Path) -> Keystore {
         Keystore {
             root: root.to_path_buf(),
         }
     }
 
+    /// The keystore's directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -168,15 +177,18 @@ impl Keystore {
         dir.read(&file_name(id, ext), trust)
     }
 
-    pub fn pub_path(&self, id: &KeyId) -> PathBuf {
+    /// Where the `.pub` of `id` is (read it through [`Keystore::public`]).
+    pub(crate) fn pub_path(&self, id: &KeyId) -> PathBuf {
         self.file(id, "pub")
     }
 
-    pub fn priv_path(&self, id: &KeyId) -> PathBuf {
+    /// Where the sealed private key of `id` is.
+    pub(crate) fn priv_path(&self, id: &KeyId) -> PathBuf {
         self.file(id, "priv")
     }
 
-    pub fn pass_path(&self, id: &KeyId) -> PathBuf {
+    /// Where the stored passphrase of `id` is.
+    pub(crate) fn pass_path(&self, id: &KeyId) -> PathBuf {
         self.file(id, "pass")
     }
 

@@ -22,6 +22,8 @@ pub struct PassphraseSource {
 }
 
 impl PassphraseSource {
+    /// A source that reads `file` (`-`: standard input); with `None`, the
+    /// stored passphrase or the prompt serves.
     pub fn file(file: Option<&Path>) -> Self {
         PassphraseSource {
             file: file.map(Path::to_path_buf),

@@ -18,6 +18,7 @@ use crate::crypto::essiv::EssivCbc;
 /// Where and how a LUKS volume's data is encrypted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataArea {
+    /// The sector cipher.
     pub cipher: SectorCipherKind,
     /// Byte offset of the data from the start of the device.
     pub offset: u64,

@@ -111,10 +111,20 @@ impl WriteAt for Vec<u8> {
 /// One step of a [`Plan`].
 pub enum Step {
     /// Write these bytes at this offset.
-    Write { offset: u64, bytes: Vec<u8> },
+    Write {
+        /// Byte offset from the start of the device.
+        offset: u64,
+        /// The bytes to write.
+        bytes: Vec<u8>,
+    },
     /// Overwrite `len` bytes at `offset` with random data: old key material
     /// in a keyslot area is destroyed this way, as cryptsetup does.
-    Random { offset: u64, len: u64 },
+    Random {
+        /// Byte offset from the start of the device.
+        offset: u64,
+        /// Bytes to overwrite.
+        len: u64,
+    },
     /// Make everything written so far durable before going on (the order of
     /// header copies is what keeps one of them valid at every moment).
     Sync,

@@ -30,13 +30,17 @@ pub const MAX_KEY_LEN: usize = 512;
 /// memory and 4 threads at most. A header asking for more is refused
 /// rather than followed, so that no header can make evfs allocate more.
 pub const ARGON2_MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+/// The most Argon2 lanes (threads) a keyslot may ask for.
 pub const ARGON2_MAX_THREADS: u32 = 4;
 
 /// A hash LUKS names for PBKDF2, the AF splitter or a digest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HashAlg {
+    /// SHA-1 (`sha1`), still the default of old LUKS1 headers.
     Sha1,
+    /// SHA-256 (`sha256`).
     Sha256,
+    /// SHA-512 (`sha512`).
     Sha512,
 }
 
@@ -60,6 +64,7 @@ impl HashAlg {
         })
     }
 
+    /// cryptsetup's name of the hash.
     pub fn name(self) -> &'static str {
         match self {
             HashAlg::Sha1 => "sha1",
@@ -170,11 +175,14 @@ pub fn af_split(
 /// The two Argon2 variants LUKS2 keyslots use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Argon2Variant {
+    /// Argon2i (`argon2i`).
     Argon2i,
+    /// Argon2id (`argon2id`).
     Argon2id,
 }
 
 impl Argon2Variant {
+    /// cryptsetup's name of the variant.
     pub fn name(self) -> &'static str {
         match self {
             Argon2Variant::Argon2i => "argon2i",
@@ -186,13 +194,18 @@ impl Argon2Variant {
 /// A keyslot's key derivation, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kdf {
+    /// PBKDF2 (`pbkdf2`), the KDF of every LUKS1 keyslot.
     Pbkdf2 {
         /// Hash name as stored (checked when used).
         hash: String,
+        /// Iterations.
         iterations: u32,
+        /// The salt, decoded.
         salt: Vec<u8>,
     },
+    /// Argon2 (`argon2i` or `argon2id`), LUKS2 only.
     Argon2 {
+        /// Which Argon2.
         variant: Argon2Variant,
         /// Passes (cryptsetup's "time").
         time: u32,
@@ -200,6 +213,7 @@ pub enum Kdf {
         memory_kib: u32,
         /// Lanes (cryptsetup's "cpus").
         cpus: u32,
+        /// The salt, decoded.
         salt: Vec<u8>,
     },
     /// A KDF type evfs does not know, by name.
@@ -318,6 +332,7 @@ impl SectorCipherKind {
         }
     }
 
+    /// dm-crypt's name of the cipher.
     pub fn name(self) -> &'static str {
         match self {
             SectorCipherKind::AesXtsPlain64 => "aes-xts-plain64",

@@ -40,27 +40,40 @@ const KEYSLOT_LEN: usize = 48;
 pub struct Luks1Keyslot {
     /// [`KEY_ENABLED`], [`KEY_DISABLED`] or another (invalid) value.
     pub active: u32,
+    /// PBKDF2 iterations of the passphrase.
     pub iterations: u32,
+    /// PBKDF2 salt of the passphrase.
     pub salt: [u8; SALT_LEN],
     /// Start of the key material, in 512-byte sectors.
     pub key_material_offset: u32,
+    /// Anti-forensic stripes (cryptsetup accepts only 4000).
     pub stripes: u32,
 }
 
 /// A parsed LUKS1 header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Luks1Header {
+    /// The cipher, `aes` for every volume evfs reads.
     pub cipher_name: String,
+    /// The mode and IV, `xts-plain64` or `cbc-essiv:sha256` for the volumes
+    /// evfs reads.
     pub cipher_mode: String,
+    /// The hash of PBKDF2, the AF splitter and the digest (`sha1`, `sha256`,
+    /// ...).
     pub hash_spec: String,
     /// Start of the data, in 512-byte sectors (0 with a detached header).
     pub payload_offset: u32,
     /// Bytes of the volume key.
     pub key_bytes: u32,
+    /// PBKDF2 of the volume key, to check a candidate key.
     pub mk_digest: [u8; DIGEST_LEN],
+    /// The salt of `mk_digest`.
     pub mk_digest_salt: [u8; SALT_LEN],
+    /// The iterations of `mk_digest`.
     pub mk_digest_iterations: u32,
+    /// The UUID as stored (text, as cryptsetup shows it).
     pub uuid: String,
+    /// The eight keyslots.
     pub keyslots: [Luks1Keyslot; KEYSLOTS],
 }
 

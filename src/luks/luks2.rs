@@ -37,11 +37,13 @@ const VERSION_AT: usize = 6;
 const HDR_SIZE_AT: usize = 8;
 const SEQID_AT: usize = 16;
 const LABEL_AT: usize = 24;
-pub const LABEL_LEN: usize = 48;
+/// Bytes of the label and subsystem fields, their terminating zero included.
+pub(crate) const LABEL_LEN: usize = 48;
 const CSUM_ALG_AT: usize = 72;
 const CSUM_ALG_LEN: usize = 32;
 const SALT_AT: usize = 104;
-pub const HEADER_SALT_LEN: usize = 64;
+/// Bytes of a binary header's salt.
+pub(crate) const HEADER_SALT_LEN: usize = 64;
 const UUID_AT: usize = 168;
 const UUID_LEN: usize = 40;
 const SUBSYSTEM_AT: usize = 208;
@@ -57,12 +59,18 @@ pub struct BinHeader {
     pub secondary: bool,
     /// Bytes of the binary header plus the JSON area.
     pub hdr_size: u64,
+    /// Sequence number, raised by every header update: of two valid copies the
+    /// higher wins.
     pub seqid: u64,
     /// Strings as stored, up to their terminating zero.
     pub label: Vec<u8>,
+    /// The checksum's hash, `sha256` as cryptsetup writes it.
     pub checksum_alg: String,
+    /// A random salt of this copy (each copy its own).
     pub salt: [u8; HEADER_SALT_LEN],
+    /// The UUID as stored, up to its terminating zero.
     pub uuid: Vec<u8>,
+    /// The subsystem label as stored, up to its terminating zero.
     pub subsystem: Vec<u8>,
     /// Where this copy says it lies; must be where it was read.
     pub hdr_offset: u64,
@@ -172,8 +180,11 @@ pub fn checksum(alg: &str, bin_zero_csum: &[u8], json_area: &[u8]) -> Option<Vec
 /// What became of one header copy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CopyState {
-    /// Valid, with this seqid.
-    Valid { seqid: u64 },
+    /// Valid.
+    Valid {
+        /// The copy's sequence number.
+        seqid: u64,
+    },
     /// Checksum good, but the JSON does not validate (cryptsetup's
     /// "obsolete" copy): the reason.
     BadJson(String),
@@ -182,6 +193,7 @@ pub enum CopyState {
 }
 
 impl CopyState {
+    /// Whether the copy is valid.
     pub fn is_valid(&self) -> bool {
         matches!(self, CopyState::Valid { .. })
     }
@@ -445,6 +457,7 @@ impl Luks2Header {
         self.bin.secondary
     }
 
+    /// The sequence number of the header in use.
     pub fn seqid(&self) -> u64 {
         self.bin.seqid
     }
@@ -460,10 +473,12 @@ impl Luks2Header {
         String::from_utf8_lossy(&self.bin.uuid).into_owned()
     }
 
+    /// The label (bytes that are not UTF-8 shown as U+FFFD).
     pub fn label(&self) -> String {
         String::from_utf8_lossy(&self.bin.label).into_owned()
     }
 
+    /// The subsystem label (bytes that are not UTF-8 shown as U+FFFD).
     pub fn subsystem(&self) -> String {
         String::from_utf8_lossy(&self.bin.subsystem).into_owned()
     }

@@ -25,12 +25,15 @@ pub const MAX_OBJECTS: u32 = 32;
 
 /// Keyslot priorities (cryptsetup's `crypt_keyslot_priority`).
 pub const PRIORITY_IGNORE: i64 = 0;
+/// Priority 1: tried in order (the default).
 pub const PRIORITY_NORMAL: i64 = 1;
+/// Priority 2: tried before the normal ones.
 pub const PRIORITY_PREFER: i64 = 2;
 
 /// A keyslot object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Keyslot {
+    /// The keyslot's number (its key in the `keyslots` object).
     pub id: u32,
     /// `type`: `luks2` for passphrase keyslots, `reencrypt` during
     /// reencryption, or another tool's type.
@@ -42,6 +45,7 @@ pub struct Keyslot {
     pub priority: i64,
     /// Byte offset and size of its binary area.
     pub area_offset: u64,
+    /// Bytes of the binary area.
     pub area_size: u64,
     /// The fields of a `luks2` keyslot.
     pub luks2: Option<Luks2Keyslot>,
@@ -50,11 +54,15 @@ pub struct Keyslot {
 /// What a `luks2` keyslot adds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Luks2Keyslot {
+    /// How the passphrase becomes the area key.
     pub kdf: Kdf,
+    /// The hash of the anti-forensic splitter.
     pub af_hash: String,
+    /// Stripes of the anti-forensic splitter (cryptsetup accepts only 4000).
     pub af_stripes: u32,
     /// The area's cipher in dm-crypt notation, and its key length.
     pub area_encryption: String,
+    /// Bytes of the area's key.
     pub area_key_size: u32,
 }
 
@@ -62,25 +70,36 @@ pub struct Luks2Keyslot {
 /// it lists.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DigestEntry {
+    /// The digest's number.
     pub id: u32,
+    /// `type`: `pbkdf2` for every digest cryptsetup makes.
     pub type_name: String,
+    /// The keyslots whose keys it checks.
     pub keyslots: Vec<u32>,
+    /// The segments whose key it checks.
     pub segments: Vec<u32>,
     /// The fields of a `pbkdf2` digest, when all are there and decode.
     pub pbkdf2: Option<Pbkdf2Digest>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+/// The fields of a `pbkdf2` digest: the key is right when PBKDF2 of it gives
+/// `digest`.
 pub struct Pbkdf2Digest {
+    /// The PBKDF2 hash's name as stored.
     pub hash: String,
+    /// PBKDF2 iterations.
     pub iterations: u32,
+    /// The salt, decoded.
     pub salt: Vec<u8>,
+    /// The expected PBKDF2 output, decoded.
     pub digest: Vec<u8>,
 }
 
 /// A segment object: an area of the device holding data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
+    /// The segment's number.
     pub id: u32,
     /// `crypt`, or `linear` and others during reencryption.
     pub type_name: String,
@@ -88,16 +107,21 @@ pub struct Segment {
     pub offset: u64,
     /// Bytes, or `None` for `"dynamic"` (to the end of the device).
     pub size: Option<u64>,
+    /// `flags`, such as the `backup-*` of reencryption (see
+    /// [`Segment::is_backup`]).
     pub flags: Vec<String>,
+    /// The fields of a `crypt` segment.
     pub crypt: Option<CryptSegment>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+/// What a `crypt` segment adds.
 pub struct CryptSegment {
     /// IV of the segment's first sector, in 512-byte units.
     pub iv_tweak: u64,
     /// dm-crypt cipher notation (`aes-xts-plain64`).
     pub encryption: String,
+    /// Bytes per encryption sector, a non-zero multiple of 512.
     pub sector_size: u32,
     /// The integrity type when the segment is authenticated.
     pub integrity: Option<String>,
@@ -114,8 +138,12 @@ impl Segment {
 /// owner stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Token {
+    /// The token's number.
     pub id: u32,
+    /// `type`: `luks2-keyring`, `systemd-tpm2`, evfs's `evfs-provenance` and
+    /// `evfs-key`, ...
     pub type_name: String,
+    /// The keyslots it serves.
     pub keyslots: Vec<u32>,
     /// The whole object, for the fields of its type.
     pub json: serde_json::Value,
@@ -128,6 +156,7 @@ pub struct Config {
     pub json_size: u64,
     /// Bytes of the keyslots area after the second JSON area.
     pub keyslots_size: u64,
+    /// `flags`: persistent activation flags (`allow-discards`, ...).
     pub flags: Vec<String>,
     /// `requirements.mandatory`: features an implementation must know to
     /// change the header or activate the device.
@@ -137,18 +166,25 @@ pub struct Config {
 /// The metadata of a LUKS2 header, in JSON order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Metadata {
+    /// The keyslots, in JSON order.
     pub keyslots: Vec<Keyslot>,
+    /// The tokens, in JSON order.
     pub tokens: Vec<Token>,
+    /// The segments, in JSON order.
     pub segments: Vec<Segment>,
+    /// The digests, in JSON order.
     pub digests: Vec<DigestEntry>,
+    /// The `config` object.
     pub config: Config,
 }
 
 impl Metadata {
+    /// The keyslot numbered `id`, if there is one.
     pub fn keyslot(&self, id: u32) -> Option<&Keyslot> {
         self.keyslots.iter().find(|k| k.id == id)
     }
 
+    /// The token numbered `id`, if there is one.
     pub fn token(&self, id: u32) -> Option<&Token> {
         self.tokens.iter().find(|t| t.id == id)
     }
@@ -445,11 +481,14 @@ fn id_list(v: Option<&Json>, known: &[u32]) -> Option<Vec<u32>> {
         .collect()
 }
 
-pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
+/// Standard Base64 (with padding) as LUKS2 stores binary values; `None` when
+/// it does not decode.
+pub(crate) fn decode_base64(s: &str) -> Option<Vec<u8>> {
     Base64::decode_vec(s).ok()
 }
 
-pub fn encode_base64(b: &[u8]) -> String {
+/// `b` in standard Base64 with padding, as LUKS2 stores binary values.
+pub(crate) fn encode_base64(b: &[u8]) -> String {
     Base64::encode_string(b)
 }
 

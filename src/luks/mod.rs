@@ -96,14 +96,17 @@ impl LuksKey {
         VolumeKey::from_bytes(cipher, self.expose())
     }
 
+    /// The key bytes.
     pub fn expose(&self) -> &[u8] {
         self.0.expose()
     }
 
+    /// Length of the key in bytes.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether the key has no bytes.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -111,14 +114,18 @@ impl LuksKey {
 
 /// What an unlock yields: the volume key and the keyslot that opened.
 pub struct Unlocked {
+    /// The volume key.
     pub key: LuksKey,
+    /// The number of the keyslot that opened.
     pub keyslot: u32,
 }
 
 /// A LUKS header of either version.
 #[derive(Clone, Debug)]
 pub enum Header {
+    /// A LUKS1 header.
     Luks1(Box<Luks1Header>),
+    /// A LUKS2 header (the copy in force).
     Luks2(Box<Luks2Header>),
 }
 
@@ -153,6 +160,7 @@ impl Header {
         }
     }
 
+    /// The volume's UUID, as text.
     pub fn uuid(&self) -> String {
         match self {
             Header::Luks1(h) => h.uuid.clone(),

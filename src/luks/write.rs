@@ -110,10 +110,14 @@ pub struct FormatOptions {
     pub metadata_size: u64,
     /// At most 47 bytes each.
     pub label: String,
+    /// At most 47 bytes, as the label.
     pub subsystem: String,
     /// The volume UUID; random (version 4) when `None`.
     pub uuid: Option<[u8; 16]>,
+    /// The Argon2id parameters of keyslot 0.
     pub kdf: Argon2Params,
+    /// PBKDF2 iterations of the volume key digest (at least cryptsetup's
+    /// minimum, 1000).
     pub digest_iterations: u32,
 }
 

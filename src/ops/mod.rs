@@ -16,7 +16,7 @@ pub mod luks;
 pub mod map;
 pub mod read;
 pub mod restore;
-pub mod stream_check;
+pub(crate) mod stream_check;
 pub mod trust;
 pub mod verify;
 
@@ -122,18 +122,28 @@ pub fn watched<T>(
 /// What a finished backup or restore reports.
 #[derive(Clone, Debug)]
 pub struct Report {
-    pub mode: backup::decide::Mode,
+    /// What was done with the data; a restore reports `Raw` when it wrote
+    /// the frames as they lie, `Encrypt` when it encrypted compressed frames
+    /// or zero markers with the key.
+    pub mode: backup::Mode,
     /// What a restored stream was made as (a restore only).
     pub stream_mode: Option<crate::stream::format::StreamMode>,
     /// Bytes of plaintext copied.
     pub bytes: u64,
+    /// Wall-clock seconds the run took.
     pub seconds: f64,
     /// BLAKE3 of the plaintext (none for a raw clone, which never sees it).
     pub digest: Option<blake3::Hash>,
+    /// Worker threads used (1 for a restore).
     pub threads: usize,
+    /// The source as named in messages (a path, "standard input").
     pub source: String,
+    /// The target as named in messages.
     pub target: String,
+    /// UUID of the source volume, if the data came from one.
     pub source_uuid: Option<[u8; 16]>,
+    /// UUID of the target volume (of a stream: the volume it restores), if
+    /// the target is one.
     pub target_uuid: Option<[u8; 16]>,
     /// Bytes written to a stream (header, frames, trailer), when the target is one.
     pub stream_bytes: Option<u64>,
@@ -150,7 +160,9 @@ pub struct Report {
 /// the bytes read, written into a volume and sent into a stream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Chunks {
+    /// Chunks of [`crate::index::CHUNK`] bytes read from the source.
     pub total: u64,
+    /// Chunks that the target's chunk index showed unchanged: not written.
     pub unchanged: u64,
     /// Bytes of data read from the source.
     pub bytes_read: u64,

@@ -25,7 +25,9 @@ use crate::volume::{Device, layout, lock, metadata, sniff};
 /// A restore: a stream (a file, or `-` for standard input) onto a volume.
 #[derive(Clone, Debug)]
 pub struct RestoreRequest {
+    /// The stream: a file, or `-` for standard input.
     pub stream: PathBuf,
+    /// The volume (EVFS, or an existing LUKS2 one) or file to write.
     pub target: PathBuf,
     /// A key of the backed-up volume: needed for compressed and sparse
     /// streams, and checks the stream's MAC.
@@ -33,13 +35,13 @@ pub struct RestoreRequest {
     /// Overwrite foreign data or another volume; roll back.
     pub force: bool,
     /// A LUKS2 target's keyslot and detached header (its secret is the
-    /// [`Keys`] provider's [`KeyUse::Target`] one).
+    /// [`Keys`] provider's [`KeyUse::Target`](super::KeyUse::Target) one).
     pub luks: super::luks::LuksAccess,
 }
 
 /// Open a stream: a file, or `-` for standard input. Something else than a
 /// stream (a volume, plain data) is a wrong kind of argument, named.
-pub fn open_stream(path: &Path) -> Result<(Box<dyn Read + Send>, String)> {
+pub(crate) fn open_stream(path: &Path) -> Result<(Box<dyn Read + Send>, String)> {
     let (mut input, name): (Box<dyn Read + Send>, String) = if path == Path::new("-") {
         (Box::new(std::io::stdin()), "standard input".to_string())
     } else {

@@ -50,7 +50,9 @@ pub enum FrameBytes {
 /// A plaintext digest and how many bytes it covers.
 #[derive(Clone, Copy, Debug)]
 pub struct Digest {
+    /// BLAKE3 of the plaintext.
     pub hash: blake3::Hash,
+    /// Bytes of plaintext it covers.
     pub bytes: u64,
 }
 
@@ -70,6 +72,7 @@ pub struct StreamCheck {
 
 /// What a stream that checked out holds.
 pub struct Checked {
+    /// The stream's trailer, checked.
     pub trailer: Box<Trailer>,
     /// The plaintext digest computed from the frames (with a key).
     pub computed: Option<Digest>,

@@ -50,7 +50,9 @@ impl Policy {
 /// Who signed, as `verify`, `restore` and `info` report it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignedBy {
+    /// The signer's key ID, as the signature block names it.
     pub id: KeyId,
+    /// The fingerprint of the signer's public key (`b3:` and 16 hex digits).
     pub fingerprint: String,
     /// The signer is a trusted one here.
     pub trusted: bool,
@@ -76,7 +78,7 @@ impl SignedBy {
 
 /// Who signed `message` with `sig`, judged against the keystore's trusted
 /// signers and `policy`'s extra ones; no failure here.
-pub fn signed_by(
+pub(crate) fn signed_by(
     sig: Option<&Signature>,
     message: &[u8],
     keys: &dyn Keys,
@@ -98,7 +100,7 @@ pub fn signed_by(
 
 /// Judge the signature of `what`: exit 5 when it is broken, or when
 /// `policy` is strict and it is missing or untrusted.
-pub fn judge(signed: Option<&SignedBy>, policy: &Policy, what: &str) -> Result<()> {
+pub(crate) fn judge(signed: Option<&SignedBy>, policy: &Policy, what: &str) -> Result<()> {
     let allow = "add --allow-unsigned to accept it all the same, or sign it with a trusted key";
     match signed {
         Some(s) if !s.valid => Err(Error::integrity(format!(
@@ -122,7 +124,7 @@ pub fn judge(signed: Option<&SignedBy>, policy: &Policy, what: &str) -> Result<(
 
 /// The signature of an EMD, judged: what `verify` reports, after failing
 /// as [`judge`] says.
-pub fn check_emd(
+pub(crate) fn check_emd(
     emd: &Emd,
     keys: &dyn Keys,
     policy: &Policy,
@@ -136,7 +138,7 @@ pub fn check_emd(
 /// Unlock a volume's EMD with `pk` for `roles` to `action`, and check its
 /// signature as unlocking requires: a substituted or unsigned EMD is
 /// refused (exit 5) unless `--allow-unsigned`.
-pub fn unlock(
+pub(crate) fn unlock(
     emd: &Emd,
     path: &Path,
     pk: &PrivateKey,
@@ -165,7 +167,7 @@ pub fn unlock(
 }
 
 /// [`unlock`] for reading or writing data.
-pub fn unlock_data(
+pub(crate) fn unlock_data(
     emd: &Emd,
     path: &Path,
     pk: &PrivateKey,
@@ -177,7 +179,7 @@ pub fn unlock_data(
 
 /// Seal `emd` with `key` after a change, and sign it with `signer` when
 /// there is one: the last step of every change a key holder makes.
-pub fn seal(emd: &mut Emd, key: &VolumeKey, signer: Option<&PrivateKey>) {
+pub(crate) fn seal(emd: &mut Emd, key: &VolumeKey, signer: Option<&PrivateKey>) {
     emd.seal(key);
     if let Some(pk) = signer {
         emd.sign(|m| pk.sign(m));
@@ -189,7 +191,7 @@ pub fn seal(emd: &mut Emd, key: &VolumeKey, signer: Option<&PrivateKey>) {
 /// with `--sign-with` (which must unlock), else by default the owner's key
 /// when its private half is in the keystore, readable, and its passphrase
 /// can be had; `None` when there is none, and the result goes out unsigned.
-pub fn signer(
+pub(crate) fn signer(
     keys: &dyn Keys,
     sign_with: Option<&KeyId>,
     owner: Option<&KeyId>,

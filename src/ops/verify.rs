@@ -31,6 +31,7 @@ pub struct VerifyRequest {
     pub key: Option<KeyId>,
     /// Also compare the plaintext with this source's.
     pub against: Option<PathBuf>,
+    /// Worker threads for reading plaintext (see [`super::threads`]).
     pub threads: usize,
     /// How to reach TARGET and SRC where they are LUKS volumes. Their
     /// secrets come from the [`Keys`] provider: [`KeyUse::Volume`] for
@@ -43,14 +44,18 @@ pub struct VerifyRequest {
 /// The keyslots and detached headers of LUKS volumes in a verify.
 #[derive(Clone, Debug, Default)]
 pub struct LuksVerify {
+    /// TARGET's keyslot and detached header.
     pub target: LuksAccess,
+    /// SRC's (`against`) keyslot and detached header.
     pub against: LuksAccess,
 }
 
 /// One line of the report.
 #[derive(Clone, Debug)]
 pub struct Check {
+    /// Whether it passed.
     pub ok: bool,
+    /// What was checked, and what was found, in words.
     pub what: String,
 }
 

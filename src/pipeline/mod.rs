@@ -212,6 +212,11 @@ impl<'a> Plan<'a> {
 
 /// One chunk as the sink sees it, in order.
 pub struct ChunkOut<'a> {
+    /// The chunk's number, from 0 at the plan's start.
+    #[allow(
+        dead_code,
+        reason = "read only by the unit tests (found when its users became pub(crate))"
+    )]
     pub index: u64,
     /// Offset in the data (plaintext) stream.
     pub offset: u64,
@@ -222,6 +227,10 @@ pub struct ChunkOut<'a> {
     /// only these.
     pub plain_len: usize,
     /// The plaintext was all zeros (only when the plan detects zeros).
+    #[allow(
+        dead_code,
+        reason = "read only by the unit tests (found when its users became pub(crate))"
+    )]
     pub zero: bool,
     /// The chunk's stream frame, when the plan makes frames.
     pub frame: Option<&'a Frame>,

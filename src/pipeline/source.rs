@@ -24,6 +24,11 @@ pub struct Input {
 }
 
 impl Input {
+    /// The chunk's bytes.
+    #[allow(
+        dead_code,
+        reason = "read only by the unit tests (found when its users became pub(crate))"
+    )]
     pub fn bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
@@ -32,6 +37,11 @@ impl Input {
         self.len
     }
 
+    /// Whether the chunk is empty.
+    #[allow(
+        dead_code,
+        reason = "no caller in the crate (found when the module became pub(crate))"
+    )]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -50,6 +60,10 @@ impl Input {
 /// A source of chunks, driven by the pipeline's reader thread.
 pub trait Source: Send {
     /// Total bytes, when known in advance.
+    #[allow(
+        dead_code,
+        reason = "read only by the unit tests (found when its users became pub(crate))"
+    )]
     fn total(&self) -> Option<u64>;
     /// The next chunk of at most `max` bytes, or `None` at the end.
     fn next(&mut self, max: usize) -> Result<Option<Input>>;
@@ -186,6 +200,10 @@ extern "C" fn on_sigbus(_signal: libc::c_int) {
 pub struct ReaderSource<R: Read + Send> {
     reader: R,
     name: String,
+    #[allow(
+        dead_code,
+        reason = "read only by the unit tests (found when its users became pub(crate))"
+    )]
     total: Option<u64>,
     pool: Pool<Aligned>,
     done: bool,

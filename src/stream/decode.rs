@@ -7,6 +7,8 @@ use super::writer::StreamFramer;
 use crate::crypto::{VolumeKey, Xts};
 use crate::error::{Error, Result};
 
+/// Turns the frames of one stream into plaintext or target ciphertext, with one
+/// reused buffer.
 pub struct FrameDecoder {
     xts: Option<Xts>,
     aead_key: Option<[u8; 32]>,

@@ -62,13 +62,17 @@ const FLAG_SPARSE: u16 = 4;
 /// Why bytes are not a valid stream part.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StreamError {
+    /// The bytes do not start with the part's magic.
     NoMagic,
     /// A version newer than this build reads.
     Newer(u16),
     /// Version 0: never written by any evfs.
     Version(u16),
+    /// The checksum does not match: damaged or truncated.
     Checksum,
+    /// A field out of its allowed range, with the field's name.
     Field(&'static str),
+    /// The EMD the part carries is invalid.
     Emd(EmdError),
 }
 
@@ -100,6 +104,7 @@ pub enum StreamMode {
 }
 
 impl StreamMode {
+    /// The mode's name as `verify` and `restore` report it.
     pub fn name(self) -> &'static str {
         match self {
             StreamMode::Reencrypt => "reencrypt",
@@ -116,10 +121,18 @@ pub struct Header {
     pub version: u16,
     /// How the backup made its data: re-encrypted, encrypted, or raw.
     pub mode: StreamMode,
+    /// Flag 1: the frames carry the source's ciphertext as it lies (mode raw).
     pub raw: bool,
+    /// Flag 2: frames carry zstd-compressed plaintext sealed with an AEAD
+    /// (`--compress`).
     pub compressed: bool,
+    /// Flag 4: all-zero chunks are sent as zero markers (`--sparse`).
     pub sparse: bool,
+    /// Bytes of data per frame: a power of two from [`MIN_CHUNK`] to
+    /// [`MAX_CHUNK`], a multiple of the EMD's sector size.
     pub chunk_size: u32,
+    /// A random ID of this stream (a compressed frame's AEAD key is bound to
+    /// it).
     pub stream_id: [u8; 16],
     /// Data bytes the writer expected, `None` when it did not know (stdin).
     pub expected: Option<u64>,
@@ -138,6 +151,8 @@ impl Header {
         header_len(self.version)
     }
 
+    /// The header's bytes, its checksum filled in ([`Header::encoded_len`] of
+    /// them).
     pub fn encode(&self) -> Vec<u8> {
         let len = self.encoded_len();
         let fixed = fixed_len(self.version);
@@ -179,6 +194,8 @@ impl Header {
         }
     }
 
+    /// Parse and check a header (at least [`header_len`] bytes of its version);
+    /// the EMD in it is parsed too.
     pub fn parse(b: &[u8]) -> Result<Header, StreamError> {
         let version = Self::version_of(b)?;
         let len = header_len(version);
@@ -290,7 +307,9 @@ impl FrameKind {
 /// The fixed part of a frame, before its payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameHeader {
+    /// What the frame carries.
     pub kind: FrameKind,
+    /// The frame's number, from 0, in order.
     pub index: u64,
     /// Offset of the chunk in the data area.
     pub offset: u64,
@@ -301,6 +320,7 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
+    /// The frame header's bytes.
     pub fn encode(&self) -> [u8; FRAME_HEADER_LEN] {
         let mut b = [0u8; FRAME_HEADER_LEN];
         b[0..4].copy_from_slice(FRAME_MAGIC);
@@ -355,12 +375,18 @@ pub fn frame_hash(header: &[u8; FRAME_HEADER_LEN], payload: &[u8]) -> [u8; 32] {
 /// The stream trailer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trailer {
+    /// Frames in the stream.
     pub frames: u64,
+    /// Bytes of plaintext data (the frames may cover up to one sector more).
     pub bytes: u64,
+    /// BLAKE3 of the plaintext; `None` for a raw stream, which never saw it.
     pub plaintext_blake3: Option<[u8; 32]>,
     /// The target's final EMD: clean, with provenance, sealed with its key.
     pub emd: Emd,
+    /// Keyed BLAKE3 of the manifest; `None` for a raw stream, made without a
+    /// key.
     pub mac: Option<[u8; 32]>,
+    /// BLAKE3 of the manifest and the MAC: covers every byte of the stream.
     pub checksum: [u8; 32],
     /// Who signed the checksum (version 2); `None`: unsigned.
     pub signature: Option<Signature>,

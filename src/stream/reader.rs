@@ -17,13 +17,20 @@ use crate::error::{Error, Result};
 
 /// One item of a stream, in order.
 pub enum Item<'a> {
+    /// A frame whose BLAKE3, index and offset checked: its parsed header, its
+    /// payload, and its header's bytes.
     Frame(FrameHeader, &'a [u8], [u8; FRAME_HEADER_LEN]),
+    /// The trailer, its checksum, counts and (with a MAC key) MAC checked, and
+    /// nothing after it; its signature is judged by the caller.
     End(Box<Trailer>),
 }
 
+/// Reads a backup stream part by part, checking each part as it comes
+/// ([`StreamReader::next_item`]).
 pub struct StreamReader<R: Read> {
     input: R,
     name: String,
+    /// The stream's header, read and checked by [`StreamReader::open`].
     pub header: Header,
     header_bytes: Vec<u8>,
     manifest: blake3::Hasher,

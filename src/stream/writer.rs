@@ -25,7 +25,9 @@ pub type Signer<'a> = &'a dyn Fn(&[u8]) -> Signature;
 pub struct StreamFramer {
     /// zstd level and AEAD key when compressing.
     pub compress: Option<(i32, [u8; 32])>,
+    /// Send all-zero chunks as zero markers.
     pub sparse: bool,
+    /// Bytes of data per frame (the header's chunk size).
     pub chunk_size: usize,
 }
 
@@ -77,8 +79,11 @@ pub enum Payload {
 
 /// A frame: its fixed header, where its payload is, and the BLAKE3 of both.
 pub struct FrameParts {
+    /// The frame header's bytes.
     pub header: [u8; FRAME_HEADER_LEN],
+    /// Where the payload is.
     pub payload: Payload,
+    /// BLAKE3 of the frame header and payload.
     pub hash: [u8; 32],
 }
 

@@ -18,9 +18,25 @@ use crate::error::{Error, IoContext, Result};
 /// [`super::identity`] for whether two names reach the same storage).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Identity {
-    File { dev: u64, ino: u64 },
-    Block { rdev: u64 },
-    Other { dev: u64, ino: u64 },
+    /// A regular file.
+    File {
+        /// The device number of its file system.
+        dev: u64,
+        /// Its inode number.
+        ino: u64,
+    },
+    /// A block device.
+    Block {
+        /// Its device number (major and minor).
+        rdev: u64,
+    },
+    /// Anything else (a FIFO, a character device, a socket).
+    Other {
+        /// The device number of its file system.
+        dev: u64,
+        /// Its inode number.
+        ino: u64,
+    },
 }
 
 fn identity(m: &std::fs::Metadata) -> Identity {
@@ -217,26 +233,32 @@ impl Device {
         Self::from_file(file, path, true, path.to_path_buf())
     }
 
+    /// The path it was opened by.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Its size in bytes.
     pub fn size(&self) -> u64 {
         self.size.load(Ordering::Relaxed)
     }
 
+    /// Whether it is a block device (else a regular file).
     pub fn is_block(&self) -> bool {
         self.block
     }
 
+    /// Whether it was opened for writing.
     pub fn is_writable(&self) -> bool {
         self.writable
     }
 
+    /// What it is, by device and inode number.
     pub fn identity(&self) -> Identity {
         self.identity
     }
 
+    /// The open file, for positional I/O of its own.
     pub fn file(&self) -> &File {
         &self.file
     }

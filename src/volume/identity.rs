@@ -38,9 +38,17 @@ const MAX_DEPTH: u32 = 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Base {
     /// A regular file, by file system and inode.
-    File { dev: u64, ino: u64 },
+    File {
+        /// The device number of its file system.
+        dev: u64,
+        /// Its inode number.
+        ino: u64,
+    },
     /// A disk with no loop, partition or mapping layer known below it.
-    Disk { rdev: u64 },
+    Disk {
+        /// Its device number (major and minor).
+        rdev: u64,
+    },
 }
 
 /// A file or block device on the way from a name down to its bases.
@@ -90,6 +98,7 @@ struct Hop {
 /// A byte range of a base that a name reaches.
 #[derive(Clone, Debug)]
 pub struct Extent {
+    /// The base the bytes are on.
     pub base: Base,
     /// The first byte on the base.
     pub start: u64,
@@ -645,9 +654,10 @@ fn dm_extents(sys: &Path, depth: u32) -> Vec<Extent> {
 
 /// One line of a device-mapper table, as far as identity needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DmTarget {
+pub(crate) struct DmTarget {
     /// Start and length in the mapped device, in 512-byte sectors.
     pub start: u64,
+    /// Length in the mapped device, in 512-byte sectors.
     pub len: u64,
     /// The lower devices ("MAJOR:MINOR" or a path) and the sector each
     /// part starts at on them.
@@ -659,7 +669,7 @@ pub struct DmTarget {
 /// Parse `dmsetup table` output for one device. `None` when a line has a
 /// target type whose layout is not known here (thin, snapshot, raid, ...)
 /// or does not parse: the caller then falls back to the slaves.
-pub fn parse_dm_table(text: &str) -> Option<Vec<DmTarget>> {
+pub(crate) fn parse_dm_table(text: &str) -> Option<Vec<DmTarget>> {
     let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split_whitespace().collect();

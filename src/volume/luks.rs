@@ -240,6 +240,7 @@ pub struct LuksVolume {
     pub dev: Device,
     /// A detached header (`--luks-header FILE`).
     detached: Option<Device>,
+    /// The LUKS header as read.
     pub header: Header,
 }
 
@@ -313,6 +314,7 @@ impl LuksVolume {
         Ok(Self::from_device(dev, header, false)?.ok())
     }
 
+    /// The path of the data device, as given.
     pub fn path(&self) -> &Path {
         self.dev.path()
     }

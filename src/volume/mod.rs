@@ -21,8 +21,11 @@ pub use device::{Device, Identity};
 
 /// An open EVFS volume: its device and the EMD copy in force.
 pub struct Volume {
+    /// The open device.
     pub dev: Device,
+    /// The EMD copy in force (the valid one with the higher generation).
     pub emd: Emd,
+    /// Both copies as read, for reporting and repair.
     pub copies: Copies,
 }
 
@@ -42,6 +45,8 @@ impl Volume {
         Volume::from_device(dev)
     }
 
+    /// Read the EMD of an open device; exit 5 when EMD magic is there but no
+    /// copy is valid, exit 2 when the device holds something else.
     pub fn from_device(dev: Device) -> Result<Volume> {
         let copies = crate::volume::metadata::read(&dev)?;
         let emd = copies
@@ -51,6 +56,7 @@ impl Volume {
         Ok(Volume { dev, emd, copies })
     }
 
+    /// The path the volume was opened by.
     pub fn path(&self) -> &Path {
         self.dev.path()
     }
@@ -114,7 +120,9 @@ pub fn data_fits(dev: &Device, emd: &Emd) -> Result<()> {
 
 /// A volume key and the role through which it was obtained.
 pub struct Unlocked {
+    /// The volume key.
     pub key: VolumeKey,
+    /// The role of the slot that opened it.
     pub role: Role,
 }
 
@@ -183,13 +191,20 @@ fn role_article(role: Role) -> &'static str {
 
 /// Build the EMD of a new volume with a fresh key, owned by `owner`.
 pub struct NewVolume<'a> {
+    /// The data area's cipher.
     pub cipher: crate::crypto::Cipher,
+    /// Bytes per sector: 512 or 4096.
     pub sector_size: u32,
+    /// Bytes of the data area: whole sectors.
     pub data_size: u64,
     /// Bytes of plaintext it will hold (at most `data_size`).
     pub data_len: u64,
+    /// The label, at most 64 bytes of UTF-8.
     pub label: &'a str,
+    /// The owner's key ID and X25519 public key.
     pub owner: (&'a crate::keys::KeyId, [u8; 32]),
+    /// The recovery keys (pseudo-user `evfs`, at most two): IDs and public
+    /// keys.
     pub recovery: Vec<(crate::keys::KeyId, [u8; 32])>,
 }
 

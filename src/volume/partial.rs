@@ -122,6 +122,7 @@ impl Partial {
         })
     }
 
+    /// The file being written (unnamed, or under its temporary name).
     pub fn file(&self) -> &File {
         &self.file
     }

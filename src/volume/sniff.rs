@@ -15,6 +15,7 @@ pub const SNIFF_LEN: usize = 8;
 /// First bytes of a LUKS1 or LUKS2 header.
 pub const LUKS_MAGIC: &[u8; 6] = b"LUKS\xba\xbe";
 
+/// What a file holds, by its first bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// Starts with EMD magic: an EVFS volume (or a damaged one).
@@ -65,6 +66,8 @@ pub fn kind_of_device(dev: &super::Device) -> crate::error::Result<Kind> {
     Ok(sniff(&head[..n]))
 }
 
+/// What input starting with `head` holds, from its first [`SNIFF_LEN`] bytes
+/// (input too short to hold a magic is plain data).
 pub fn sniff(head: &[u8]) -> Kind {
     if head.starts_with(EMD_MAGIC) {
         Kind::Volume
@@ -87,7 +90,10 @@ pub enum Suspect {
     EmdAt(u64),
     /// Every sector sampled is statistically random, and none is zero or
     /// structured: the raw data area of an encrypted volume.
-    Random { sectors: usize },
+    Random {
+        /// How many sectors were sampled.
+        sectors: usize,
+    },
 }
 
 impl Suspect {

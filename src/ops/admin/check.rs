@@ -17,6 +17,7 @@ use crate::volume::{Device, Volume, metadata};
 /// What `check` found (and, with `-r`, did).
 #[derive(Clone, Debug)]
 pub struct CheckReport {
+    /// The volume checked.
     pub path: PathBuf,
     /// Dirty when the check began.
     pub was_dirty: bool,
@@ -28,6 +29,7 @@ pub struct CheckReport {
     pub repaired: bool,
     /// The unfinished backup or restore the volume holds.
     pub unfinished: Option<Checkpoint>,
+    /// The generation of the EMD in force at the end.
     pub generation: u64,
     /// The messages, as the HP-UX tool words them.
     pub lines: Vec<String>,
@@ -173,7 +175,7 @@ pub fn run(vol: &Path, reset: bool) -> Result<CheckReport> {
 }
 
 /// The share of an unfinished task done, in percent.
-pub fn percent(c: &Checkpoint) -> u64 {
+pub(crate) fn percent(c: &Checkpoint) -> u64 {
     (c.bytes_done as u128 * 100)
         .checked_div(c.total as u128)
         .map_or(0, |p| p as u64)

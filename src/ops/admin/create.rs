@@ -14,10 +14,19 @@ use crate::volume::{Device, NewVolume, layout, metadata};
 pub struct CreateRequest {
     /// A file or block device (a file is created when `size` is given).
     pub vol: PathBuf,
+    /// The owner's key pair (its public key is read from the keystore); not
+    /// a recovery key.
     pub owner: KeyId,
+    /// Bytes of the volume: a new file is made this size (an empty file grows
+    /// to it; any other existing `vol` must have it); `None`: `vol` exists and
+    /// keeps its size.
     pub size: Option<u64>,
+    /// The data area's cipher.
     pub cipher: Cipher,
+    /// Bytes per data sector: 512 or 4096 (checked by the command line, not
+    /// here).
     pub sector_size: u32,
+    /// A label for people, at most 64 bytes without NUL characters.
     pub label: String,
     /// Recovery keys (user `evfs`).
     pub recovery: Vec<KeyId>,

@@ -17,6 +17,10 @@ use crate::error::{Error, Result};
 use crate::keys::KeyId;
 use crate::volume::{Volume, metadata, unlock_emd};
 
+/// `enable` / `disable`: set the state of `vol` (only the EMD changes, the
+/// data is not rewritten), unlocked with `key` as owner or user. Enabling a
+/// dirty volume warns through `obs`; a volume already in the state is left
+/// as it is.
 pub fn set_state(
     keys: &dyn Keys,
     obs: &dyn Observer,
@@ -56,6 +60,9 @@ pub fn set_state(
     Ok(())
 }
 
+/// `user add`: give key pair `id` (its public key from the keystore) a slot
+/// on `vol`, as an authorized user (as a recovery key when `id` is `evfs.*`);
+/// `key` must be the owner's. Exit 2 when `id` has a slot or no slot is free.
 pub fn user_add(
     keys: &dyn Keys,
     obs: &dyn Observer,
@@ -104,6 +111,9 @@ pub fn user_add(
     Ok(())
 }
 
+/// `user remove`: drop the slot of `id` from `vol`; `key` must be the
+/// owner's. Exit 2 for the owner's own slot or an ID without one. The volume
+/// key stays the same.
 pub fn user_remove(
     keys: &dyn Keys,
     obs: &dyn Observer,
@@ -135,6 +145,9 @@ pub fn user_remove(
     Ok(())
 }
 
+/// `owner`: make `id` the owner of `vol`, unlocked with `key` as owner or
+/// recovery key; the previous owner stays an authorized user. Exit 2 for a
+/// recovery key as the new owner.
 pub fn owner(
     keys: &dyn Keys,
     obs: &dyn Observer,
@@ -223,6 +236,8 @@ pub fn sign(keys: &dyn Keys, obs: &dyn Observer, vol: &Path, key: &KeyId) -> Res
     Ok(())
 }
 
+/// `destroy`: wipe both EMD copies of `vol`, unlocked with the owner's `key`;
+/// without a saved EMD its data can never be decrypted again.
 pub fn destroy(keys: &dyn Keys, obs: &dyn Observer, vol: &Path, key: &KeyId) -> Result<()> {
     let v = Volume::open(vol, true)?;
     let pk = keys.unlock(key, KeyUse::Volume)?;

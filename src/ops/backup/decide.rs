@@ -31,8 +31,11 @@ pub enum Dst {
     Foreign,
     /// An EVFS volume, and how it relates to the source.
     Volume {
+        /// Its state.
         state: State,
+        /// Bytes of its data area.
         data_size: u64,
+        /// How it relates to the source.
         relation: Relation,
     },
     /// Standard output (`-`).
@@ -43,13 +46,20 @@ pub enum Dst {
     Source,
     /// A LUKS volume (`version` 1 or 2) with a data area of `data_size`
     /// bytes.
-    Luks { version: u16, data_size: u64 },
+    Luks {
+        /// The LUKS version, 1 or 2.
+        version: u16,
+        /// Bytes of its data area.
+        data_size: u64,
+    },
 }
 
 /// The format of a backup's target (`--target-format`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// An EVFS volume (EMD and AES-XTS data area).
     Evfs,
+    /// A LUKS2 volume that cryptsetup opens.
     Luks2,
 }
 
@@ -65,7 +75,10 @@ pub enum Relation {
     /// A volume with an EMD of its own (made by `create`, by a backup into
     /// it with its own key, or a clone of another source). `key_slot`: the
     /// `-k` key has a slot in it, so it can be written with its own key.
-    Own { key_slot: bool },
+    Own {
+        /// The `-k` key has a slot in it.
+        key_slot: bool,
+    },
 }
 
 /// How much the target can hold.
@@ -98,10 +111,15 @@ impl TargetKey {
 /// The flags that choose between rows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flags {
+    /// `--raw`.
     pub raw: bool,
+    /// `--cleartext`.
     pub cleartext: bool,
+    /// `--owner` was given.
     pub owner: bool,
+    /// Which flag named the key of a target volume, if one did.
     pub target_key: Option<TargetKey>,
+    /// `--force`.
     pub force: bool,
     /// `--target-format`; `None`: the target's own, else evfs.
     pub target_format: Option<Format>,
@@ -121,6 +139,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The mode's name, as reports show it.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Reencrypt => "reencrypt",
@@ -152,9 +171,12 @@ pub enum Write {
     IntoLuks,
 }
 
+/// What the table decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
+    /// What is done with the data.
     pub mode: Mode,
+    /// Where and how it is written.
     pub write: Write,
 }
 
@@ -162,7 +184,9 @@ pub struct Decision {
 /// bytes; `None` when the source length is not known (stdin).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sizes {
+    /// Bytes of the device an EVFS clone of the source needs.
     pub clone_device: Option<u64>,
+    /// Bytes of plaintext the backup copies.
     pub plaintext: Option<u64>,
     /// The device a new LUKS2 target needs.
     pub luks_device: Option<u64>,

@@ -33,7 +33,7 @@ use crate::volume::Device;
 use crate::volume::luks::LuksVolume;
 
 /// Bytes a LUKS2 volume evfs formats keeps before its data.
-pub const LUKS_DATA_OFFSET: u64 = crate::luks::write::DEFAULT_DATA_OFFSET;
+pub(crate) const LUKS_DATA_OFFSET: u64 = crate::luks::write::DEFAULT_DATA_OFFSET;
 
 /// The LUKS side of a backup request.
 #[derive(Clone, Debug, Default)]
@@ -50,7 +50,7 @@ pub struct LuksBackup {
 
 /// Bytes a new LUKS2 target of `len` bytes of data in `sector_size`
 /// sectors needs (at least one sector of data).
-pub fn device_size(len: u64, sector_size: u32) -> u64 {
+pub(crate) fn device_size(len: u64, sector_size: u32) -> u64 {
     let ss = u64::from(sector_size);
     LUKS_DATA_OFFSET + len.next_multiple_of(ss).max(ss)
 }

@@ -1,27 +1,28 @@
 //! `evfs backup SRC DST` as a use-case: open and sniff the source
-//! ([`source`]), classify the target ([`target`]), let the configuration
-//! table decide ([`decide`]), refuse rollbacks ([`rollback`]), unlock only
-//! the keys the decision needs, and write: into a volume ([`write`]), as a
-//! cleartext export ([`export`]) or as a backup stream ([`stream`]). The EMD
-//! clone and provenance come from [`clone`], checkpoints for `--resume` from
-//! [`resume`].
+//! (`source`), classify the target (`target`), let the configuration
+//! table decide (`decide`), refuse rollbacks (`rollback`), unlock only
+//! the keys the decision needs, and write: into a volume (`write`), as a
+//! cleartext export (`export`) or as a backup stream (`stream`). The EMD
+//! clone and provenance come from `clone`, checkpoints for `--resume` from
+//! `resume`.
 
-pub mod clone;
-pub mod decide;
+pub(crate) mod clone;
+pub(crate) mod decide;
 mod export;
 mod index;
 pub mod luks;
-pub mod resume;
-pub mod rollback;
-pub mod source;
+pub(crate) mod resume;
+pub(crate) mod rollback;
+pub(crate) mod source;
 mod stream;
-pub mod target;
+pub(crate) mod target;
 mod write;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use decide::{Decision, Dst, Flags, Mode, Sizes, Src, TargetKey, Write};
+use decide::{Decision, Dst, Flags, Sizes, Src, TargetKey, Write};
+pub use decide::{Format, Mode};
 use resume::{ResumePoint, RunKind};
 use rollback::Lineage;
 use source::OpenSource;
@@ -43,6 +44,7 @@ const NEW_SECTOR: u32 = 4096;
 pub struct BackupRequest {
     /// A volume, a plain file or block device, or `-` for standard input.
     pub source: PathBuf,
+    /// Where the backup goes.
     pub target: Target,
     /// The key that decrypts the source (`-k`); with a plain source, the
     /// key of the target volume.
@@ -51,6 +53,7 @@ pub struct BackupRequest {
     pub owner: Option<KeyId>,
     /// The key of an existing target volume, written with its own key.
     pub target_key: Option<KeyId>,
+    /// Worker threads (see [`super::threads`]).
     pub threads: usize,
     /// Copy the ciphertext as it lies, with the source's EMD.
     pub raw: bool,

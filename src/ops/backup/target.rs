@@ -13,15 +13,22 @@ use crate::volume::luks::LuksVolume;
 /// Where the backup goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
+    /// A backup stream on standard output (`DST` is `-`).
     Stdout,
+    /// A backup stream into this file (`--stream FILE`).
     StreamFile(PathBuf),
+    /// A file or block device: a volume, a LUKS2 volume, or a cleartext
+    /// export.
     Path(PathBuf),
 }
 
 /// A target as the table sees it, with the EMD of an existing volume.
 pub struct Classified {
+    /// What the target is.
     pub dst: Dst,
+    /// How much it can hold.
     pub room: Room,
+    /// The EMD in force of a target volume.
     pub emd: Option<Emd>,
 }
 
@@ -153,6 +160,10 @@ pub fn relation(target: &Emd, source: Option<[u8; 16]>, key: Option<&KeyId>) -> 
 /// Whether the volume whose EMD is `target` holds the data of the volume
 /// `source`, or a copy of it: it is that volume, a clone of it, or its last
 /// backup came from it.
+#[allow(
+    dead_code,
+    reason = "no caller in the crate (found when the module became pub(crate))"
+)]
 pub fn of_lineage(target: &Emd, source: [u8; 16]) -> bool {
     matches!(
         relation(target, Some(source), None),
@@ -187,6 +198,10 @@ pub fn is_blank(dev: &Device) -> Result<bool> {
 }
 
 /// The path of a place, if it has one.
+#[allow(
+    dead_code,
+    reason = "no caller in the crate (found when the module became pub(crate))"
+)]
 pub fn place_path(place: &Target) -> Option<&Path> {
     match place {
         Target::Stdout => None,

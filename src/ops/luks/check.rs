@@ -13,6 +13,7 @@ use crate::volume::luks::LuksVolume;
 /// What `check` found on a LUKS volume.
 #[derive(Clone, Debug)]
 pub struct LuksCheck {
+    /// The volume checked.
     pub path: PathBuf,
     /// `luks1` or `luks2`.
     pub format: &'static str,
@@ -25,6 +26,7 @@ pub struct LuksCheck {
 }
 
 impl LuksCheck {
+    /// Whether the volume checked clean: complete, both LUKS2 copies valid.
     pub fn ok(&self) -> bool {
         !self.incomplete && self.copies.is_none_or(|(a, b)| a && b)
     }

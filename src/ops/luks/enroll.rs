@@ -36,7 +36,10 @@ const ENROLL_KDF: Argon2Params = Argon2Params {
 /// Enroll or unenroll: which volume, which key pair.
 #[derive(Clone, Debug)]
 pub struct EnrollRequest {
+    /// The LUKS2 volume.
     pub volume: PathBuf,
+    /// The key pair to enroll or unenroll (only its public key is needed to
+    /// enroll).
     pub key: KeyId,
     /// The keyslot and detached header of the volume's own secret.
     pub access: LuksAccess,
@@ -45,7 +48,9 @@ pub struct EnrollRequest {
 /// What enrolling made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Enrolled {
+    /// The new keyslot, opened by a random passphrase wrapped to the key pair.
     pub keyslot: u32,
+    /// The new `evfs-key` token that holds the wrapped passphrase.
     pub token: u32,
 }
 
@@ -195,7 +200,7 @@ fn open_with_secret(vol: &LuksVolume, access: &LuksAccess, keys: &dyn Keys) -> R
 
 /// Open `vol` through the `evfs-key` token of `id`: the key pair unwraps
 /// the keyslot's passphrase.
-pub fn unlock_with_key(
+pub(crate) fn unlock_with_key(
     vol: &LuksVolume,
     keys: &dyn Keys,
     purpose: KeyUse,

@@ -13,16 +13,25 @@ use crate::volume::luks::LuksVolume;
 /// A keyslot's key derivation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KdfInfo {
+    /// PBKDF2.
     Pbkdf2 {
+        /// The hash's name as stored (`sha256`, ...).
         hash: String,
+        /// Iterations.
         iterations: u32,
     },
+    /// Argon2 (LUKS2).
     Argon2 {
+        /// `argon2i` or `argon2id`.
         variant: &'static str,
+        /// Passes (cryptsetup's "time").
         time: u32,
+        /// Memory in KiB.
         memory_kib: u32,
+        /// Lanes (cryptsetup's "cpus").
         cpus: u32,
     },
+    /// A KDF evfs does not know, by name.
     Other(String),
 }
 
@@ -64,6 +73,7 @@ impl KdfInfo {
 /// One keyslot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyslotInfo {
+    /// The keyslot's number.
     pub id: u32,
     /// `luks2`, `reencrypt`, ...; LUKS1 keyslots are `luks1`.
     pub type_name: String,
@@ -71,6 +81,7 @@ pub struct KeyslotInfo {
     pub priority: Option<i64>,
     /// Bytes of the key it stores.
     pub key_size: u32,
+    /// Its key derivation (`None` for a LUKS2 keyslot of another type).
     pub kdf: Option<KdfInfo>,
     /// The area's cipher (LUKS2).
     pub area_cipher: Option<String>,
@@ -81,40 +92,57 @@ pub struct KeyslotInfo {
 /// One token.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenInfo {
+    /// The token's number.
     pub id: u32,
+    /// Its `type` (`evfs-key`, `evfs-provenance`, `systemd-tpm2`, ...).
     pub type_name: String,
+    /// The keyslots it serves.
     pub keyslots: Vec<u32>,
 }
 
 /// The public fields of a LUKS header.
 #[derive(Clone, Debug)]
 pub struct LuksInfo {
+    /// The data device's path, as given.
     pub path: String,
     /// `luks1` or `luks2`.
     pub format: &'static str,
+    /// 1 or 2.
     pub version: u16,
+    /// The volume's UUID, as text.
     pub uuid: String,
+    /// The LUKS2 label (empty for LUKS1).
     pub label: String,
+    /// The LUKS2 subsystem label (empty for LUKS1).
     pub subsystem: String,
     /// The data cipher in dm-crypt's notation.
     pub cipher: String,
     /// Bytes of the volume key.
     pub key_size: Option<u32>,
+    /// Bytes per data sector (512 for LUKS1).
     pub sector_size: u32,
     /// IV of the first data sector, in 512-byte units.
     pub iv_tweak: u64,
+    /// Byte offset of the data on the data device.
     pub data_offset: u64,
     /// Bytes of data on this device (whole sectors).
     pub data_size: u64,
+    /// Bytes of the data device.
     pub device_size: u64,
     /// The detached header file, if the header is in one.
     pub header_file: Option<String>,
-    /// LUKS2: bytes of a metadata copy, the seqid in use, the copies.
+    /// LUKS2: bytes of a metadata copy (binary header and JSON area).
     pub metadata_size: Option<u64>,
+    /// LUKS2: the sequence number of the header in use.
     pub seqid: Option<u64>,
+    /// LUKS2: the state of the primary and the secondary copy, in words.
     pub copies: Option<[String; 2]>,
+    /// The keyslots in use.
     pub keyslots: Vec<KeyslotInfo>,
+    /// LUKS2: the tokens.
     pub tokens: Vec<TokenInfo>,
+    /// LUKS2: `config.requirements.mandatory` (`evfs-incomplete` while evfs
+    /// writes the volume).
     pub requirements: Vec<String>,
     /// Why evfs cannot read the data (empty when it can).
     pub unsupported: Vec<String>,

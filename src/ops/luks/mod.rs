@@ -9,14 +9,14 @@
 //! as an EVFS volume's, with dm-crypt's IV rule (tweaks in 512-byte units
 //! from the segment's `iv_tweak`); old LUKS1 volumes in
 //! `aes-cbc-essiv:sha256` are decrypted chunk by chunk as the pipeline
-//! reads them ([`Decrypting`]).
+//! reads them (`Decrypting`).
 
 pub mod check;
 pub mod enroll;
 pub mod info;
-pub mod restore;
+pub(crate) mod restore;
 pub mod token;
-pub mod verify;
+pub(crate) mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -42,7 +42,9 @@ pub struct LuksAccess {
 /// cryptsetup's compiled-in defaults (1 GiB, 4 passes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LuksKdf {
+    /// Argon2id memory in KiB (`--luks-kdf-memory`).
     pub memory_kib: Option<u32>,
+    /// Argon2id passes (`--luks-kdf-iterations`).
     pub iterations: Option<u32>,
 }
 
@@ -64,7 +66,9 @@ impl LuksKdf {
 
 /// What opened a LUKS volume.
 pub struct Opened {
+    /// The volume key.
     pub key: LuksKey,
+    /// The keyslot that opened.
     pub keyslot: u32,
     /// The evfs key pair whose token opened it (`-k`).
     pub by_key: Option<PrivateKey>,
@@ -115,8 +119,11 @@ pub fn try_unlock(
 
 /// A LUKS volume, unlocked, and the data area it is read through.
 pub struct Unlocked {
+    /// The open volume.
     pub vol: LuksVolume,
+    /// Where and how its data is encrypted.
     pub area: DataArea,
+    /// The key and what opened it.
     pub opened: Opened,
 }
 
@@ -146,7 +153,7 @@ pub fn open_unlocked(
 }
 
 /// A LUKS UUID (`0a7c5e2e-6f3b-…`) as 16 bytes, when it is one.
-pub fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
+pub(crate) fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
     let hex: String = text.chars().filter(|c| *c != '-').collect();
     if text.len() != 36 {
         return None;
@@ -155,7 +162,7 @@ pub fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
 }
 
 /// Exit 4: a LUKS volume and nothing to open it with.
-pub fn no_secret(path: &Path, purpose: KeyUse) -> Error {
+pub(crate) fn no_secret(path: &Path, purpose: KeyUse) -> Error {
     Error::access(format!(
         "{} is a LUKS volume: opening it needs its passphrase or key file (none was given, and there is no terminal to ask on)",
         path.display()
@@ -168,7 +175,7 @@ pub fn no_secret(path: &Path, purpose: KeyUse) -> Error {
 /// The pipeline key of a data area in `aes-xts-plain64` (tweak step and
 /// base as dm-crypt counts them); `None` for `aes-cbc-essiv:sha256`, which
 /// [`Decrypting`] handles.
-pub fn sector_key(area: &DataArea, key: &LuksKey) -> Result<Option<SectorKey>> {
+pub(crate) fn sector_key(area: &DataArea, key: &LuksKey) -> Result<Option<SectorKey>> {
     if area.cipher != SectorCipherKind::AesXtsPlain64 {
         return Ok(None);
     }
@@ -195,7 +202,7 @@ pub fn sector_key(area: &DataArea, key: &LuksKey) -> Result<Option<SectorKey>> {
 
 /// The cipher of a data area for [`Decrypting`], when the pipeline's XTS
 /// kernels cannot run it.
-pub fn chunk_cipher(area: &DataArea, key: &LuksKey) -> Result<Option<SectorCipher>> {
+pub(crate) fn chunk_cipher(area: &DataArea, key: &LuksKey) -> Result<Option<SectorCipher>> {
     if area.cipher == SectorCipherKind::AesXtsPlain64 {
         return Ok(None);
     }
@@ -206,7 +213,7 @@ pub fn chunk_cipher(area: &DataArea, key: &LuksKey) -> Result<Option<SectorCiphe
 /// reader thread, for data areas the pipeline's XTS kernels cannot decrypt
 /// (LUKS1 `aes-cbc-essiv:sha256`). Chunks start on sector boundaries (the
 /// pipeline reads whole chunks, a multiple of every sector size).
-pub struct Decrypting {
+pub(crate) struct Decrypting {
     inner: Box<dyn Source>,
     cipher: SectorCipher,
     /// Data offset of the next chunk.
@@ -215,7 +222,7 @@ pub struct Decrypting {
 
 impl Decrypting {
     /// Decrypt what `inner` yields from data offset `start`.
-    pub fn new(inner: Box<dyn Source>, cipher: SectorCipher, start: u64) -> Self {
+    pub(crate) fn new(inner: Box<dyn Source>, cipher: SectorCipher, start: u64) -> Self {
         Decrypting {
             inner,
             cipher,

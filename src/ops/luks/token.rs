@@ -40,6 +40,8 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
+    /// The kind as the token stores it: `evfs`, `luks1`, `luks2`, `plain`,
+    /// `stream`.
     pub fn name(&self) -> &'static str {
         match self {
             SourceKind::Evfs => "evfs",
@@ -53,12 +55,15 @@ impl SourceKind {
 /// The provenance of a LUKS2 target: the `evfs-provenance` token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Provenance {
+    /// What the data was read from ([`SourceKind::name`]).
     pub source: String,
     /// The source's UUID as text (an EVFS volume's, a LUKS volume's).
     pub source_uuid: Option<String>,
     /// An EVFS source's data version when it was read.
     pub source_data_version: Option<u64>,
+    /// When the backup began, RFC 3339 in UTC.
     pub started: String,
+    /// When its data was complete, RFC 3339 in UTC.
     pub finished: String,
     /// Bytes of plaintext written, from the start of the data area.
     pub bytes: u64,
@@ -193,12 +198,16 @@ impl Provenance {
 pub struct KeyToken {
     /// The keyslot the wrapped passphrase opens.
     pub keyslot: u32,
+    /// The enrolled key pair's ID.
     pub key: KeyId,
+    /// Its X25519 public key.
     pub public: [u8; 32],
+    /// The keyslot's passphrase wrapped to `public` (bound to the key ID).
     pub wrapped: [u8; WRAPPED_LEN],
 }
 
 impl KeyToken {
+    /// The token object as LUKS2 stores it.
     pub fn to_json(&self) -> Value {
         json!({
             "type": TOKEN_KEY,

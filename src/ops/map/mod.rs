@@ -25,12 +25,14 @@ use crate::nbd::{self, ServeEvent, ServeStats};
 use crate::size::human;
 use crate::volume::transaction::Transaction;
 use crate::volume::{Device, Volume};
-pub use export::{ExportCipher, VolumeExport};
+pub(crate) use export::{ExportCipher, VolumeExport};
 
 /// A map: which volume, on which socket, how.
 #[derive(Clone, Debug)]
 pub struct MapRequest {
+    /// The EVFS or LUKS volume to serve.
     pub volume: PathBuf,
+    /// The Unix socket to listen on (a stale one is replaced).
     pub socket: PathBuf,
     /// The key that unlocks the volume (not needed with `raw`).
     pub key: Option<KeyId>,
