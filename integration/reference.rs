@@ -209,3 +209,24 @@ fn links_are_found_outside_code_only() {
         ["formats/EMD.md", "../shared/SPEC.md"]
     );
 }
+
+/// The command line only parses, resolves, calls a use-case and prints:
+/// no file of `src/commands/` grows past 250 lines (ARCHITECTURE.md).
+#[test]
+fn no_command_file_is_over_250_lines() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/commands");
+    let mut long = Vec::new();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            seen += 1;
+            let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+            if lines > 250 {
+                long.push((path, lines));
+            }
+        }
+    }
+    assert!(seen > 10, "src/commands/ has only {seen} files");
+    assert!(long.is_empty(), "over 250 lines: {long:?}");
+}

@@ -14,7 +14,7 @@ use crate::text::printable;
 use crate::volume::{Device, Volume};
 
 pub fn run(ctx: &Ctx, vol: &Path, json: bool, luks_header: Option<&Path>) -> Result<()> {
-    if super::luks::info(vol, luks_header, json)? {
+    if super::luks_info::info(vol, luks_header, json)? {
         return Ok(());
     }
     let v = Volume::from_device(Device::open_read(vol)?)?;

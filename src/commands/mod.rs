@@ -12,6 +12,7 @@ mod hint;
 mod info;
 mod key;
 mod luks;
+mod luks_info;
 mod map;
 mod progress;
 mod report;
