@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use crate::crypto::Passphrase;
 use crate::emd::Role;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::keys::{KeyId, Keystore, PrivateKey};
 use crate::pipeline::Meter;
 
@@ -199,9 +199,56 @@ impl Chunks {
     }
 }
 
+/// A sector size of a data area: 512 or 4096 bytes (the command line's
+/// parser says the same; a program embedding evfs gets this error).
+pub fn check_sector_size(sector_size: u32) -> Result<()> {
+    match sector_size {
+        512 | 4096 => Ok(()),
+        other => Err(Error::usage(format!(
+            "the sector size is 4096 or 512, not {other}"
+        ))),
+    }
+}
+
 /// The number of worker threads: `requested`, or every core.
 pub fn threads(requested: Option<usize>) -> usize {
     requested
         .filter(|&n| n > 0)
         .map_or_else(crate::pipeline::Plan::default_threads, |n| n.min(1024))
+}
+
+#[cfg(test)]
+mod tests {
+    /// A program embedding evfs, unlike the command line, can pass any
+    /// number: 0 used to divide by zero, 1000 to write an EMD no reader
+    /// accepts. Both are usage errors before anything is opened.
+    #[test]
+    fn only_512_and_4096_byte_sectors_pass() {
+        for ss in [512, 4096] {
+            assert!(super::check_sector_size(ss).is_ok());
+        }
+        for ss in [0, 1, 1000, 1024, 8192] {
+            let e = super::check_sector_size(ss).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{ss}");
+        }
+        struct NoKeys;
+        impl super::Keys for NoKeys {
+            fn keystore(&self) -> crate::error::Result<crate::keys::Keystore> {
+                panic!("a usage error asks for no keystore")
+            }
+            fn unlock(
+                &self,
+                _: &crate::keys::KeyId,
+                _: super::KeyUse,
+            ) -> crate::error::Result<crate::keys::PrivateKey> {
+                panic!("a usage error asks for no key")
+            }
+        }
+        let mut req =
+            super::backup::BackupRequest::new("/nonexistent/source", super::backup::Target::Stdout);
+        req.sector_size = Some(0);
+        let e = super::backup::run(&req, &NoKeys, &super::Silent).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.to_string().contains("sector size"), "{e}");
+    }
 }

@@ -25,25 +25,12 @@ pub struct Input {
 
 impl Input {
     /// The chunk's bytes.
-    #[allow(
-        dead_code,
-        reason = "read only by the unit tests (found when its users became pub(crate))"
-    )]
     pub fn bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
 
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    /// Whether the chunk is empty.
-    #[allow(
-        dead_code,
-        reason = "no caller in the crate (found when the module became pub(crate))"
-    )]
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// The whole buffer, for transforming the chunk in place.

@@ -425,7 +425,7 @@ fn a_file_source_reads_exactly_its_range_into_aligned_buffers() {
         // Held, so that the source must cycle through its buffers.
         let mut held = std::collections::VecDeque::new();
         while let Some(input) = src.next(CHUNK).unwrap() {
-            assert!(input.len() <= CHUNK && !input.is_empty());
+            assert!(input.len() <= CHUNK && input.len() > 0);
             assert_eq!(input.buffer().len(), CHUNK, "room for the padding");
             assert_eq!(input.bytes().as_ptr() as usize % pool::ALIGN, 0);
             got.extend_from_slice(input.bytes());

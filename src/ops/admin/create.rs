@@ -38,6 +38,7 @@ pub struct CreateRequest {
 
 /// Write a new EMD; a file this made is removed again on failure.
 pub fn run(args: &CreateRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result<()> {
+    crate::ops::check_sector_size(args.sector_size)?;
     let ks = keys.keystore()?;
     let owner = args.owner.clone();
     if owner.is_recovery() {

@@ -117,6 +117,9 @@ impl BackupRequest {
 
     /// Option combinations that make no sense whatever the source and target.
     fn check_flags(&self) -> Result<()> {
+        if let Some(ss) = self.sector_size {
+            super::check_sector_size(ss)?;
+        }
         let stream = matches!(self.target, Target::Stdout | Target::StreamFile(_));
         if (self.compress.is_some() || self.sparse) && (!stream || self.cleartext) {
             return Err(Error::usage(

@@ -268,15 +268,6 @@ impl OpenSource {
         }
     }
 
-    /// Whether the source is standard input.
-    #[allow(
-        dead_code,
-        reason = "no caller in the crate (found when the module became pub(crate))"
-    )]
-    pub fn is_stdin(&self) -> bool {
-        matches!(self.data, Data::Stdin { .. })
-    }
-
     /// Whether the source is a LUKS volume.
     pub fn is_luks(&self) -> bool {
         matches!(self.data, Data::Luks(_))

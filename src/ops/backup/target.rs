@@ -157,20 +157,6 @@ pub fn relation(target: &Emd, source: Option<[u8; 16]>, key: Option<&KeyId>) -> 
     }
 }
 
-/// Whether the volume whose EMD is `target` holds the data of the volume
-/// `source`, or a copy of it: it is that volume, a clone of it, or its last
-/// backup came from it.
-#[allow(
-    dead_code,
-    reason = "no caller in the crate (found when the module became pub(crate))"
-)]
-pub fn of_lineage(target: &Emd, source: [u8; 16]) -> bool {
-    matches!(
-        relation(target, Some(source), None),
-        Relation::Same | Relation::Clone
-    ) || target.provenance.as_ref().and_then(|p| p.source_uuid()) == Some(source)
-}
-
 /// Whether a file or device reads as zeros where data would be: all of it up
 /// to 96 MiB; beyond that the first and last 16 MiB and 64 samples between.
 pub fn is_blank(dev: &Device) -> Result<bool> {
@@ -195,16 +181,4 @@ pub fn is_blank(dev: &Device) -> Result<bool> {
         }
     }
     Ok(true)
-}
-
-/// The path of a place, if it has one.
-#[allow(
-    dead_code,
-    reason = "no caller in the crate (found when the module became pub(crate))"
-)]
-pub fn place_path(place: &Target) -> Option<&Path> {
-    match place {
-        Target::Stdout => None,
-        Target::StreamFile(p) | Target::Path(p) => Some(p),
-    }
 }
