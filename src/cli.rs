@@ -711,6 +711,14 @@ pub struct BackupArgs {
     #[arg(long)]
     pub full: bool,
 
+    /// Write an incremental stream: only the chunks changed since BASE, a manifest written by --manifest or a volume made from SRC by backup, which the stream then applies onto
+    #[arg(long, value_name = "BASE")]
+    pub since: Option<PathBuf>,
+
+    /// Also write a manifest of this stream to FILE (its final EMD and chunk index): the BASE of a later --since, so the stream itself need not be read back
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+
     /// Sector size of a new or rekeyed target's data area (default: the source's, 4096 for plain data)
     #[arg(long, value_name = "BYTES", value_parser = parse_sector_size)]
     pub sector_size: Option<u32>,
@@ -792,8 +800,9 @@ pub struct BackupArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct RestoreArgs {
-    /// The backup stream: a file, or - for standard input
-    pub stream: PathBuf,
+    /// The backup stream: a file, or - for standard input; several files: a chain (a full stream, then the incremental ones made after it), applied in order
+    #[arg(required = true, num_args = 1.., value_name = "STREAM")]
+    pub streams: Vec<PathBuf>,
     /// Target file or block device
     pub dst: PathBuf,
     #[command(flatten)]
@@ -818,8 +827,9 @@ pub struct RestoreArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct VerifyArgs {
-    /// A volume, a plain file, or a backup stream (- for standard input)
-    pub target: PathBuf,
+    /// A volume, a plain file, or a backup stream (- for standard input); several stream files: a chain (a full stream, then the incremental ones made after it)
+    #[arg(required = true, num_args = 1.., value_name = "TARGET")]
+    pub targets: Vec<PathBuf>,
     #[command(flatten)]
     pub key: OptKeyArgs,
     /// Also check that TARGET's plaintext equals SRC's (a volume, plain file or stream)

@@ -53,6 +53,9 @@ pub struct ChunkIndex {
     pub data_version: u64,
     /// The sector size of the target's data area.
     pub sector_size: u32,
+    /// The state ID of the backup that wrote the index (EMD bytes
+    /// 440..456), which the EMD it belongs to holds too.
+    pub state_id: [u8; 16],
     /// Which source the tags were taken from (see [`Tagger::source_id`]).
     pub source: [u8; 32],
     /// The BLAKE3 of chunk 0 alone, which is the whole digest when the data
@@ -115,6 +118,7 @@ impl ChunkIndex {
         put_u32(body, 16, self.sector_size);
         body[32..64].copy_from_slice(&self.source);
         body[64..96].copy_from_slice(&self.root0);
+        body[96..112].copy_from_slice(&self.state_id);
         for (i, e) in self.entries.iter().enumerate() {
             let at = BODY_FIXED + i * ENTRY_LEN;
             body[at..at + 32].copy_from_slice(&e.tag);
@@ -138,7 +142,7 @@ impl ChunkIndex {
         if !crate::crypto::open(&k, &[0; 12], &area[..48], &mut body, &tag) {
             return Err(IndexError::Seal);
         }
-        if !zero(&body, 20..32) || !zero(&body, 96..128) {
+        if !zero(&body, 20..32) || !zero(&body, 112..128) {
             return Err(IndexError::Format("reserved bytes are set"));
         }
         let data_len = u64_at(&body, 0);
@@ -162,6 +166,7 @@ impl ChunkIndex {
             sector_size: u32_at(&body, 16),
             source: array(&body, 32),
             root0: array(&body, 64),
+            state_id: array(&body, 96),
             entries,
         })
     }
@@ -280,6 +285,7 @@ mod tests {
             sector_size: 4096,
             source: [3; 32],
             root0: [4; 32],
+            state_id: [5; 16],
             entries: (0..count)
                 .map(|i| Entry {
                     tag: [i as u8; 32],
@@ -405,6 +411,7 @@ mod tests {
             sector_size: 4096,
             source: tagger.source_id(),
             root0: *blake3::hash(&data[..CHUNK as usize]).as_bytes(),
+            state_id: std::array::from_fn(|i| 0xe0 + i as u8),
             entries,
         };
         let sealed = index.seal_with_nonce(&vk, &uuid, &nonce);

@@ -106,6 +106,8 @@ fn request(args: &BackupArgs) -> Result<BackupRequest> {
         same_key: args.same_key,
         rekey: args.rekey,
         full: args.full,
+        since: args.since.clone(),
+        manifest: args.manifest.clone(),
         cleartext: args.cleartext,
         sector_size: args.sector_size,
         compress: args.compress,

@@ -59,11 +59,15 @@ pub fn summary(r: &Report, verb: &str) -> String {
     }
     if let Some(c) = r.chunks.filter(|c| c.unchanged > 0) {
         s.push_str(&format!(
-            ", {} of {} chunks unchanged, {} rewritten ({})",
+            ", {} of {} chunks unchanged, {} {}",
             c.unchanged,
             c.total,
             c.rewritten(),
-            crate::size::human(c.bytes_written)
+            if c.bytes_sent > 0 {
+                "sent".to_string()
+            } else {
+                format!("rewritten ({})", crate::size::human(c.bytes_written))
+            }
         ));
     }
     if let Some(n) = r.resumed_at {

@@ -11,14 +11,15 @@ use crate::keys::KeyId;
 use crate::ops::restore::{self, RestoreRequest};
 
 pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<()> {
-    if args.stream.as_os_str() == "-" && args.key.passphrase_file.as_deref() == Some(Path::new("-"))
-    {
+    let stream = args.streams[0].clone();
+    if stream.as_os_str() == "-" && args.key.passphrase_file.as_deref() == Some(Path::new("-")) {
         return Err(Error::usage(
             "the stream is standard input, so a passphrase cannot come from it too",
         ));
     }
     let req = RestoreRequest {
-        stream: args.stream.clone(),
+        stream: stream.clone(),
+        more: args.streams[1..].to_vec(),
         target: args.dst.clone(),
         key: args.key.key.as_deref().map(KeyId::parse).transpose()?,
         force: args.force,
@@ -32,7 +33,7 @@ pub fn run(ctx: &Ctx, args: RestoreArgs) -> Result<()> {
                 "--passphrase-file",
                 args.key.passphrase_file.as_deref() == Some(Path::new("-")),
             ),
-            ("the stream", args.stream.as_os_str() == "-"),
+            ("the stream", stream.as_os_str() == "-"),
         ],
     )?;
     let keys = CliKeys::new(ctx, args.key.passphrase_file.clone(), None)

@@ -12,6 +12,7 @@ use crate::ops::verify::{self, LuksVerify, VerifyRequest};
 use crate::volume::sniff::Kind;
 
 pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
+    let target = args.targets[0].clone();
     // SRC (--against) opens with --luks-*, TARGET with --target-luks-* (as
     // in the backup that made the copy), or with --luks-* where it is the
     // only LUKS volume.
@@ -24,11 +25,12 @@ pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
                 "--passphrase-file",
                 stdin(args.key.passphrase_file.as_deref()),
             ),
-            ("a stream TARGET", args.target.as_os_str() == "-"),
+            ("a stream TARGET", target.as_os_str() == "-"),
         ],
     )?;
     let req = VerifyRequest {
-        target: args.target.clone(),
+        target: target.clone(),
+        more: args.targets[1..].to_vec(),
         key: args.key.key.as_deref().map(KeyId::parse).transpose()?,
         against: args.against.clone(),
         threads: threads(args.threads)?,
@@ -44,9 +46,16 @@ pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
             args.trust.require_signature,
         );
     let v = verify::check(&req, &keys)?;
+    // A chain is named by its links.
+    let name = args
+        .targets
+        .iter()
+        .map(|t| t.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
     let failure = v
         .first_failure()
-        .map(|what| Error::integrity(format!("{}: {what}", args.target.display())));
+        .map(|what| Error::integrity(format!("{name}: {what}")));
     if args.json {
         let checks: Vec<_> = v
             .checks()
@@ -55,7 +64,7 @@ pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
             .collect();
         let report = json!({
             "ok": v.ok(),
-            "target": args.target.display().to_string(),
+            "target": name,
             "kind": match v.kind { Kind::Stream => "stream", Kind::Volume => "volume", Kind::Luks => "luks", Kind::Plain => "plain" },
             "plaintext_blake3": v.plaintext.map(|d| d.hash.to_hex().to_string()),
             "bytes": v.plaintext.map(|d| d.bytes),
@@ -70,7 +79,7 @@ pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
     }
     let mut text: String = v.lines().iter().map(|l| format!("{l}\n")).collect();
     if v.ok() {
-        text.push_str(&format!("{}: verified\n", args.target.display()));
+        text.push_str(&format!("{name}: verified\n"));
     }
     out(text)?;
     failure.map_or(Ok(()), Err)

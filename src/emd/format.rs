@@ -266,6 +266,11 @@ pub struct Emd {
     /// The chunk index of the last backup into this volume, in the area
     /// right after the data area (version 2; see `formats/INDEX.md`).
     pub index: Option<IndexRef>,
+    /// Which backup the data is (version 2): a random ID set by every
+    /// backup or stream that writes a whole data state, copied by a restore;
+    /// an incremental stream applies only onto the state it was made from.
+    /// `None` (zero) for a volume no backup has written.
+    pub state_id: Option<[u8; 16]>,
     /// A label for people, at most [`LABEL_MAX`] bytes of UTF-8.
     pub label: String,
     /// Where the data of the last backup into this volume came from, if one
@@ -431,6 +436,9 @@ impl Emd {
             if let Some(i) = &self.index {
                 put_u64(&mut b[..], 400, i.len);
                 b[408..440].copy_from_slice(&i.blake3);
+            }
+            if let Some(s) = &self.state_id {
+                b[440..456].copy_from_slice(s);
             }
             if let Some(sig) = &self.signature {
                 b[SIGNATURE_AT..MAC_AT].copy_from_slice(&sig.encode());
@@ -605,7 +613,12 @@ impl Emd {
                 blake3: array(b, 408),
             }),
         };
-        reserved(b, 440..SLOTS_AT, "reserved")?;
+        let state_id = match array::<16>(b, 440) {
+            s if s == [0; 16] => None,
+            _ if !v2 => return Err(EmdError::Field("reserved")),
+            s => Some(s),
+        };
+        reserved(b, 456..SLOTS_AT, "reserved")?;
 
         let mut slots = Vec::new();
         let mut ended = false;
@@ -668,6 +681,7 @@ impl Emd {
             data_version,
             clone_of,
             index,
+            state_id,
             label,
             provenance,
             slots,

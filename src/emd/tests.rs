@@ -41,6 +41,7 @@ pub(crate) fn example() -> Emd {
         data_version: 2,
         clone_of: Some([0x11; 16]),
         index: None,
+        state_id: None,
         label: "payroll".to_string(),
         provenance: Some(Provenance {
             origin: Origin::Volume {
@@ -533,6 +534,7 @@ fn arb_emd() -> impl Strategy<Value = Emd> {
                     data_len: data_version % (data_size + 1),
                     data_version,
                     clone_of,
+                    state_id: (generation % 2 == 0).then_some(uuid),
                     // Any length but 0 (no index), any digest.
                     index: (generation % 3 != 0).then_some(IndexRef {
                         len: generation | 1,

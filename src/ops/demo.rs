@@ -149,6 +149,7 @@ fn steps(dir: &Path, size: u64, threads: usize, line: &dyn Fn(&str)) -> Result<(
     let r = restore::run(
         &RestoreRequest {
             stream: stream.clone(),
+            more: vec![],
             target: restored.clone(),
             key: None,
             force: false,
@@ -174,6 +175,7 @@ fn steps(dir: &Path, size: u64, threads: usize, line: &dyn Fn(&str)) -> Result<(
         let v = verify::check(
             &VerifyRequest {
                 target: target.clone(),
+                more: vec![],
                 key: Some(id.clone()),
                 against: Some(source.clone()),
                 threads,

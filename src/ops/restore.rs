@@ -27,6 +27,9 @@ use crate::volume::{Device, layout, lock, metadata, sniff};
 pub struct RestoreRequest {
     /// The stream: a file, or `-` for standard input.
     pub stream: PathBuf,
+    /// Further links of a chain (incremental streams, files), applied
+    /// after `stream` in order.
+    pub more: Vec<PathBuf>,
     /// The volume (EVFS, or an existing LUKS2 one) or file to write.
     pub target: PathBuf,
     /// A key of the backed-up volume: needed for compressed and sparse
@@ -75,6 +78,84 @@ pub(crate) fn open_stream(path: &Path) -> Result<(Box<dyn Read + Send>, String)>
 /// only after the trailer checked out and the data is synced, the stream's
 /// final EMD. Any failure leaves the target dirty and incomplete.
 pub fn run(args: &RestoreRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result<Report> {
+    if args.more.is_empty() {
+        return run_one(args, keys, obs, None);
+    }
+    // A chain: its links must follow each other, which their headers say,
+    // before anything is written.
+    let mut links = vec![args.stream.clone()];
+    links.extend(args.more.iter().cloned());
+    check_chain(&links)?;
+    let mut last = None;
+    for (i, link) in links.iter().enumerate() {
+        let one = RestoreRequest {
+            stream: link.clone(),
+            more: vec![],
+            ..args.clone()
+        };
+        last = Some(run_one(&one, keys, obs, Some(i))?);
+    }
+    last.ok_or_else(|| Error::runtime("internal: an empty chain"))
+}
+
+/// The headers of a chain of streams (files), and that each link after the
+/// first is an incremental stream made from the state the link before it
+/// ends at: a gap, a repeated or a reordered link is an integrity failure
+/// (exit 5) naming the link.
+pub(crate) fn check_chain(links: &[PathBuf]) -> Result<Vec<Header>> {
+    if links.iter().any(|l| l.as_os_str() == "-") {
+        return Err(Error::usage(
+            "the links of a chain are files; standard input carries one stream only",
+        ));
+    }
+    let mut headers: Vec<Header> = Vec::with_capacity(links.len());
+    for (i, path) in links.iter().enumerate() {
+        let (input, name) = open_stream(path)?;
+        let h = crate::stream::reader::StreamReader::open(input, &name)?
+            .header
+            .clone();
+        if let Some(prev) = headers.last() {
+            let follows = h.base.is_some_and(|b| {
+                b.state_id == prev.stream_id && b.data_version == prev.emd.data_version
+            }) && h.emd.uuid == prev.emd.uuid;
+            if !follows {
+                let what = match &h.base {
+                    None => "it is a full stream, not an incremental one".to_string(),
+                    Some(_) if headers.iter().any(|x| x.stream_id == h.stream_id) => {
+                        "it is repeated".to_string()
+                    }
+                    Some(b) => match headers.iter().position(|x| x.stream_id == b.state_id) {
+                        Some(j) => format!(
+                            "it applies onto link {} ({}), not onto the link before it",
+                            j + 1,
+                            links[j].display()
+                        ),
+                        None => format!(
+                            "it applies onto state {}, which no link before it ends at (a link is missing)",
+                            crate::hex::encode(&b.state_id)
+                        ),
+                    },
+                };
+                return Err(Error::integrity(format!(
+                    "link {} of the chain ({}) does not follow link {} ({}): {what}",
+                    i + 1,
+                    name,
+                    i,
+                    links[i - 1].display()
+                )));
+            }
+        }
+        headers.push(h);
+    }
+    Ok(headers)
+}
+
+fn run_one(
+    args: &RestoreRequest,
+    keys: &dyn Keys,
+    obs: &dyn Observer,
+    link: Option<usize>,
+) -> Result<Report> {
     let clock = Instant::now();
     if args.target.as_os_str() == "-" {
         return Err(Error::usage(
@@ -119,7 +200,9 @@ pub fn run(args: &RestoreRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result
     // Busy before foreign: a target another writer holds is reported as such.
     lock::probe(dst, "restore into it")?;
     let existing = check_target(dst, &header, args.force)?;
-    if let Some(e) = &existing {
+    if let Some(base) = &header.base {
+        check_base(&name, dst, base, &header, existing.as_ref(), link)?;
+    } else if let Some(e) = &existing {
         let mut lineage = Lineage::of(&header.emd);
         if header.source_uuid != [0; 16] {
             lineage = lineage.with(header.source_uuid, header.source_data_version);
@@ -263,4 +346,60 @@ fn check_target(dst: &Path, header: &Header, force: bool) -> Result<Option<Emd>>
         .with_hint("use --force to overwrite it"));
     }
     Ok(None)
+}
+
+/// An incremental stream applies only onto the exact state it was made
+/// from: a volume of its UUID, clean, at the base's state ID, data version
+/// and digest. Otherwise nothing is written: exit 3 naming what it expected
+/// and what it found (exit 5 inside a chain, whose links said they follow).
+fn check_base(
+    name: &str,
+    dst: &Path,
+    base: &crate::stream::format::Base,
+    header: &Header,
+    existing: Option<&Emd>,
+    link: Option<usize>,
+) -> Result<()> {
+    let short = |b: &[u8]| crate::hex::encode(&b[..8]);
+    let expected = format!(
+        "state {} (data version {}, plaintext blake3 {}…) of volume {}",
+        short(&base.state_id),
+        base.data_version,
+        short(&base.digest),
+        crate::emd::format::uuid_string(&header.emd.uuid)
+    );
+    let found = match existing {
+        None => "no volume".to_string(),
+        Some(e) if e.uuid != header.emd.uuid => format!("volume {}", e.uuid_string()),
+        Some(e) => format!(
+            "state {} (data version {}, plaintext blake3 {}…){}",
+            e.state_id.map_or("none".to_string(), |s| short(&s)),
+            e.data_version,
+            e.provenance
+                .as_ref()
+                .and_then(|p| p.plaintext_blake3)
+                .map_or("none".to_string(), |d| short(&d)),
+            if e.dirty { ", dirty" } else { "" }
+        ),
+    };
+    let at_base = existing.is_some_and(|e| {
+        e.uuid == header.emd.uuid
+            && !e.dirty
+            && e.state_id == Some(base.state_id)
+            && e.data_version == base.data_version
+            && e.provenance.as_ref().and_then(|p| p.plaintext_blake3) == Some(base.digest)
+    });
+    if at_base {
+        return Ok(());
+    }
+    let msg = format!(
+        "{name} is an incremental stream that applies onto {expected}; {} holds {found}",
+        dst.display()
+    );
+    Err(match link {
+        Some(i) if i > 0 => Error::integrity(msg),
+        _ => Error::refused(msg).with_hint(
+            "restore the full stream and the incremental ones before this one first (evfs restore FULL INCR... DST)",
+        ),
+    })
 }

@@ -25,7 +25,7 @@ use crate::crypto::VolumeKey;
 use crate::emd::Emd;
 use crate::error::{Error, Result};
 use crate::keys::KeyId;
-use crate::pipeline::digest::{TreeMerger, hash_chunk};
+use crate::pipeline::digest::{ChunkHash, TreeMerger, hash_chunk};
 use crate::signature;
 use crate::stream::decode::FrameDecoder;
 use crate::stream::format::{FrameHeader, FrameKind, Header, Trailer, trailer_len};
@@ -46,6 +46,11 @@ pub enum FrameBytes {
     /// another key (a LUKS2 target).
     Plaintext,
 }
+
+/// The plaintext of a chain of streams, chunk by chunk: the hash of every
+/// chunk of the data the links so far restore to, so that an incremental
+/// link's digest is checked over the whole data, not only its frames.
+pub type Chain = Vec<ChunkHash>;
 
 /// A plaintext digest and how many bytes it covers.
 #[derive(Clone, Copy, Debug)]
@@ -264,9 +269,25 @@ impl StreamCheck {
     pub fn run(
         &mut self,
         keys: &dyn Keys,
+        write: Option<FrameSink>,
+        bytes: FrameBytes,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Checked> {
+        self.run_linked(keys, write, bytes, progress, None)
+    }
+
+    /// [`Self::run`] for a link of a chain: with the key, `chain` holds
+    /// the chunk hashes of what the links before restore to (empty before
+    /// the first); the frames of this link replace theirs, and the digest
+    /// is checked over the whole. Without `chain`, an incremental stream's
+    /// digest cannot be computed from its frames, and is not.
+    pub fn run_linked(
+        &mut self,
+        keys: &dyn Keys,
         mut write: Option<FrameSink>,
         bytes: FrameBytes,
         progress: &mut dyn FnMut(u64),
+        chain: Option<&mut Chain>,
     ) -> Result<Checked> {
         if bytes == FrameBytes::Plaintext && self.key.is_none() {
             return Err(Error::runtime(
@@ -276,7 +297,9 @@ impl StreamCheck {
         let header = self.reader.header.clone();
         let mut decoder = FrameDecoder::new(&header, self.key.as_ref());
         let hashing = self.key.is_some();
-        let mut merger = TreeMerger::new();
+        let chunk = u64::from(header.chunk_size);
+        // The hash of each chunk the frames carry, by chunk index.
+        let mut hashes: Vec<(u64, ChunkHash)> = Vec::new();
         // The last frame may end in padding that the digest does not cover,
         // so each frame is hashed when the next item shows how much counts.
         let mut held: Option<(u64, Vec<u8>)> = None;
@@ -286,7 +309,7 @@ impl StreamCheck {
                     if hashing {
                         let plain = decoder.plaintext(&f, payload, &raw)?;
                         if let Some((off, data)) = held.take() {
-                            merger.push(hash_chunk(off, &data));
+                            hashes.push((off / chunk, hash_chunk(off, &data)));
                         }
                         let plain = &plain[..f.plain_len as usize];
                         held = Some((f.offset, plain.to_vec()));
@@ -318,17 +341,54 @@ impl StreamCheck {
         self.trailer_fits(&header, &trailer)?;
         let computed = if hashing {
             if let Some((off, mut data)) = held.take() {
-                data.truncate((trailer.bytes - off) as usize);
+                data.truncate(trailer.bytes.saturating_sub(off) as usize);
                 if !data.is_empty() {
-                    merger.push(hash_chunk(off, &data));
+                    hashes.push((off / chunk, hash_chunk(off, &data)));
                 }
             }
-            let d = Digest {
-                hash: merger.finish(),
-                bytes: trailer.bytes,
+            let chunks = trailer.bytes.div_ceil(chunk) as usize;
+            let whole: Option<Chain> = match (header.base.is_some(), chain) {
+                (false, chain) => {
+                    let all: Chain = hashes.into_iter().map(|(_, h)| h).collect();
+                    if let Some(c) = chain {
+                        *c = all.clone();
+                    }
+                    Some(all)
+                }
+                (true, Some(c)) if !c.is_empty() => {
+                    c.resize(
+                        chunks.max(c.len()),
+                        ChunkHash {
+                            cv: [0; 32],
+                            root: None,
+                        },
+                    );
+                    for (i, h) in hashes {
+                        c[i as usize] = h;
+                    }
+                    c.truncate(chunks);
+                    Some(c.clone())
+                }
+                (true, _) => None,
             };
-            self.keyed_checks(&header, &trailer, d)?;
-            Some(d)
+            match whole {
+                Some(all) => {
+                    let mut merger = TreeMerger::new();
+                    for h in all {
+                        merger.push(h);
+                    }
+                    let d = Digest {
+                        hash: merger.finish(),
+                        bytes: trailer.bytes,
+                    };
+                    self.keyed_checks(&header, &trailer, d)?;
+                    Some(d)
+                }
+                None => {
+                    self.keyed_checks_without_digest(&header, &trailer)?;
+                    None
+                }
+            }
         } else {
             self.passed
                 .push("MAC and plaintext not checked (give -k ID)".to_string());
@@ -407,6 +467,25 @@ impl StreamCheck {
         self.emd_signature(&t.emd, "the trailer's EMD")?;
         self.passed
             .push("the trailer's EMD describes the volume of the header".to_string());
+        Ok(())
+    }
+
+    /// With the key, of an incremental stream checked alone: the trailer
+    /// EMD's MAC and the stream MAC (checked by the reader); the digest of
+    /// the whole data needs the links before it.
+    fn keyed_checks_without_digest(&mut self, _header: &Header, t: &Trailer) -> Result<()> {
+        let key = self.key.as_ref().expect("keyed checks with a key");
+        if !t.emd.mac_ok(key) {
+            return Err(self.fail("the final EMD fails its MAC check"));
+        }
+        self.passed
+            .push("the trailer's EMD MAC verified with the volume key".to_string());
+        self.passed
+            .push("stream MAC verified with the volume key".to_string());
+        self.passed.push(
+            "an incremental stream: the plaintext digest of the whole data is checked with the links before it (verify FULL INCR...)"
+                .to_string(),
+        );
         Ok(())
     }
 

@@ -27,6 +27,9 @@ use crate::volume::{Device, Volume, metadata};
 pub struct VerifyRequest {
     /// A volume, a plain file, or a stream (`-` for standard input).
     pub target: PathBuf,
+    /// Further links of a chain of streams (files) after `target`: the
+    /// links must follow each other and restore to the last one's digest.
+    pub more: Vec<PathBuf>,
     /// A key of the volume: checks its MAC and its plaintext.
     pub key: Option<KeyId>,
     /// Also compare the plaintext with this source's.
@@ -158,6 +161,22 @@ impl Verdict {
 pub fn check(args: &VerifyRequest, keys: &dyn Keys) -> Result<Verdict> {
     let threads = args.threads;
     let mut f = Findings::default();
+    if !args.more.is_empty() {
+        if args.against.is_some() {
+            return Err(Error::usage(
+                "--against compares one TARGET with its source; a chain of streams is verified alone",
+            ));
+        }
+        let mut links = vec![args.target.clone()];
+        links.extend(args.more.iter().cloned());
+        let (plaintext, signed_by) = verify_chain(keys, &links, args.key.as_ref(), &mut f)?;
+        return Ok(Verdict {
+            findings: f,
+            kind: Kind::Stream,
+            plaintext,
+            signed_by,
+        });
+    }
     let kind = match args.luks.target.header {
         Some(_) => Kind::Luks,
         None => kind_of(&args.target)?,
@@ -427,6 +446,90 @@ fn verify_stream(
         }
         Err(e) => Err(e),
     }
+}
+
+/// A chain of streams: the links follow each other (their headers, then
+/// each link's base digest is the digest the link before it ends at), and
+/// each link passes the one stream checker; with a key, the plaintext the
+/// chain restores to is recombined chunk by chunk and checked against
+/// every link's digest.
+fn verify_chain(
+    keys: &dyn Keys,
+    links: &[PathBuf],
+    key: Option<&KeyId>,
+    f: &mut Findings,
+) -> Result<(Option<Digest>, Option<SignedBy>)> {
+    let fail = |f: &mut Findings, e: &Error| {
+        f.fail(
+            e.to_string()
+                .trim_start_matches("integrity failure: ")
+                .to_string(),
+        );
+    };
+    let headers = match super::restore::check_chain(links) {
+        Ok(h) => h,
+        Err(e) if e.exit_code() == 5 => {
+            fail(f, &e);
+            return Ok((None, None));
+        }
+        Err(e) => return Err(e),
+    };
+    f.pass(format!(
+        "{} links, each made from the state the link before it ends at",
+        links.len()
+    ));
+    let policy = match key {
+        Some(_) => keys.policy().requiring(),
+        None => keys.policy(),
+    };
+    let mut chain = super::stream_check::Chain::new();
+    let mut ends_at: Option<[u8; 32]> = None;
+    let mut last = None;
+    let mut signed = None;
+    for (i, path) in links.iter().enumerate() {
+        let mut check = StreamCheck::open(path, key, keys, policy.clone(), |_| false)?;
+        let result = check.run_linked(
+            keys,
+            None,
+            FrameBytes::Ciphertext,
+            &mut |_| {},
+            key.map(|_| &mut chain),
+        );
+        for line in check.passed() {
+            f.pass(format!("link {} ({}): {line}", i + 1, path.display()));
+        }
+        signed = check.signed_by().cloned();
+        let c = match result {
+            Ok(c) => c,
+            Err(e) if e.exit_code() == 5 => {
+                fail(f, &e);
+                return Ok((None, signed));
+            }
+            Err(e) => return Err(e),
+        };
+        if let (Some(base), Some(prev)) = (headers[i].base, ends_at)
+            && base.digest != prev
+        {
+            f.fail(format!(
+                "link {} ({}) applies onto plaintext blake3 {}, link {} ends at {}",
+                i + 1,
+                path.display(),
+                crate::hex::encode(&base.digest),
+                i,
+                crate::hex::encode(&prev)
+            ));
+            return Ok((None, signed));
+        }
+        ends_at = c.trailer.plaintext_blake3;
+        last = c.digest();
+    }
+    if let Some(d) = &last {
+        f.pass(format!(
+            "the chain restores to plaintext BLAKE3 {}",
+            d.hash.to_hex()
+        ));
+    }
+    Ok((last, signed))
 }
 
 /// The plaintext digest of a volume, plain file or stream: all its data.

@@ -11,6 +11,7 @@ use blake3::hazmat::{
 };
 
 /// What a worker computes for one chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkHash {
     /// The chunk's subtree chaining value.
     pub cv: ChainingValue,

@@ -198,7 +198,8 @@ impl<'a> Plan<'a> {
     }
 
     /// Tag the chunks for a chunk index (see [`ChunkTags`]); only for a
-    /// hashing plan without frames that starts at offset 0.
+    /// hashing plan that starts at offset 0. An unchanged chunk gets no
+    /// frame.
     pub fn tags(mut self, tags: Option<&'a ChunkTags<'a>>) -> Self {
         self.tags = tags;
         self
@@ -308,9 +309,9 @@ pub fn run_after(
             "a resumed pipeline must start on a chunk boundary",
         ));
     }
-    if plan.tags.is_some() && (plan.start != 0 || !plan.hash || plan.framer.is_some()) {
+    if plan.tags.is_some() && (plan.start != 0 || !plan.hash) {
         return Err(Error::runtime(
-            "internal: a chunk index is made only by a hashing run from offset 0 without frames",
+            "internal: a chunk index is made only by a hashing run from offset 0",
         ));
     }
     let threads = plan.threads.max(1);

@@ -58,6 +58,9 @@ pub const TAG_LEN: usize = 16;
 const FLAG_RAW: u16 = 1;
 const FLAG_COMPRESSED: u16 = 2;
 const FLAG_SPARSE: u16 = 4;
+/// Flag 8: an incremental stream, whose frames carry only the chunks that
+/// changed since the state it names (version 2).
+pub const FLAG_INCREMENTAL: u16 = 8;
 
 /// Why bytes are not a valid stream part.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,6 +146,21 @@ pub struct Header {
     pub source_data_version: u64,
     /// The EMD clone the target gets before its data (the final one is in the trailer).
     pub emd: Emd,
+    /// Flag 8: the state an incremental stream applies onto.
+    pub base: Option<Base>,
+}
+
+/// The state an incremental stream was made from, and applies onto: a
+/// volume of the header EMD's UUID whose EMD holds this state ID, data
+/// version and plaintext digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Base {
+    /// The state ID (EMD bytes 440..456) of the base.
+    pub state_id: [u8; 16],
+    /// The base's data version.
+    pub data_version: u64,
+    /// The BLAKE3 of the base's plaintext.
+    pub digest: [u8; 32],
 }
 
 impl Header {
@@ -161,7 +179,8 @@ impl Header {
         put_u16(&mut b, 8, self.version);
         let flags = (u16::from(self.raw) * FLAG_RAW)
             | (u16::from(self.compressed) * FLAG_COMPRESSED)
-            | (u16::from(self.sparse) * FLAG_SPARSE);
+            | (u16::from(self.sparse) * FLAG_SPARSE)
+            | (u16::from(self.base.is_some()) * FLAG_INCREMENTAL);
         put_u16(&mut b, 10, flags);
         put_u32(&mut b, 12, self.chunk_size);
         b[16..32].copy_from_slice(&self.stream_id);
@@ -174,6 +193,11 @@ impl Header {
         b[48..64].copy_from_slice(&self.source_uuid);
         if self.version >= 2 {
             put_u64(&mut b, 64, self.source_data_version);
+            if let Some(base) = &self.base {
+                b[72..88].copy_from_slice(&base.state_id);
+                put_u64(&mut b, 88, base.data_version);
+                b[96..128].copy_from_slice(&base.digest);
+            }
         }
         b[fixed..fixed + EMD_SIZE].copy_from_slice(&self.emd.encode()[..]);
         let sum = blake3::hash(&b[..len - 32]);
@@ -208,7 +232,11 @@ impl Header {
             return Err(StreamError::Checksum);
         }
         let flags = u16_at(b, 10);
-        if flags & !(FLAG_RAW | FLAG_COMPRESSED | FLAG_SPARSE) != 0 {
+        if flags & !(FLAG_RAW | FLAG_COMPRESSED | FLAG_SPARSE | FLAG_INCREMENTAL) != 0 {
+            return Err(StreamError::Field("flags"));
+        }
+        let incremental = flags & FLAG_INCREMENTAL != 0;
+        if incremental && (version < 2 || flags & FLAG_RAW != 0) {
             return Err(StreamError::Field("flags"));
         }
         let raw = flags & FLAG_RAW != 0;
@@ -221,9 +249,15 @@ impl Header {
         if !chunk_size.is_power_of_two() || !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk_size) {
             return Err(StreamError::Field("chunk size"));
         }
-        if !zero(b, 41..48) || !zero(b, 72.min(fixed)..fixed) {
+        let base_end = if incremental { 128 } else { 72 };
+        if !zero(b, 41..48) || !zero(b, base_end.min(fixed)..fixed) {
             return Err(StreamError::Field("reserved"));
         }
+        let base = incremental.then(|| Base {
+            state_id: array(b, 72),
+            data_version: u64_at(b, 88),
+            digest: array(b, 96),
+        });
         let mode = match b[40] {
             1 => StreamMode::Reencrypt,
             2 => StreamMode::Encrypt,
@@ -256,6 +290,7 @@ impl Header {
             source_uuid: array(b, 48),
             source_data_version: if version >= 2 { u64_at(b, 64) } else { 0 },
             emd,
+            base,
         })
     }
 

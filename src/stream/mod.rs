@@ -5,6 +5,7 @@
 
 pub mod decode;
 pub mod format;
+pub mod manifest;
 pub mod reader;
 pub mod writer;
 

@@ -39,6 +39,8 @@ pub struct StreamReader<R: Read> {
     next_offset: u64,
     /// A short frame was seen: only the trailer may follow.
     short_seen: bool,
+    /// Frames read (an incremental stream skips indexes).
+    frames_seen: u64,
     position: u64,
     payload: Vec<u8>,
     ended: bool,
@@ -87,6 +89,7 @@ impl<R: Read> StreamReader<R> {
             mac: None,
             next_index: 0,
             next_offset: 0,
+            frames_seen: 0,
             short_seen: false,
             position: len as u64,
             payload,
@@ -166,12 +169,22 @@ impl<R: Read> StreamReader<R> {
                 }
             ))
         })?;
-        if f.index != index || f.offset != self.next_offset {
+        // An incremental stream carries the changed chunks only: its
+        // frames skip indexes, in order, each at its chunk's offset.
+        let incremental = self.header.base.is_some();
+        let in_place = f.offset == f.index.saturating_mul(u64::from(self.header.chunk_size));
+        let follows = if incremental {
+            f.index >= index && in_place
+        } else {
+            f.index == index && f.offset == self.next_offset
+        };
+        if !follows {
             return Err(self.fail(format!(
                 "frame at byte {frame_at} is frame {} for data offset {}, expected frame {index} at data offset {}: frames are missing, repeated or out of order",
                 f.index, f.offset, self.next_offset
             )));
         }
+        let index = f.index;
         if self.short_seen {
             return Err(self.fail(format!(
                 "frame {index} at byte {frame_at} follows a short frame: only the last frame may be short"
@@ -203,8 +216,9 @@ impl<R: Read> StreamReader<R> {
         if f.plain_len < self.header.chunk_size {
             self.short_seen = true;
         }
-        self.next_index += 1;
-        self.next_offset += u64::from(f.plain_len);
+        self.next_index = index + 1;
+        self.next_offset = f.offset + u64::from(f.plain_len);
+        self.frames_seen += 1;
         Ok(Item::Frame(f, &self.payload[..len], head))
     }
 
@@ -231,15 +245,24 @@ impl<R: Read> StreamReader<R> {
                 "the trailer at byte {at} fails its checksum: the header, a frame or the trailer was altered"
             )));
         }
-        if t.frames != self.next_index {
+        if t.frames != self.frames_seen {
             return Err(self.fail(format!(
                 "the trailer counts {} frames, the stream has {}",
-                t.frames, self.next_index
+                t.frames, self.frames_seen
             )));
         }
         let sector = u64::from(self.header.emd.sector_size);
+        // An incremental stream may end before the data does (its last
+        // chunks unchanged), but a short frame only at the data's end.
+        let covered = if self.header.base.is_some() && !self.short_seen {
+            self.next_offset.max(t.bytes)
+        } else {
+            self.next_offset
+        };
+        let past_end =
+            self.header.base.is_some() && self.next_offset > t.bytes.next_multiple_of(sector);
         // Only the last sector may be padding (a plain source's tail).
-        if t.bytes > self.next_offset || self.next_offset - t.bytes >= sector {
+        if past_end || t.bytes > covered || covered - t.bytes >= sector {
             return Err(self.fail(format!(
                 "the trailer counts {} bytes, the frames cover {}",
                 t.bytes, self.next_offset

@@ -24,7 +24,31 @@ fn header(sparse: bool, compressed: bool, expected: u64) -> Header {
         source_uuid: [0x11; 16],
         source_data_version: 5,
         emd: example(),
+        base: None,
     }
+}
+
+/// An incremental header names its base (flag 8, bytes 72..128) and parses
+/// back; a raw stream cannot be incremental.
+#[test]
+fn an_incremental_header_round_trips_and_a_raw_one_cannot_be_incremental() {
+    use super::format::Base;
+    let h = Header {
+        base: Some(Base {
+            state_id: [7; 16],
+            data_version: 9,
+            digest: [8; 32],
+        }),
+        ..header(false, false, CHUNK as u64)
+    };
+    let b = h.encode();
+    assert_eq!(u16::from_le_bytes([b[10], b[11]]) & 8, 8);
+    assert_eq!(&b[72..88], &[7; 16]);
+    assert_eq!(Header::parse(&b).unwrap(), h);
+    let mut raw = h.clone();
+    raw.raw = true;
+    raw.mode = StreamMode::Raw;
+    assert!(Header::parse(&raw.encode()).is_err());
 }
 
 /// A stream of `chunks` (data of each chunk), made the way a backup makes

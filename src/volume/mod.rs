@@ -244,6 +244,7 @@ impl NewVolume<'_> {
             data_version: 0,
             clone_of: None,
             index: None,
+            state_id: None,
             label: self.label.to_string(),
             provenance: None,
             slots,

@@ -54,8 +54,10 @@ fn adopt(e: &mut Emd, src: &Emd, key: &VolumeKey) -> Result<()> {
     e.state = State::Enabled;
     e.data_len = src.data_len;
     e.clone_of = Some(src.uuid);
-    // The source's index describes the source's last backup, not this one.
+    // The source's index and state describe the source's last backup, not
+    // this one.
     e.index = None;
+    e.state_id = None;
     for slot in &mut e.slots {
         slot.wrapped = wrap::wrap(key, &slot.public, slot.id.as_str())?;
     }

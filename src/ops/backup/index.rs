@@ -114,7 +114,7 @@ pub(super) fn previous(
         Ok(i) => i,
         Err(_) => return why("the target's chunk index does not open with its key"),
     };
-    if index.data_version != emd.data_version {
+    if Some(index.state_id) != emd.state_id || index.data_version != emd.data_version {
         return why("the target was written since its last backup (its data version moved on)");
     }
     if index.sector_size != sector_size {

@@ -13,6 +13,7 @@ mod index;
 pub mod luks;
 pub(crate) mod resume;
 pub(crate) mod rollback;
+mod since;
 pub(crate) mod source;
 mod stream;
 pub(crate) mod target;
@@ -64,6 +65,11 @@ pub struct BackupRequest {
     /// Rewrite every chunk of the target, changed or not (a backup into a
     /// target with a chunk index otherwise writes only the changed ones).
     pub full: bool,
+    /// Stream only: an incremental stream of the chunks changed since this
+    /// base (a manifest, or a volume made from the source by a backup).
+    pub since: Option<PathBuf>,
+    /// Stream only: write a manifest of the stream here.
+    pub manifest: Option<PathBuf>,
     /// Export the plaintext.
     pub cleartext: bool,
     /// Sector size of a new target.
@@ -103,6 +109,8 @@ impl BackupRequest {
             same_key: false,
             rekey: false,
             full: false,
+            since: None,
+            manifest: None,
             cleartext: false,
             sector_size: None,
             compress: None,
@@ -178,6 +186,23 @@ impl BackupRequest {
             return Err(Error::usage(
                 "--full rewrites a refreshed target volume in full; it does not apply here",
             ));
+        }
+        if self.since.is_some() && !(keyed_target && d.write == Write::Stream) {
+            return Err(Error::usage(
+                "--since makes an incremental backup stream; it does not apply here",
+            )
+            .with_hint("a backup into a volume writes only the changed chunks by itself"));
+        }
+        if self.since.is_some() && self.sector_size.is_some() {
+            return Err(Error::usage(
+                "an incremental stream keeps the sectors of its base; leave out --sector-size",
+            ));
+        }
+        if self.manifest.is_some() && !(keyed_target && d.write == Write::Stream) {
+            return Err(Error::usage(
+                "--manifest describes a backup stream made with a key; it does not apply here",
+            )
+            .with_hint("a volume made by a backup is itself a BASE for --since"));
         }
         if self.sector_size.is_some()
             && !(keyed_target

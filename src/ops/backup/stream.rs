@@ -46,7 +46,20 @@ fn write(
         Mode::Cleartext => return Err(Error::runtime("internal: cleartext into a stream")),
     };
     let args = job.req;
-    let (mut emd, tkey) = job.target_emd(&src, src_key.as_ref(), None)?;
+    let since = match &args.since {
+        Some(path) => Some(super::since::load(job, path, &src)?),
+        None => None,
+    };
+    let (mut emd, tkey) = match &since {
+        Some(base) => {
+            let mut emd = super::since::next_emd(&src, base)?;
+            if let Some(pk) = job.signer() {
+                emd.sign(|m| pk.sign(m));
+            }
+            (emd, Some(base.key.duplicate()))
+        }
+        None => job.target_emd(&src, src_key.as_ref(), None)?,
+    };
     let src_emd = src.emd.clone();
     let origin = src.origin();
     let src_uuid = src_emd.as_ref().map_or([0; 16], |e| e.uuid);
@@ -65,7 +78,41 @@ fn write(
         source_uuid: src_uuid,
         source_data_version: src_emd.as_ref().map_or(0, |e| e.data_version),
         emd: emd.clone(),
+        base: since.as_ref().map(super::since::SinceBase::base),
     };
+    // The chunk index of the stream's data: compared with the base's (an
+    // incremental stream), and kept in the manifest.
+    let tagger = match &tkey {
+        Some(k) if since.is_some() || args.manifest.is_some() => {
+            super::index::tagger(&src, src_key.as_ref(), k)
+        }
+        _ => None,
+    };
+    if since.is_some() && tagger.is_none() {
+        return Err(Error::usage(
+            "an incremental stream is made of an EVFS volume or plain data, not of a LUKS volume",
+        ));
+    }
+    let previous = match (&since, &tagger) {
+        (Some(b), Some(t))
+            if b.index.source == t.source_id() && b.index.sector_size == emd.sector_size =>
+        {
+            super::index::Previous {
+                index: Some(b.index.clone()),
+                why_full: None,
+            }
+        }
+        (Some(_), _) => super::index::Previous::none(Some(
+            "the base was made from another source or source key".to_string(),
+        )),
+        _ => super::index::Previous::none(None),
+    };
+    if let Some(why) = &previous.why_full {
+        job.obs.note(&format!(
+            "evfs: the incremental stream carries every chunk: {why}"
+        ));
+    }
+    let tags = tagger.as_ref().map(|t| previous.tags(t));
     let framer = StreamFramer {
         compress: match (args.compress, &tkey) {
             (Some(level), Some(k)) => Some((
@@ -91,7 +138,8 @@ fn write(
         .hash(mode != Mode::Raw)
         .detect_zero(args.sparse)
         .plain_len(src.len())
-        .framer(&framing);
+        .framer(&framing)
+        .tags(tags.as_ref());
     let mac_key = tkey.as_ref().map(VolumeKey::stream_mac_key);
 
     let (out, target_name, partial) = open_output(target, args.force)?;
@@ -119,6 +167,7 @@ fn write(
                 outcome.digest,
                 final_emd.data_version,
             ));
+            final_emd.state_id = Some(stream_id);
             crate::ops::trust::seal(&mut final_emd, k, job.signer());
         }
         job.note_unsigned("the stream", None);
@@ -135,6 +184,9 @@ fn write(
         drop(file);
         if let Some(partial) = partial {
             partial.commit()?;
+        }
+        if let (Some(path), Some(k), Some(t)) = (&args.manifest, &tkey, &tagger) {
+            write_manifest(path, &final_emd, k, t, &outcome)?;
         }
         Ok(Report {
             digest: outcome.digest,
@@ -248,6 +300,10 @@ struct Writing<W: std::io::Write>(StreamWriter<W>);
 
 impl<W: std::io::Write> Sink for Writing<W> {
     fn put(&mut self, chunk: &ChunkOut) -> Result<()> {
+        // An incremental stream carries the changed chunks only.
+        if chunk.unchanged {
+            return Ok(());
+        }
         let frame = chunk
             .frame
             .ok_or_else(|| Error::runtime("internal: a stream chunk without a frame"))?;
@@ -258,4 +314,37 @@ impl<W: std::io::Write> Sink for Writing<W> {
         };
         self.0.write_frame(&frame.header, payload, &frame.hash)
     }
+}
+
+/// Write the manifest of a finished stream: its final EMD and the chunk
+/// index of its data, to a new file that takes `path`'s name when whole.
+fn write_manifest(
+    path: &std::path::Path,
+    fin: &crate::emd::Emd,
+    key: &VolumeKey,
+    tagger: &crate::index::Tagger,
+    outcome: &crate::pipeline::Outcome,
+) -> Result<()> {
+    let (entries, root0) = outcome
+        .index
+        .clone()
+        .ok_or_else(|| Error::runtime("internal: a manifest without a chunk index"))?;
+    let index = crate::index::ChunkIndex {
+        data_len: outcome.bytes,
+        data_version: fin.data_version,
+        sector_size: fin.sector_size,
+        source: tagger.source_id(),
+        root0,
+        state_id: fin.state_id.unwrap_or_default(),
+        entries,
+    };
+    let bytes = crate::stream::manifest::Manifest {
+        emd: fin.clone(),
+        sealed_index: index.seal(key, &fin.uuid)?,
+    }
+    .encode();
+    let partial = Partial::create(path)?;
+    let mut file = partial.file();
+    std::io::Write::write_all(&mut file, &bytes).ctx("writing", path)?;
+    partial.commit()
 }

@@ -40,6 +40,15 @@ fn changed_under_us(path: &Path) -> Error {
     .with_hint("run the backup again when no other backup, restore or map uses the target")
 }
 
+/// The state ID of the data a run writes: its run ID (kept by a resumed
+/// run), or a fresh one.
+fn state_of(emd: &Emd) -> Result<[u8; 16]> {
+    match &emd.checkpoint {
+        Some(c) => Ok(c.run_id),
+        None => crate::crypto::random_array::<16>(),
+    }
+}
+
 /// The data length must match what the source promised (a volume on stdin
 /// that ends early is truncated).
 fn check_length(outcome: &Outcome, expected: Option<u64>, name: &str) -> Result<()> {
@@ -369,8 +378,10 @@ impl Job<'_> {
         if tkey.is_some() {
             self.note_unsigned("the target's EMD", Some(path));
         }
-        // Data of a length learnt only now: the data area fits it.
+        // Data of a length learnt only now: the data area fits it. A new
+        // data state: its ID is the run's.
         let mut fin = txn.emd().clone();
+        fin.state_id = Some(state_of(&fin)?);
         if known_len.is_none() {
             let ss = u64::from(fin.sector_size);
             fin.data_size = bytes.next_multiple_of(ss).max(ss);
@@ -388,6 +399,7 @@ impl Job<'_> {
             emd.data_len = fin.data_len;
             if tkey.is_some() {
                 emd.index = index_ref;
+                emd.state_id = fin.state_id;
                 emd.provenance = Some(clone::provenance(
                     origin,
                     self.started,
@@ -439,6 +451,7 @@ impl Job<'_> {
             sector_size: emd.sector_size,
             source: t.source_id(),
             root0: *root0,
+            state_id: emd.state_id.unwrap_or_default(),
             entries: entries.clone(),
         };
         let written = index::write(dev, emd, key, &index)?;
@@ -515,6 +528,7 @@ impl Job<'_> {
             // Until this run's index is written, the volume has none: the
             // old one no longer describes it once data is written.
             emd.index = None;
+            emd.state_id = None;
             trust::seal(&mut emd, &unlocked.key, self.signer().or(Some(pk)));
         }
         let tagger = (start == 0)
@@ -558,9 +572,11 @@ impl Job<'_> {
             self.run_pipeline_after(&plan, tree, src, &mut sink)?
         };
         let bytes = start + outcome.bytes;
+        let mut fin = txn.emd().clone();
+        fin.state_id = Some(state_of(&fin)?);
         let index_ref = self.write_index(
             &tv.dev,
-            txn.emd(),
+            &fin,
             &unlocked.key,
             tagger.as_ref(),
             &outcome,
@@ -569,6 +585,7 @@ impl Job<'_> {
         let emd = txn.commit(Some(&unlocked.key), self.signer().or(Some(pk)), |emd| {
             emd.data_len = bytes;
             emd.index = index_ref;
+            emd.state_id = fin.state_id;
             emd.provenance = Some(clone::provenance(
                 origin,
                 self.started,

@@ -71,6 +71,12 @@ pub fn run(
     )?;
     let header = check.header().clone();
     let name = check.name().to_string();
+    if header.base.is_some() {
+        return Err(Error::refused(format!(
+            "{name} is an incremental stream: it applies onto the EVFS volume it was made from, not onto a LUKS volume"
+        ))
+        .with_hint("restore the full stream into the LUKS2 volume instead"));
+    }
     check.gate(keys)?;
     let mut vol = LuksVolume::open(dst, access.header.as_deref(), true)?;
     vol.lock(true, "restore into it")?;
