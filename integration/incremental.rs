@@ -369,3 +369,230 @@ fn killed_changed_only_refreshes_leave_the_target_dirty_and_a_rerun_completes_it
     }
     assert!(dirty > 0, "no kill landed inside a refresh");
 }
+
+/// `restore` or `verify` as a child with all output, for exit codes.
+fn run_code(s: &Setup, args: &[&str]) -> (Option<i32>, String) {
+    let out = s.env.process(args).stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+fn file_b3(s: &Setup, name: &str) -> String {
+    b3(&std::fs::read(s.env.path(name)).unwrap())
+}
+
+/// A full stream with its manifest, and two incremental links after it,
+/// each made after a change to the source (the second sparse and
+/// compressed); returns the digests of the source after each link.
+fn chain(s: &mut Setup, chunks: usize) -> Vec<String> {
+    let mut digests = vec![];
+    let r = s.backup(&["src", "--stream", "full.evfs", "--manifest", "full.man"]);
+    assert_eq!(r["chunks_written"], chunks, "{r}");
+    digests.push(b3(&s.data));
+    let links = [
+        ("i1.evfs", "full.man", "i1.man", &[][..]),
+        (
+            "i2.evfs",
+            "i1.man",
+            "i2.man",
+            &["--sparse", "--compress"][..],
+        ),
+    ];
+    for (round, (link, since, manifest, extra)) in links.into_iter().enumerate() {
+        change(&mut s.data, &pick(chunks, 2, 7 + round as u64), round as u8);
+        s.rewrite_source();
+        let mut args = vec![
+            "src",
+            "--stream",
+            link,
+            "--since",
+            since,
+            "--manifest",
+            manifest,
+        ];
+        args.extend_from_slice(extra);
+        let r = s.backup(&args);
+        assert_eq!(r["chunks_written"], 2, "{r}");
+        assert_eq!(r["chunks_unchanged"], chunks - 2, "{r}");
+        assert_eq!(r["plaintext_blake3"], b3(&s.data).as_str(), "{r}");
+        // Two chunks at most, a header and a trailer of 16 KiB each.
+        assert!(
+            r["bytes_sent"].as_u64().unwrap() <= (2 * CHUNK + 40 * 1024) as u64,
+            "an incremental stream of 2 chunks in {chunks}: {r}"
+        );
+        digests.push(b3(&s.data));
+    }
+    digests
+}
+
+#[test]
+fn an_incremental_stream_chain_of_three_links_restores_to_the_source_and_verifies() {
+    let chunks = 24;
+    let mut s = setup(chunks * CHUNK - 777);
+    let digests = chain(&mut s, chunks);
+
+    // One run applies the chain; the result is the source's.
+    s.env
+        .ok(&s.args(&["restore", "full.evfs", "i1.evfs", "i2.evfs", "r.vol"]));
+    assert_eq!(s.env.hash("r.vol", "alice.k1"), digests[2]);
+    assert_eq!(b3(&s.cat("r.vol")), b3(&s.data));
+    s.env.ok(&["check", "r.vol"]);
+    // Link by link, each restore leaves the state of its backup.
+    s.env.ok(&["restore", "full.evfs", "l.vol"]);
+    for (i, link) in ["i1.evfs", "i2.evfs"].into_iter().enumerate() {
+        s.env.ok(&s.args(&["restore", link, "l.vol"]));
+        assert_eq!(s.env.hash("l.vol", "alice.k1"), digests[i + 1]);
+    }
+
+    // verify with the key recombines the chain's plaintext and checks
+    // every link's digest; without it, the links and every frame.
+    let out = s
+        .env
+        .ok(&s.args(&["verify", "full.evfs", "i1.evfs", "i2.evfs", "--json"]));
+    let v = json(&out);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["plaintext_blake3"], digests[2].as_str(), "{v}");
+    assert!(
+        out.contains("the chain restores to plaintext BLAKE3"),
+        "{out}"
+    );
+    s.env.ok(&["verify", "full.evfs", "i1.evfs", "i2.evfs"]);
+}
+
+#[test]
+fn a_link_out_of_place_is_refused_and_changes_nothing() {
+    let chunks = 8;
+    let mut s = setup(chunks * CHUNK);
+    chain(&mut s, chunks);
+    s.env.ok(&["restore", "full.evfs", "t.vol"]);
+    let before = file_b3(&s, "t.vol");
+
+    // The second link onto the full one's state: a link is missing.
+    let (code, out) = run_code(&s, &s.args(&["restore", "i2.evfs", "t.vol"]));
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("applies onto state") && out.contains("t.vol holds state"),
+        "{out}"
+    );
+    assert_eq!(file_b3(&s, "t.vol"), before, "a refused link wrote");
+    // Onto nothing: no volume is made.
+    let (code, out) = run_code(&s, &["restore", "i1.evfs", "new.vol"]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(!s.env.path("new.vol").exists());
+    // Onto a volume written since its base (a backup into it).
+    s.env.ok(&["restore", "full.evfs", "w.vol"]);
+    let pw = s.k[3].clone();
+    s.env.ok(&[
+        "backup",
+        "data.raw",
+        "w.vol",
+        "--target-key",
+        "alice.k1",
+        "--target-passphrase-file",
+        &pw,
+    ]);
+    let written = file_b3(&s, "w.vol");
+    let (code, out) = run_code(&s, &s.args(&["restore", "i1.evfs", "w.vol"]));
+    assert_eq!(code, Some(3), "{out}");
+    assert_eq!(file_b3(&s, "w.vol"), written);
+
+    // A chain with a gap, a repeat or links out of order: exit 5 naming the
+    // link, before anything is written.
+    for (links, says) in [
+        (
+            &["full.evfs", "i2.evfs"][..],
+            "link 2 of the chain (i2.evfs)",
+        ),
+        (&["full.evfs", "i1.evfs", "i1.evfs"][..], "it is repeated"),
+        (
+            &["full.evfs", "i2.evfs", "i1.evfs"][..],
+            "link 2 of the chain (i2.evfs)",
+        ),
+        (&["i1.evfs", "full.evfs"][..], "not an incremental one"),
+    ] {
+        let mut args = vec!["restore"];
+        args.extend_from_slice(links);
+        args.push("c.vol");
+        let (code, out) = run_code(&s, &args);
+        assert_eq!(code, Some(5), "{links:?}: {out}");
+        assert!(out.contains(says), "{links:?}: {out}");
+        assert!(!s.env.path("c.vol").exists(), "{links:?} wrote");
+        let mut args = vec!["verify"];
+        args.extend_from_slice(links);
+        let (code, out) = run_code(&s, &args);
+        assert_eq!(code, Some(5), "verify {links:?}: {out}");
+        assert!(out.contains(says), "verify {links:?}: {out}");
+    }
+}
+
+#[test]
+fn an_incremental_stream_since_a_backup_volume_applies_onto_copies_of_it() {
+    let chunks = 6;
+    let mut s = setup(chunks * CHUNK);
+    std::fs::copy(s.env.path("copy"), s.env.path("replica")).unwrap();
+    change(&mut s.data, &pick(chunks, 1, 5), 0);
+    s.rewrite_source();
+    let r = s.backup(&["src", "--stream", "inc.evfs", "--since", "copy"]);
+    assert_eq!(r["chunks_written"], 1, "{r}");
+    // Applied onto a copy of the base (the base itself is busy being the
+    // nightly target elsewhere).
+    s.env.ok(&s.args(&["restore", "inc.evfs", "replica"]));
+    assert_eq!(s.env.hash("replica", "alice.k1"), b3(&s.data));
+    // A base that is not a backup of the source is refused.
+    let (code, out) = run_code(
+        &s,
+        &s.args(&["backup", "copy", "--stream", "x.evfs", "--since", "src"]),
+    );
+    assert_eq!(code, Some(3), "{out}");
+}
+
+#[test]
+fn a_killed_incremental_restore_leaves_the_target_dirty_and_a_rerun_completes_it() {
+    let chunks = 64;
+    let mut s = setup(chunks * CHUNK);
+    let r = s.backup(&["src", "--stream", "full.evfs", "--manifest", "full.man"]);
+    assert_eq!(r["chunks_written"], chunks);
+    change(&mut s.data, &pick(chunks, chunks / 2, 77), 3);
+    s.rewrite_source();
+    s.backup(&["src", "--stream", "inc.evfs", "--since", "full.man"]);
+    s.env.ok(&["restore", "full.evfs", "base.vol"]);
+    let t = Instant::now();
+    std::fs::copy(s.env.path("base.vol"), s.env.path("probe.vol")).unwrap();
+    s.env.ok(&["restore", "inc.evfs", "probe.vol"]);
+    let took = t.elapsed();
+    let mut dirty = 0;
+    for i in 0..6u32 {
+        std::fs::copy(s.env.path("base.vol"), s.env.path("t.vol")).unwrap();
+        let mut child = s
+            .env
+            .process(&["restore", "inc.evfs", "t.vol"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(took.mul_f64(f64::from(i) / 6.0));
+        let _ = child.kill();
+        child.wait().unwrap();
+        match s.env.run(&["check", "t.vol"]).status.code() {
+            Some(6) => {
+                dirty += 1;
+                // The same stream again completes it.
+                s.env.ok(&["restore", "inc.evfs", "t.vol"]);
+            }
+            Some(0) => {}
+            other => panic!("check exited {other:?}"),
+        }
+        s.env.ok(&["check", "t.vol"]);
+        let got = s.env.hash("t.vol", "alice.k1");
+        // Not begun (the base, clean), or complete: never clean and mixed.
+        assert!(got == b3(&s.data) || got == s.env.hash("base.vol", "alice.k1"));
+        if got != b3(&s.data) {
+            s.env.ok(&["restore", "inc.evfs", "t.vol"]);
+            assert_eq!(s.env.hash("t.vol", "alice.k1"), b3(&s.data));
+        }
+    }
+    assert!(dirty > 0, "no kill landed inside the restore");
+}

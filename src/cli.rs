@@ -400,20 +400,27 @@ an existing LUKS2 volume, the stream is decrypted with -k and written under the 
 (--target-luks-passphrase-file); the target is marked evfs-incomplete until the trailer checked
 out.
 
+An incremental stream (backup --since) applies only onto a volume at exactly the state it was
+made from: the full stream and the links before it restored, nothing written since. Several
+STREAMs are a chain, applied in order; their links must follow each other, which is checked
+before anything is written. A restore of a link that was interrupted completes when run again.
+
 Exit status:
   0  the stream was written and the target's EMD is clean
   1  an I/O error, or the target is in use by another backup, restore or map
   2  usage error, DST of a wrong kind (a FIFO, a character device, -), STREAM not a stream
   3  refused: DST is the stream itself or too small; another volume or foreign data, or a
-     rollback, without --force
+     rollback, without --force; an incremental stream onto a target not at its base
   4  access denied: a compressed or sparse stream without -k, wrong or no passphrase, no slot
   5  integrity failure: a truncated, reordered or altered stream, a newer format (the target
-     is left dirty); a broken signature; a missing or untrusted one where one is required
+     is left dirty); a broken signature; a missing or untrusted one where one is required; a
+     chain with a link missing, repeated or out of order (named)
 
 Examples:
   evfs restore vol.evfs restored.img
   ssh host 'cat vol.evfs' | evfs restore - restored.img
   evfs restore vol-compressed.evfs /dev/sdb1 -k alice.k1
+  evfs restore full.evfs mon.evfs tue.evfs restored.img
   evfs restore vol.evfs disk.img -k alice.k1 --target-luks-passphrase-file t.pw")]
     Restore(RestoreArgs),
 
@@ -428,6 +435,10 @@ header copies, no unfinished backup, the plaintext BLAKE3). SRC (--against) open
 --luks-*, TARGET with --target-luks-*, as in the backup that made the copy; when SRC is no LUKS
 volume, --luks-* opens TARGET too.
 
+Several stream TARGETs are a chain (a full stream, then incremental ones): the links must follow
+each other, and with -k the plaintext the chain restores to is recombined and checked against
+every link's digest. A missing last link cannot be seen.
+
 Exit status:
   0  everything checked out (also a volume written through map since its backup)
   1  an I/O error
@@ -437,13 +448,15 @@ Exit status:
      a wrong LUKS passphrase or a damaged keyslot
   5  a mismatch or damage, naming where: a digest, an EMD copy, a dirty volume, a frame, the
      trailer, a MAC, a newer format, a signature (broken, or missing or untrusted where
-     required), a LUKS header copy, an unfinished backup into a LUKS volume
+     required), a LUKS header copy, an unfinished backup into a LUKS volume, a chain's link
+     missing, repeated or out of order
 
 Examples:
   evfs verify copy.img -k alice.k1
   evfs verify copy.img -k alice.k1 --against vol.img
   evfs verify vol.evfs
   evfs verify vol.evfs -k alice.k1 --json
+  evfs verify full.evfs mon.evfs tue.evfs -k alice.k1
   evfs verify copy-luks.img --target-luks-passphrase-file t.pw --against disk.img --luks-passphrase-file s.pw")]
     Verify(VerifyArgs),
 
@@ -656,6 +669,11 @@ unlocked the source (-k), else by the owner's key when its private key is here a
 passphrase can be had (--passphrase-file without -k, the stored one, a prompt); otherwise they
 are written unsigned, with a note. A raw clone keeps the source's EMD and its signature.
 
+Incremental: a backup into a volume that a backup of the same source made keeps a chunk index
+there, and the next one writes only the chunks that changed (--full: all of them). A stream
+--since BASE (a --manifest FILE of an earlier stream, or such a volume) carries only the chunks
+changed since BASE, and restore applies it onto a volume at that state.
+
 Exit status:
   0  the backup completed and was synced
   1  an I/O error, a broken pipe (standard output closed before the end), the source or target
@@ -663,10 +681,12 @@ Exit status:
   2  usage error: flags that do not apply here, a plain or LUKS source without --owner or with
      -k and no target volume, SRC or DST a FIFO or character device (- is a pipe)
   3  refused: the configurations refused under Configurations, a backup stream as SRC, a
-     --resume that does not match the interrupted run
+     --resume that does not match the interrupted run; a --since BASE that is not a finished
+     backup of SRC
   4  access denied: a volume source without -k, wrong or no passphrase, the key has no slot; a
      LUKS source or target without its passphrase, a wrong passphrase or a damaged keyslot
-  5  integrity failure: a corrupt or tampered EMD, a newer format, a damaged LUKS header
+  5  integrity failure: a corrupt or tampered EMD, a newer format, a damaged LUKS header, a
+     damaged chunk index in BASE
 
 Examples:
   evfs backup vol.img vol-copy.img -k alice.k1
@@ -674,6 +694,7 @@ Examples:
   evfs backup vol.img - -k alice.k1 | ssh host 'cat > vol.evfs'
   evfs backup vol.img vol-mirror.img --raw
   evfs backup vol.img plain.raw --cleartext -k alice.k1
+  evfs backup vol.img --stream mon.evfs --since sun.man --manifest mon.man -k alice.k1
   evfs backup vol.img /dev/sdb1 -k backup.cron --progress --progress-interval 1m --json
   evfs backup disk.img copy.vol --luks-passphrase-file pw.txt --owner alice.k1
   evfs backup disk.img copy.img --luks-passphrase-file pw.txt --target-format luks2 \\

@@ -389,7 +389,16 @@ fn check_base(
             && e.data_version == base.data_version
             && e.provenance.as_ref().and_then(|p| p.plaintext_blake3) == Some(base.digest)
     });
-    if at_base {
+    // A restore of this very stream that was interrupted: its frames
+    // rewrite whole chunks, so applying them again completes it.
+    let interrupted = existing.is_some_and(|e| {
+        e.uuid == header.emd.uuid
+            && e.dirty
+            && e.checkpoint.as_ref().is_some_and(|c| {
+                c.task == crate::emd::Task::Restore && c.run_id == header.stream_id
+            })
+    });
+    if at_base || interrupted {
         return Ok(());
     }
     let msg = format!(
