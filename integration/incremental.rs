@@ -540,6 +540,10 @@ fn an_incremental_stream_since_a_backup_volume_applies_onto_copies_of_it() {
     // nightly target elsewhere).
     s.env.ok(&s.args(&["restore", "inc.evfs", "replica"]));
     assert_eq!(s.env.hash("replica", "alice.k1"), b3(&s.data));
+    // A raw clone of the base carries its chunk index too.
+    s.env.ok(&["backup", "copy", "raw.vol", "--raw"]);
+    let r = s.backup(&["src", "--stream", "inc2.evfs", "--since", "raw.vol"]);
+    assert_eq!(r["chunks_written"], 1, "{r}");
     // A base that is not a backup of the source is refused.
     let (code, out) = run_code(
         &s,
@@ -567,7 +571,7 @@ fn a_killed_incremental_restore_leaves_the_target_dirty_and_a_rerun_completes_it
         std::fs::copy(s.env.path("base.vol"), s.env.path("t.vol")).unwrap();
         let mut child = s
             .env
-            .process(&["restore", "inc.evfs", "t.vol"])
+            .process(&s.args(&["restore", "inc.evfs", "t.vol"]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -579,8 +583,11 @@ fn a_killed_incremental_restore_leaves_the_target_dirty_and_a_rerun_completes_it
         match s.env.run(&["check", "t.vol"]).status.code() {
             Some(6) => {
                 dirty += 1;
-                // The same stream again completes it.
-                s.env.ok(&["restore", "inc.evfs", "t.vol"]);
+                // The same stream again completes it (reading the whole
+                // volume back, with the key); without the key it cannot.
+                let (code, out) = run_code(&s, &["restore", "inc.evfs", "t.vol"]);
+                assert_eq!(code, Some(4), "{out}");
+                s.env.ok(&s.args(&["restore", "inc.evfs", "t.vol"]));
             }
             Some(0) => {}
             other => panic!("check exited {other:?}"),
@@ -590,9 +597,84 @@ fn a_killed_incremental_restore_leaves_the_target_dirty_and_a_rerun_completes_it
         // Not begun (the base, clean), or complete: never clean and mixed.
         assert!(got == b3(&s.data) || got == s.env.hash("base.vol", "alice.k1"));
         if got != b3(&s.data) {
-            s.env.ok(&["restore", "inc.evfs", "t.vol"]);
+            s.env.ok(&s.args(&["restore", "inc.evfs", "t.vol"]));
             assert_eq!(s.env.hash("t.vol", "alice.k1"), b3(&s.data));
         }
     }
     assert!(dirty > 0, "no kill landed inside the restore");
+}
+
+/// A source whose data shrinks inside its last sector reads the same
+/// sectors of ciphertext: the data length in the tag tells them apart, so
+/// the last chunk is rewritten and the digest is the new data's.
+#[test]
+fn data_that_shrinks_inside_its_last_sector_is_not_taken_for_unchanged() {
+    let text = mixed_data(2_000_000, 9);
+    let mut s = setup(2_000_100);
+    s.data = text.iter().copied().chain([0u8; 100]).collect();
+    s.rewrite_source();
+    s.backup(&["src", "copy"]);
+    s.backup(&["src", "--stream", "full.evfs", "--manifest", "full.man"]);
+    s.data = text;
+    s.rewrite_source();
+    let r = s.backup(&["src", "copy"]);
+    assert_eq!(r["chunks_written"], 1, "{r}");
+    assert_eq!(r["plaintext_blake3"], b3(&s.data).as_str());
+    assert_eq!(s.env.hash("copy", "alice.k1"), b3(&s.data));
+    s.env.ok(&s.args(&["verify", "copy"]));
+    let r = s.backup(&["src", "--stream", "i.evfs", "--since", "full.man"]);
+    assert_eq!(r["chunks_written"], 1, "{r}");
+    s.env.ok(&s.args(&["verify", "full.evfs", "i.evfs"]));
+    s.env
+        .ok(&s.args(&["restore", "full.evfs", "i.evfs", "r.vol"]));
+    assert_eq!(s.env.hash("r.vol", "alice.k1"), b3(&s.data));
+}
+
+/// A forged link whose frames pass their own checksums is written from a
+/// pipe before its trailer fails; completing "the interrupted restore"
+/// with the genuine link then reads the volume back and refuses to call
+/// the mixture clean.
+#[test]
+fn completing_an_interrupted_incremental_restore_checks_the_whole_volume() {
+    let chunks = 6;
+    let mut s = setup(chunks * CHUNK);
+    s.backup(&["src", "--stream", "full.evfs", "--manifest", "full.man"]);
+    change(&mut s.data, &[1].into_iter().collect(), 0);
+    s.rewrite_source();
+    s.backup(&["src", "--stream", "i.evfs", "--since", "full.man"]);
+    s.env.ok(&["restore", "full.evfs", "t.vol"]);
+
+    // Frame 0 (chunk 1) moved to chunk 4, its checksum made again.
+    let mut forged = std::fs::read(s.env.path("i.evfs")).unwrap();
+    let at = 16544;
+    assert_eq!(&forged[at..at + 4], b"EVFR");
+    forged[at + 8..at + 16].copy_from_slice(&4u64.to_le_bytes());
+    forged[at + 16..at + 24].copy_from_slice(&(4 * CHUNK as u64).to_le_bytes());
+    let len = u32::from_le_bytes(forged[at + 28..at + 32].try_into().unwrap()) as usize;
+    let hash = blake3::hash(&forged[at..at + 32 + len]);
+    forged[at + 32 + len..at + 64 + len].copy_from_slice(hash.as_bytes());
+    let out = s
+        .env
+        .process(&s.args(&["restore", "-", "t.vol"]))
+        .stdin(
+            std::fs::File::open({
+                std::fs::write(s.env.path("forged.evfs"), &forged).unwrap();
+                s.env.path("forged.evfs")
+            })
+            .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.env.run(&["check", "t.vol"]).status.code(), Some(6));
+
+    let (code, out) = run_code(&s, &s.args(&["restore", "i.evfs", "t.vol"]));
+    assert_eq!(code, Some(5), "{out}");
+    assert!(out.contains("an earlier attempt wrote other data"), "{out}");
+    assert_eq!(s.env.run(&["check", "t.vol"]).status.code(), Some(6));
 }

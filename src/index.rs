@@ -130,11 +130,14 @@ impl ChunkIndex {
         out
     }
 
-    /// Open an index area (at least [`sealed_len`] bytes of it) with the
-    /// volume key of the volume `uuid`.
+    /// Open an index (exactly its [`sealed_len`] bytes) with the volume
+    /// key of the volume `uuid`.
     pub fn open(area: &[u8], key: &VolumeKey, uuid: &[u8; 16]) -> Result<ChunkIndex, IndexError> {
         let count = Self::count(area)?;
         let len = sealed_len(count) as usize;
+        if area.len() != len {
+            return Err(IndexError::Format("its length is not that of its entries"));
+        }
         let mut body = Zeroizing::new(area[HEADER_LEN..len].to_vec());
         let nonce: [u8; 24] = array(area, 24);
         let tag: [u8; 16] = array(area, 48);
@@ -242,12 +245,15 @@ impl Tagger {
         self.source
     }
 
-    /// The tag of the chunk at data offset `offset`, `bytes` as read.
-    pub fn tag(&self, offset: u64, bytes: &[u8]) -> [u8; 32] {
+    /// The tag of the chunk at data offset `offset` that holds `data_len`
+    /// bytes of data, `bytes` as read (whole sectors of an encrypted
+    /// source: its last one may hold padding, so the data length counts
+    /// on its own).
+    pub fn tag(&self, offset: u64, data_len: u64, bytes: &[u8]) -> [u8; 32] {
         let mut h = blake3::Hasher::new_keyed(&self.key);
         h.update(&self.source);
         h.update(&offset.to_le_bytes());
-        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(&data_len.to_le_bytes());
         h.update(bytes);
         *h.finalize().as_bytes()
     }
@@ -301,9 +307,12 @@ mod tests {
         let sealed = idx.seal(&key(1), &[9; 16]).unwrap();
         assert_eq!(sealed.len() as u64, sealed_len(3));
         assert!(sealed.len() as u64 <= area_len(3 * CHUNK));
-        let mut area = sealed.clone();
-        area.resize(area_len(3 * CHUNK) as usize, 0);
+        let area = sealed.clone();
         assert_eq!(ChunkIndex::open(&area, &key(1), &[9; 16]).unwrap(), idx);
+        // Longer than its entries: not the index its EMD names.
+        let mut longer = sealed.clone();
+        longer.push(0);
+        assert!(ChunkIndex::open(&longer, &key(1), &[9; 16]).is_err());
         assert_eq!(
             ChunkIndex::open(&area, &key(2), &[9; 16]),
             Err(IndexError::Seal)
@@ -358,13 +367,15 @@ mod tests {
                 key: &sk2,
             },
         );
-        let t = plain.tag(0, b"data");
-        assert_eq!(t, plain.tag(0, b"data"));
-        assert_ne!(t, plain.tag(CHUNK, b"data"));
-        assert_ne!(t, plain.tag(0, b"datb"));
-        assert_ne!(t, other_target.tag(0, b"data"));
-        assert_ne!(t, enc.tag(0, b"data"));
-        assert_ne!(enc.tag(0, b"data"), enc2.tag(0, b"data"));
+        let t = plain.tag(0, 4, b"data");
+        assert_eq!(t, plain.tag(0, 4, b"data"));
+        assert_ne!(t, plain.tag(CHUNK, 4, b"data"));
+        assert_ne!(t, plain.tag(0, 4, b"datb"));
+        // The same bytes read holding less data (padding after it).
+        assert_ne!(t, plain.tag(0, 3, b"data"));
+        assert_ne!(t, other_target.tag(0, 4, b"data"));
+        assert_ne!(t, enc.tag(0, 4, b"data"));
+        assert_ne!(enc.tag(0, 4, b"data"), enc2.tag(0, 4, b"data"));
         assert_ne!(enc.source_id(), enc2.source_id());
         assert_ne!(t, *blake3::hash(b"data").as_bytes());
     }
@@ -400,7 +411,7 @@ mod tests {
             .map(|(i, c)| {
                 let offset = i as u64 * CHUNK;
                 Entry {
-                    tag: tagger.tag(offset, c),
+                    tag: tagger.tag(offset, c.len() as u64, c),
                     cv: crate::pipeline::digest::hash_chunk(offset, c).cv,
                 }
             })

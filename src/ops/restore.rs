@@ -200,8 +200,19 @@ fn run_one(
     // Busy before foreign: a target another writer holds is reported as such.
     lock::probe(dst, "restore into it")?;
     let existing = check_target(dst, &header, args.force)?;
+    // Completing an interrupted restore of an incremental stream: the
+    // volume is read back whole before it is called clean, since what the
+    // interrupted run wrote is not known.
+    let mut completing = false;
     if let Some(base) = &header.base {
-        check_base(&name, dst, base, &header, existing.as_ref(), link)?;
+        completing = check_base(&name, dst, base, &header, existing.as_ref(), link)?;
+        if completing && check.key().is_none() {
+            return Err(Error::access(format!(
+                "{} holds an interrupted restore of {name}: completing it reads the whole volume back, which needs its key",
+                dst.display()
+            ))
+            .with_hint("give -k ID with a key of the backed-up volume"));
+        }
     } else if let Some(e) = &existing {
         let mut lineage = Lineage::of(&header.emd);
         if header.source_uuid != [0; 16] {
@@ -244,7 +255,8 @@ fn run_one(
     let txn = Transaction::begin(&dev, initial, floor)?;
     let checked = super::watched(obs, "restore", header.expected, |meter| {
         let mut write = |offset: u64, data: &[u8]| -> Result<()> {
-            if offset + data.len() as u64 > limit {
+            let end = offset.checked_add(data.len() as u64);
+            if end.is_none_or(|end| end > limit) || data_offset.checked_add(offset).is_none() {
                 return Err(Error::refused(format!(
                     "the target {} is too small for the stream's data",
                     dst.display()
@@ -257,6 +269,20 @@ fn run_one(
         })
     })?;
     let trailer = &checked.trailer;
+    if completing && let Some(key) = check.key() {
+        dev.sync()?;
+        let whole = super::read::Plaintext::of_data(&dev, &trailer.emd, key)
+            .tree(super::threads(None))?
+            .finish();
+        if trailer.plaintext_blake3 != Some(*whole.as_bytes()) {
+            return Err(Error::integrity(format!(
+                "{}: after completing the interrupted restore of {name}, the volume's plaintext (blake3 {}) is not the stream's: an earlier attempt wrote other data",
+                dst.display(),
+                whole.to_hex()
+            ))
+            .with_hint("restore the chain again from its full stream"));
+        }
+    }
     if checked.signed_by.as_ref().is_none_or(|s| !s.trusted) {
         obs.note(&format!(
             "evfs restore: note: {}: its authenticity was not checked ({})",
@@ -359,7 +385,7 @@ fn check_base(
     header: &Header,
     existing: Option<&Emd>,
     link: Option<usize>,
-) -> Result<()> {
+) -> Result<bool> {
     let short = |b: &[u8]| crate::hex::encode(&b[..8]);
     let expected = format!(
         "state {} (data version {}, plaintext blake3 {}…) of volume {}",
@@ -399,7 +425,7 @@ fn check_base(
             })
     });
     if at_base || interrupted {
-        return Ok(());
+        return Ok(interrupted);
     }
     let msg = format!(
         "{name} is an incremental stream that applies onto {expected}; {} holds {found}",

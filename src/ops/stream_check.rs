@@ -50,7 +50,12 @@ pub enum FrameBytes {
 /// The plaintext of a chain of streams, chunk by chunk: the hash of every
 /// chunk of the data the links so far restore to, so that an incremental
 /// link's digest is checked over the whole data, not only its frames.
-pub type Chain = Vec<ChunkHash>;
+#[derive(Clone, Debug, Default)]
+pub struct Chain {
+    hashes: Vec<ChunkHash>,
+    /// Bytes of data the links so far restore to.
+    bytes: u64,
+}
 
 /// A plaintext digest and how many bytes it covers.
 #[derive(Clone, Copy, Debug)]
@@ -347,27 +352,42 @@ impl StreamCheck {
                 }
             }
             let chunks = trailer.bytes.div_ceil(chunk) as usize;
-            let whole: Option<Chain> = match (header.base.is_some(), chain) {
+            let whole: Option<Vec<ChunkHash>> = match (header.base.is_some(), chain) {
                 (false, chain) => {
-                    let all: Chain = hashes.into_iter().map(|(_, h)| h).collect();
+                    let all: Vec<ChunkHash> = hashes.into_iter().map(|(_, h)| h).collect();
                     if let Some(c) = chain {
-                        *c = all.clone();
+                        c.hashes = all.clone();
+                        c.bytes = trailer.bytes;
                     }
                     Some(all)
                 }
-                (true, Some(c)) if !c.is_empty() => {
-                    c.resize(
-                        chunks.max(c.len()),
+                (true, Some(c)) if !c.hashes.is_empty() || c.bytes > 0 => {
+                    // Where the data length changed, the chunk it ends in
+                    // and every chunk after the shorter end are new.
+                    if c.bytes != trailer.bytes {
+                        let from = c.bytes.min(trailer.bytes) / chunk;
+                        for i in from..chunks as u64 {
+                            if !hashes.iter().any(|(j, _)| *j == i) {
+                                return Err(self.fail(format!(
+                                    "the data length changes from {} to {} bytes, but chunk {i} is not in the stream",
+                                    c.bytes, trailer.bytes
+                                )));
+                            }
+                        }
+                    }
+                    c.hashes.resize(
+                        chunks.max(c.hashes.len()),
                         ChunkHash {
                             cv: [0; 32],
                             root: None,
                         },
                     );
                     for (i, h) in hashes {
-                        c[i as usize] = h;
+                        c.hashes[i as usize] = h;
                     }
-                    c.truncate(chunks);
-                    Some(c.clone())
+                    c.hashes.truncate(chunks);
+                    c.bytes = trailer.bytes;
+                    Some(c.hashes.clone())
                 }
                 (true, _) => None,
             };

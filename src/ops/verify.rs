@@ -482,7 +482,7 @@ fn verify_chain(
         Some(_) => keys.policy().requiring(),
         None => keys.policy(),
     };
-    let mut chain = super::stream_check::Chain::new();
+    let mut chain = super::stream_check::Chain::default();
     let mut ends_at: Option<[u8; 32]> = None;
     let mut last = None;
     let mut signed = None;

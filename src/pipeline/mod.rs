@@ -474,7 +474,9 @@ fn process(plan: &Plan, work: Work) -> Result<Done> {
         .plain_len
         .map_or(len, |n| n.saturating_sub(offset).min(len as u64) as usize);
     let mut seen = 0usize;
-    let tag = plan.tags.map(|t| t.tagger.tag(offset, input.bytes()));
+    let tag = plan
+        .tags
+        .map(|t| t.tagger.tag(offset, counted as u64, input.bytes()));
     if let (Some(t), Some(tag)) = (plan.tags, tag)
         && t.old
             .get(index as usize)

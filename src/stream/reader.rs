@@ -172,7 +172,7 @@ impl<R: Read> StreamReader<R> {
         // An incremental stream carries the changed chunks only: its
         // frames skip indexes, in order, each at its chunk's offset.
         let incremental = self.header.base.is_some();
-        let in_place = f.offset == f.index.saturating_mul(u64::from(self.header.chunk_size));
+        let in_place = f.index.checked_mul(u64::from(self.header.chunk_size)) == Some(f.offset);
         let follows = if incremental {
             f.index >= index && in_place
         } else {
@@ -190,10 +190,16 @@ impl<R: Read> StreamReader<R> {
                 "frame {index} at byte {frame_at} follows a short frame: only the last frame may be short"
             )));
         }
-        if let Some(expected) = self.header.expected
-            && f.offset + u64::from(f.plain_len)
-                > expected.next_multiple_of(u64::from(self.header.emd.sector_size))
+        let end = f.offset.checked_add(u64::from(f.plain_len));
+        let bound = self
+            .header
+            .expected
+            .map(|e| e.next_multiple_of(u64::from(self.header.emd.sector_size)));
+        if end.is_none()
+            || bound.is_some_and(|b| end.is_some_and(|e| e > b))
+            || (incremental && bound.is_none())
         {
+            let expected = self.header.expected.unwrap_or(0);
             return Err(self.fail(format!(
                 "frame {index} at byte {frame_at} runs past the {expected} bytes the header announced"
             )));

@@ -96,12 +96,12 @@ pub(super) fn previous(
     if full {
         return why("--full");
     }
-    let Some(r) = emd.index else {
-        return why("the target has no chunk index of its last backup");
-    };
     if emd.dirty {
         return why("the target's last backup did not finish");
     }
+    let Some(r) = emd.index else {
+        return why("the target has no chunk index of its last backup");
+    };
     let Some((at, _)) = area(dev, emd).filter(|&(_, room)| r.len <= room) else {
         return why("the target's chunk index does not fit its device");
     };
@@ -127,6 +127,33 @@ pub(super) fn previous(
         index: Some(index),
         why_full: None,
     })
+}
+
+/// The index area of a raw clone's source, as it lies (sealed under the
+/// source's key and UUID, which the clone keeps): copied with the data, so
+/// that the clone is the base its EMD says it is. `None` when the source
+/// has none (or is no device).
+pub(super) fn raw_copy(src: &OpenSource) -> Result<Option<Vec<u8>>> {
+    let (Data::Device(dev), Some(emd)) = (&src.data, &src.emd) else {
+        return Ok(None);
+    };
+    let Some(r) = emd.index else {
+        return Ok(None);
+    };
+    let Some((at, _)) = area(dev, emd).filter(|&(_, room)| r.len <= room) else {
+        return Ok(None);
+    };
+    let mut bytes = vec![0u8; r.len as usize];
+    dev.read_at(&mut bytes, at)?;
+    Ok((*blake3::hash(&bytes).as_bytes() == r.blake3).then_some(bytes))
+}
+
+/// Put a raw clone's copy of its source's index area in place.
+pub(super) fn raw_paste(dev: &Device, emd: &Emd, bytes: &[u8]) -> Result<()> {
+    match area(dev, emd) {
+        Some((at, room)) if bytes.len() as u64 <= room => dev.write_at(bytes, at),
+        _ => Ok(()),
+    }
 }
 
 /// Write the index of a finished run into the area after `emd`'s data

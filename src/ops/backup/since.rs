@@ -53,6 +53,11 @@ fn refused(path: &Path, what: &str) -> Error {
 /// Open BASE for a stream of `src`: its EMD and index, checked with the
 /// `-k` key.
 pub(super) fn load(job: &Job, path: &Path, src: &OpenSource) -> Result<SinceBase> {
+    if src.emd.is_none() {
+        return Err(Error::usage(
+            "--since makes an incremental stream of an EVFS volume; plain data and LUKS volumes are streamed in full",
+        ));
+    }
     let (emd, sealed) = read_base(path)?;
     let name = path.display();
     if emd.dirty {
@@ -126,7 +131,7 @@ fn read_base(path: &Path) -> Result<(Emd, Vec<u8>)> {
         return Err(Error::usage(format!(
             "--since {name}: neither a manifest nor an EVFS volume"
         ))
-        .with_hint("BASE is a manifest written by backup --manifest, or a volume made from SRC by a backup"));
+        .with_hint("BASE is a manifest written by backup --manifest beside a stream (a stream itself carries no chunk index), or a volume made from SRC by a backup"));
     };
     let Some(r) = emd.index else {
         return Err(refused(
@@ -136,7 +141,7 @@ fn read_base(path: &Path) -> Result<(Emd, Vec<u8>)> {
     };
     let at = emd.data_offset.saturating_add(emd.data_size);
     let end = layout::backup_emd_offset(dev.size()).unwrap_or(0);
-    if at.saturating_add(r.len) > end {
+    if at.saturating_add(r.len) > end || r.len > crate::index::area_len(emd.data_size) {
         return Err(Error::integrity(format!(
             "{name}: its chunk index runs past the end of the device"
         )));

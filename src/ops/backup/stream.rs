@@ -88,9 +88,9 @@ fn write(
         }
         _ => None,
     };
-    if since.is_some() && tagger.is_none() {
+    if (since.is_some() || args.manifest.is_some()) && tagger.is_none() {
         return Err(Error::usage(
-            "an incremental stream is made of an EVFS volume or plain data, not of a LUKS volume",
+            "a stream of a LUKS volume has no chunk index: --since and --manifest apply to streams of EVFS volumes and plain data",
         ));
     }
     let previous = match (&since, &tagger) {

@@ -339,6 +339,10 @@ impl Job<'_> {
         };
         self.why_full(&previous, path);
         let tags = tagger.as_ref().map(|t| previous.tags(t));
+        let raw_index = match mode {
+            Mode::Raw if start == 0 => index::raw_copy(&src)?,
+            _ => None,
+        };
         let mut txn = Transaction::begin(&dev, emd, floor)?;
         let tree = self.written_prefix(&dev, txn.emd(), tkey.as_ref(), start)?;
         let origin = src.origin();
@@ -394,6 +398,9 @@ impl Job<'_> {
             Some(k) => self.write_index(&dev, &fin, k, tagger.as_ref(), &outcome, bytes)?,
             None => None,
         };
+        if let Some(b) = &raw_index {
+            index::raw_paste(&dev, &fin, b)?;
+        }
         let emd = txn.commit(tkey.as_ref(), tkey.as_ref().and(self.signer()), |emd| {
             emd.data_size = fin.data_size;
             emd.data_len = fin.data_len;
