@@ -53,10 +53,27 @@ impl fmt::Display for BlockError {
     }
 }
 
+/// Signing with a key pair of the keystore: the signature block of a
+/// message (here rather than in `keys`, which this module's blocks name).
+pub trait Sign {
+    /// The signature block of `message`.
+    fn sign(&self, message: &[u8]) -> Signature;
+}
+
+impl Sign for crate::keys::PrivateKey {
+    fn sign(&self, message: &[u8]) -> Signature {
+        Signature {
+            id: self.id().clone(),
+            public: self.public(),
+            bytes: self.signature_of(message),
+        }
+    }
+}
+
 impl Signature {
     /// The signer's fingerprint (`b3:` and 16 hex digits).
     pub fn fingerprint(&self) -> String {
-        crate::keys::keystore::fingerprint(&self.public)
+        crate::crypto::sign::fingerprint(&self.public)
     }
 
     /// Whether the signature is valid for `message` (not whether the signer

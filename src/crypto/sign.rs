@@ -65,6 +65,13 @@ pub fn verify(x25519_public: &[u8; 32], message: &[u8], signature: &[u8; SIGNATU
         .is_ok()
 }
 
+/// Short, stable fingerprint of a public key.
+pub fn fingerprint(public: &[u8; 32]) -> String {
+    let h = blake3::hash(public);
+    let hx = crate::hex::encode(&h.as_bytes()[..8]);
+    format!("b3:{}", hx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

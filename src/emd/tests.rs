@@ -7,6 +7,7 @@ use super::format::*;
 use crate::crypto::wrap::WRAPPED_LEN;
 use crate::crypto::{Cipher, VolumeKey};
 use crate::keys::KeyId;
+use crate::signature::Sign;
 use crate::testutil::{expect_listing, listing, unhexdump};
 
 /// The `hexdump` block of `formats/EMD.md` that holds the version-1 example

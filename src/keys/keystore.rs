@@ -63,13 +63,10 @@ impl PrivateKey {
         }
     }
 
-    /// Sign `message` (see `crypto::sign`): the signature block of this key.
-    pub fn sign(&self, message: &[u8]) -> crate::signature::Signature {
-        crate::signature::Signature {
-            id: self.id.clone(),
-            public: self.public(),
-            bytes: crate::crypto::sign::sign(&self.secret, message),
-        }
+    /// The signature of `message` with this key (see `crypto::sign`); the
+    /// signature block that carries it is `signature::Sign`'s.
+    pub fn signature_of(&self, message: &[u8]) -> [u8; crate::crypto::sign::SIGNATURE_LEN] {
+        crate::crypto::sign::sign(&self.secret, message)
     }
 }
 
@@ -93,12 +90,7 @@ pub struct KeyEntry {
 /// `.pub` swapped afterwards is not trusted by the old mark.
 const TRUST_HEADER: &str = "evfs trusted signer v1";
 
-/// Short, stable fingerprint of a public key.
-pub fn fingerprint(public: &[u8; 32]) -> String {
-    let h = blake3::hash(public);
-    let hx = hex::encode(&h.as_bytes()[..8]);
-    format!("b3:{}", hx)
-}
+pub use crate::crypto::sign::fingerprint;
 
 /// The `.pub` file line (also what `key show` prints and `key import` reads).
 pub fn public_line(id: &KeyId, public: &[u8; 32]) -> String {

@@ -155,29 +155,9 @@ impl Plan {
         self.made_from = Some((uuid.to_string(), seqid));
     }
 
-    /// Check that `dev` still holds the header this update was computed
-    /// from (same UUID and seqid), as cryptsetup checks the sequence id
-    /// before it writes: a header changed meanwhile (by cryptsetup, or an
-    /// earlier plan) must be read again and the update made anew. A device
-    /// without a valid LUKS2 header passes (there is nothing to overwrite
-    /// by mistake); a plan that formats always passes.
-    pub fn check(&self, dev: &(impl ReadAt + ?Sized)) -> Result<()> {
-        let Some((uuid, seqid)) = &self.made_from else {
-            return Ok(());
-        };
-        match super::luks2::Luks2Header::read(dev) {
-            Err(LuksError::Io(e)) => Err(LuksError::Io(e)),
-            Err(_) => Ok(()),
-            Ok(h) if h.uuid() != *uuid => Err(LuksError::Invalid(format!(
-                "the device holds another LUKS2 volume ({}), not {uuid}",
-                h.uuid()
-            ))),
-            Ok(h) if h.seqid() != *seqid => Err(LuksError::Invalid(format!(
-                "the LUKS2 header changed since it was read (seqid {} on disk, {seqid} expected): read it again",
-                h.seqid()
-            ))),
-            Ok(_) => Ok(()),
-        }
+    /// The header this update was computed from: its UUID and seqid.
+    pub(crate) fn base(&self) -> Option<&(String, u64)> {
+        self.made_from.as_ref()
     }
 
     pub(crate) fn push(&mut self, step: Step) {

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256, Sha512};
 use zeroize::Zeroizing;
 
 use super::error::{LuksError, Result, damaged, unsupported};
-use super::io::ReadAt;
+use super::io::{Plan, ReadAt};
 use super::json::Json;
 use super::keyslot::{
     HashAlg, MAX_KEY_LEN, SALT_LEN, STRIPES, SectorCipherKind, af_merge, af_size, digest_matches,
@@ -671,5 +671,33 @@ fn describe(s: &CopyState) -> String {
         CopyState::Valid { seqid } => format!("valid, seqid {seqid}"),
         CopyState::BadJson(why) => format!("invalid JSON: {why}"),
         CopyState::Bad(why) => why.clone(),
+    }
+}
+// Here rather than in `io.rs`: checking a plan reads a LUKS2 header,
+// which `io.rs`, below this file, knows nothing of.
+impl Plan {
+    /// Check that `dev` still holds the header this update was computed
+    /// from (same UUID and seqid), as cryptsetup checks the sequence id
+    /// before it writes: a header changed meanwhile (by cryptsetup, or an
+    /// earlier plan) must be read again and the update made anew. A device
+    /// without a valid LUKS2 header passes (there is nothing to overwrite
+    /// by mistake); a plan that formats always passes.
+    pub fn check(&self, dev: &(impl ReadAt + ?Sized)) -> Result<()> {
+        let Some((uuid, seqid)) = self.base() else {
+            return Ok(());
+        };
+        match Luks2Header::read(dev) {
+            Err(LuksError::Io(e)) => Err(LuksError::Io(e)),
+            Err(_) => Ok(()),
+            Ok(h) if h.uuid() != *uuid => Err(LuksError::Invalid(format!(
+                "the device holds another LUKS2 volume ({}), not {uuid}",
+                h.uuid()
+            ))),
+            Ok(h) if h.seqid() != *seqid => Err(LuksError::Invalid(format!(
+                "the LUKS2 header changed since it was read (seqid {} on disk, {seqid} expected): read it again",
+                h.seqid()
+            ))),
+            Ok(_) => Ok(()),
+        }
     }
 }

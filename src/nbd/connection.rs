@@ -7,8 +7,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 
 use super::protocol::*;
-use super::server::Shared;
-use super::{Export, MAX_PAYLOAD, POLL_INTERVAL, ServeEvent};
+use super::shared::{ServeEvent, Shared};
+use super::{Export, MAX_PAYLOAD, POLL_INTERVAL};
 
 /// Chunk for discarding unwanted payload, so draining never allocates more.
 const DRAIN_CHUNK: usize = 64 << 10;

@@ -49,6 +49,7 @@
 mod connection;
 mod protocol;
 mod server;
+mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -57,7 +58,8 @@ use std::time::Duration;
 
 #[cfg(test)]
 pub use server::serve;
-pub use server::{ServeEvent, ServeStats, serve_with_events};
+pub use server::{ServeStats, serve_with_events};
+pub use shared::ServeEvent;
 
 /// The storage served over NBD.
 ///

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 
 use super::connection::Connection;
+use super::shared::{ServeEvent, Shared};
 use super::{Export, POLL_INTERVAL};
 
 /// Totals over the lifetime of one [`serve`] call.
@@ -20,32 +21,6 @@ pub struct ServeStats {
     pub bytes_read: u64,
     /// Bytes stored by successful `NBD_CMD_WRITE`s and `NBD_CMD_WRITE_ZEROES`.
     pub bytes_written: u64,
-}
-
-/// Something that happened while serving, for callers that want to log.
-///
-/// Borrowed errors are only valid during the callback.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum ServeEvent<'a> {
-    /// A client connected; ids count up from 1 in accept order.
-    Connected { id: u64 },
-    /// A connection ended. `error` is `None` for an orderly end: `NBD_CMD_DISC`,
-    /// `NBD_OPT_ABORT`, the client closing between messages, or a server stop.
-    Disconnected {
-        id: u64,
-        error: Option<&'a io::Error>,
-    },
-    /// The export failed an operation (`op` is e.g. `"read"`, `"flush"`); the
-    /// client was answered with `NBD_EIO` and the connection carries on.
-    ExportError {
-        id: u64,
-        op: &'static str,
-        error: &'a io::Error,
-    },
-    /// `accept()` failed transiently, or no thread could be started for a new
-    /// connection (which is then dropped); the server keeps running.
-    AcceptError { error: &'a io::Error },
 }
 
 /// Serve connections on `listener` until `stop` becomes true.
@@ -132,24 +107,6 @@ const ENFILE: i32 = 23;
 const EMFILE: i32 = 24;
 const EPROTO: i32 = 71;
 const ENOBUFS: i32 = 105;
-
-/// State shared by the accept loop and all connection threads.
-pub(super) struct Shared<'a> {
-    pub(super) stop: &'a AtomicBool,
-    /// Set when the accept loop fails, so connections close as on `stop`.
-    pub(super) abort: AtomicBool,
-    pub(super) export: &'a dyn Export,
-    pub(super) on_event: &'a (dyn Fn(ServeEvent<'_>) + Sync),
-    pub(super) connections: AtomicU64,
-    pub(super) bytes_read: AtomicU64,
-    pub(super) bytes_written: AtomicU64,
-}
-
-impl Shared<'_> {
-    pub(super) fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Acquire) || self.abort.load(Ordering::Acquire)
-    }
-}
 
 fn accept_loop<'scope>(
     listener: &UnixListener,

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod backup;
 pub mod demo;
+mod findings;
 pub mod luks;
 pub mod map;
 pub mod read;

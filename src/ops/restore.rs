@@ -3,24 +3,22 @@
 //! (clean) only after every frame and the trailer checked out and the data is
 //! synced; any failure leaves it dirty.
 
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::backup::decide::Mode;
 use super::backup::rollback::{self, Lineage};
 use super::backup::target::is_blank;
-use super::stream_check::{FrameBytes, StreamCheck};
+use super::stream_check::{FrameBytes, StreamCheck, open_stream};
 use super::{Keys, Observer, Report};
 use crate::emd::{Checkpoint, Emd, Task};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::keys::KeyId;
 use crate::stream::format::Header;
 use crate::volume::device::require_volume_kind;
 use crate::volume::identity::Storage;
 use crate::volume::transaction::Transaction;
-use crate::volume::{Device, layout, lock, metadata, sniff};
+use crate::volume::{Device, layout, lock, metadata};
 
 /// A restore: a stream (a file, or `-` for standard input) onto a volume.
 #[derive(Clone, Debug)]
@@ -40,37 +38,6 @@ pub struct RestoreRequest {
     /// A LUKS2 target's keyslot and detached header (its secret is the
     /// [`Keys`] provider's [`KeyUse::Target`](super::KeyUse::Target) one).
     pub luks: super::luks::LuksAccess,
-}
-
-/// Open a stream: a file, or `-` for standard input. Something else than a
-/// stream (a volume, plain data) is a wrong kind of argument, named.
-pub(crate) fn open_stream(path: &Path) -> Result<(Box<dyn Read + Send>, String)> {
-    let (mut input, name): (Box<dyn Read + Send>, String) = if path == Path::new("-") {
-        (Box::new(std::io::stdin()), "standard input".to_string())
-    } else {
-        let f = File::open(path).ctx("opening", path)?;
-        (Box::new(f), path.display().to_string())
-    };
-    // Look at the first bytes, then hand them on with the rest.
-    let mut head = Vec::with_capacity(sniff::SNIFF_LEN);
-    (&mut input)
-        .take(sniff::SNIFF_LEN as u64)
-        .read_to_end(&mut head)
-        .map_err(|e| Error::io("reading", &name, e))?;
-    let kind = sniff::sniff(&head);
-    if kind != sniff::Kind::Stream && head.len() == sniff::SNIFF_LEN {
-        return Err(Error::usage(format!(
-            "{name} is {}, not a backup stream",
-            kind.describe()
-        ))
-        .with_hint(match kind {
-            sniff::Kind::Volume => {
-                "copy a volume with `evfs backup SRC DST`; check it with `evfs verify VOL`"
-            }
-            _ => "a backup stream starts with the bytes EVFS-STR (made by `evfs backup SRC -` or `--stream FILE`)",
-        }));
-    }
-    Ok((Box::new(std::io::Cursor::new(head).chain(input)), name))
 }
 
 /// Restore a stream onto a volume: refuse what would destroy data (the
@@ -181,7 +148,14 @@ fn run_one(
         }
     }
     if super::luks::restore::is_target(dst, &args.luks)? {
-        return super::luks::restore::run(args, &args.luks, keys, obs);
+        return super::luks::restore::run(
+            &args.stream,
+            dst,
+            args.key.as_ref(),
+            &args.luks,
+            keys,
+            obs,
+        );
     }
     // A signature is required with -k, and over an existing volume (see
     // below); a restore into a new target on a fresh host may go on

@@ -16,21 +16,53 @@
 //! (for a raw stream, the source's provenance digest when the data has not
 //! changed since).
 
+use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
 use super::trust::{self, Policy, SignedBy};
-use super::{KeyUse, Keys, restore::open_stream};
+use super::{KeyUse, Keys};
 use crate::crypto::VolumeKey;
 use crate::emd::Emd;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::keys::KeyId;
 use crate::pipeline::digest::{ChunkHash, TreeMerger, hash_chunk};
 use crate::signature;
 use crate::stream::decode::FrameDecoder;
 use crate::stream::format::{FrameHeader, FrameKind, Header, Trailer, trailer_len};
 use crate::stream::reader::{Item, StreamReader};
-use crate::volume::unlock_emd;
+use crate::volume::{sniff, unlock_emd};
+
+/// Open a stream: a file, or `-` for standard input. Something else than a
+/// stream (a volume, plain data) is a wrong kind of argument, named.
+pub(crate) fn open_stream(path: &Path) -> Result<(Box<dyn Read + Send>, String)> {
+    let (mut input, name): (Box<dyn Read + Send>, String) = if path == Path::new("-") {
+        (Box::new(std::io::stdin()), "standard input".to_string())
+    } else {
+        let f = File::open(path).ctx("opening", path)?;
+        (Box::new(f), path.display().to_string())
+    };
+    // Look at the first bytes, then hand them on with the rest.
+    let mut head = Vec::with_capacity(sniff::SNIFF_LEN);
+    (&mut input)
+        .take(sniff::SNIFF_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io("reading", &name, e))?;
+    let kind = sniff::sniff(&head);
+    if kind != sniff::Kind::Stream && head.len() == sniff::SNIFF_LEN {
+        return Err(Error::usage(format!(
+            "{name} is {}, not a backup stream",
+            kind.describe()
+        ))
+        .with_hint(match kind {
+            sniff::Kind::Volume => {
+                "copy a volume with `evfs backup SRC DST`; check it with `evfs verify VOL`"
+            }
+            _ => "a backup stream starts with the bytes EVFS-STR (made by `evfs backup SRC -` or `--stream FILE`)",
+        }));
+    }
+    Ok((Box::new(std::io::Cursor::new(head).chain(input)), name))
+}
 
 /// Where a restore puts each frame's bytes: the data-area offset and the
 /// bytes that go there.

@@ -17,6 +17,7 @@ use crate::crypto::VolumeKey;
 use crate::emd::{Emd, Role};
 use crate::error::{Error, Result};
 use crate::keys::{KeyId, PrivateKey};
+use crate::signature::Sign;
 use crate::signature::Signature;
 use crate::volume::{Unlocked, unlock_emd};
 

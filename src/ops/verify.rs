@@ -9,6 +9,8 @@
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
+pub use super::findings::Check;
+use super::findings::Findings;
 use super::luks::LuksAccess;
 use super::read::Plaintext;
 pub use super::stream_check::Digest;
@@ -53,68 +55,6 @@ pub struct LuksVerify {
     pub against: LuksAccess,
 }
 
-/// One line of the report.
-#[derive(Clone, Debug)]
-pub struct Check {
-    /// Whether it passed.
-    pub ok: bool,
-    /// What was checked, and what was found, in words.
-    pub what: String,
-}
-
-/// The findings so far; the first failure is what the exit message names.
-#[derive(Default)]
-pub(crate) struct Findings {
-    checks: Vec<Check>,
-}
-
-impl Findings {
-    pub(crate) fn pass(&mut self, what: impl Into<String>) {
-        self.checks.push(Check {
-            ok: true,
-            what: what.into(),
-        });
-    }
-
-    pub(crate) fn fail(&mut self, what: impl Into<String>) {
-        self.checks.push(Check {
-            ok: false,
-            what: what.into(),
-        });
-    }
-
-    pub(crate) fn check(&mut self, ok: bool, what: impl Into<String>) {
-        if ok { self.pass(what) } else { self.fail(what) }
-    }
-
-    fn ok(&self) -> bool {
-        self.checks.iter().all(|c| c.ok)
-    }
-
-    /// Compare a computed plaintext digest with a recorded one.
-    pub(crate) fn digest(
-        &mut self,
-        hash: blake3::Hash,
-        recorded: [u8; 32],
-        what: &str,
-        whose: &str,
-    ) {
-        let ok = blake3::Hash::from(recorded) == hash;
-        self.check(
-            ok,
-            format!(
-                "plaintext BLAKE3 {what} {} {whose}: {}",
-                if ok { "matches" } else { "does NOT match" },
-                hash.to_hex()
-            ),
-        );
-    }
-
-    fn first_failure(&self) -> Option<&str> {
-        self.checks.iter().find(|c| !c.ok).map(|c| c.what.as_str())
-    }
-}
-
 /// What `verify` found: every check, and the plaintext digest it computed or read.
 pub struct Verdict {
     findings: Findings,
@@ -139,7 +79,7 @@ impl Verdict {
 
     /// Every check, in order.
     pub fn checks(&self) -> &[Check] {
-        &self.findings.checks
+        self.findings.checks()
     }
 
     /// The first check that failed.
@@ -150,7 +90,7 @@ impl Verdict {
     /// The report's lines, `ok` or `FAIL` first.
     pub fn lines(&self) -> Vec<String> {
         self.findings
-            .checks
+            .checks()
             .iter()
             .map(|c| format!("{}  {}", if c.ok { "ok  " } else { "FAIL" }, c.what))
             .collect()

@@ -7,6 +7,7 @@ use super::format::*;
 use super::reader::{Item, StreamReader};
 use super::writer::{Payload, StreamFramer, StreamWriter};
 use crate::emd::tests::{example, example_key, example_signer};
+use crate::signature::Sign;
 use crate::testutil::{expect_listing, listing, unhexdump};
 
 const CHUNK: usize = 64 << 10;

@@ -11,6 +11,7 @@ use crate::crypto::VolumeKey;
 use crate::emd::Emd;
 use crate::error::Result;
 use crate::keys::PrivateKey;
+use crate::signature::Sign;
 
 /// A data write in progress on `dev`, with the EMD it left on the media.
 pub struct Transaction<'a> {

@@ -7,6 +7,7 @@ use crate::emd;
 use crate::error::{Error, Result};
 use crate::keys::{KeyId, PrivateKey};
 use crate::ops::{Keys, Observer, trust};
+use crate::signature::Sign;
 use crate::volume::{Device, NewVolume, layout, metadata};
 
 /// A new volume: where, owned by whom, how.

@@ -17,6 +17,7 @@ use crate::pipeline::pool::PooledBuf;
 use crate::pipeline::sink::stdout_file;
 use crate::pipeline::{CHUNK, Plan};
 use crate::pipeline::{ChunkOut, Frame, FrameInput, FramePayload, Framer, Sink};
+use crate::signature::Sign;
 use crate::stream::format::{Header, StreamMode};
 use crate::stream::writer::{Payload, StreamFramer, StreamWriter};
 use crate::volume::partial::Partial;

@@ -19,6 +19,7 @@ use crate::ops::{Chunks, DATA_ROLES, KeyUse, Report, trust};
 use crate::pipeline::digest::TreeMerger;
 use crate::pipeline::sink::{DeviceSink, DirectSink, Sink};
 use crate::pipeline::{self, Outcome, Plan, SectorKey};
+use crate::signature::Sign;
 use crate::volume::transaction::Transaction;
 use crate::volume::{Device, NewVolume, Volume, layout};
 

@@ -14,9 +14,9 @@ use super::{LuksAccess, unlock};
 use crate::emd::Timestamp;
 use crate::emd::format::uuid_string;
 use crate::error::{Error, Result};
+use crate::keys::KeyId;
 use crate::luks::{DataArea, REQUIREMENT_INCOMPLETE};
 use crate::ops::backup::decide::Mode;
-use crate::ops::restore::RestoreRequest;
 use crate::ops::stream_check::{FrameBytes, StreamCheck};
 use crate::ops::{KeyUse, Keys, Observer, Report};
 use crate::volume::luks::LuksVolume;
@@ -42,33 +42,29 @@ pub fn writable_area(vol: &LuksVolume) -> Result<DataArea> {
     vol.header.data_area_unchecked().map_err(Error::from)
 }
 
-/// Restore `args.stream` onto the LUKS2 volume `args.target`.
+/// Restore `stream` onto the LUKS2 volume `dst`, the stream decrypted with
+/// `key` (which it needs).
 pub fn run(
-    args: &RestoreRequest,
+    stream: &Path,
+    dst: &Path,
+    key: Option<&KeyId>,
     access: &LuksAccess,
     keys: &dyn Keys,
     obs: &dyn Observer,
 ) -> Result<Report> {
     let clock = Instant::now();
     let started = Timestamp::now();
-    let dst = &args.target;
-    if args.key.is_none() {
+    if key.is_none() {
         return Err(Error::access(format!(
             "{} is a LUKS volume: restoring {} onto it decrypts the stream, which needs the stream's volume key",
             dst.display(),
-            args.stream.display()
+            stream.display()
         ))
         .with_hint("give -k ID with a key of the backed-up volume (its owner or a user)"));
     }
     // The one stream checker, as for an EVFS target: a signature is
     // required (over an existing volume, with -k), judged before writing.
-    let mut check = StreamCheck::open(
-        &args.stream,
-        args.key.as_ref(),
-        keys,
-        keys.policy().requiring(),
-        |_| true,
-    )?;
+    let mut check = StreamCheck::open(stream, key, keys, keys.policy().requiring(), |_| true)?;
     let header = check.header().clone();
     let name = check.name().to_string();
     if header.base.is_some() {

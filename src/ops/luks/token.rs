@@ -18,6 +18,7 @@ use crate::crypto::wrap::WRAPPED_LEN;
 use crate::emd::Timestamp;
 use crate::keys::KeyId;
 use crate::luks::metadata::Metadata;
+use crate::signature::Sign;
 
 /// The token type of an enrolled evfs key pair.
 pub const TOKEN_KEY: &str = "evfs-key";

@@ -9,9 +9,10 @@ use super::{LuksAccess, Unlocked, open_unlocked, try_unlock};
 use crate::error::{Error, Result};
 use crate::keys::KeyId;
 use crate::luks::{CopyState, Header, REQUIREMENT_INCOMPLETE};
+use crate::ops::findings::Findings;
 use crate::ops::read::Plaintext;
+use crate::ops::stream_check::Digest;
 use crate::ops::trust::{self, SignedBy};
-use crate::ops::verify::{Digest, Findings};
 use crate::ops::{KeyUse, Keys};
 use crate::volume::luks::LuksVolume;
 
