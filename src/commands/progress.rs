@@ -154,7 +154,17 @@ fn report(
             && !stop.load(Ordering::Relaxed)
         {
             last_line = Instant::now();
-            eprintln!("{}", line(what, done, total, start.elapsed()));
+            let mut text = line(what, done, total, start.elapsed());
+            // A changed-only refresh or an incremental stream says how
+            // much it passed over.
+            let unchanged = meter.unchanged();
+            if unchanged > 0 {
+                text.push_str(&format!(
+                    ", {unchanged} of {} chunks unchanged",
+                    meter.chunks()
+                ));
+            }
+            eprintln!("{text}");
         }
     }
     if let Some(bar) = bar {

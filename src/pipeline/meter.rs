@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Meter {
     done: AtomicU64,
     chunks: AtomicU64,
+    unchanged: AtomicU64,
 }
 
 impl Meter {
@@ -15,6 +16,18 @@ impl Meter {
     pub fn add(&self, bytes: u64) {
         self.done.fetch_add(bytes, Ordering::Relaxed);
         self.chunks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count one more chunk of `bytes` that a chunk index showed unchanged
+    /// (read, not written).
+    pub fn add_unchanged(&self, bytes: u64) {
+        self.add(bytes);
+        self.unchanged.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Chunks passed over as unchanged so far.
+    pub fn unchanged(&self) -> u64 {
+        self.unchanged.load(Ordering::Relaxed)
     }
 
     /// Bytes done.

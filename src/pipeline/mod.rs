@@ -434,7 +434,11 @@ fn collect(
                 written += done.counted as u64;
             }
             bytes += done.counted as u64;
-            meter.add(done.counted as u64);
+            if done.unchanged {
+                meter.add_unchanged(done.counted as u64);
+            } else {
+                meter.add(done.counted as u64);
+            }
             next += 1;
         }
     }

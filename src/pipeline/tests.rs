@@ -544,3 +544,34 @@ fn tagged_runs_pass_over_unchanged_chunks_and_keep_the_digest_exact() {
         assert_eq!(next.index.unwrap().0[..last], entries[..last]);
     }
 }
+
+/// The meter a progress display reads counts the chunks passed over.
+#[test]
+fn the_meter_counts_unchanged_chunks() {
+    use crate::index::{SourceKind, Tagger};
+    let vk =
+        crate::crypto::VolumeKey::from_bytes(crate::crypto::Cipher::Aes256Xts, &[7; 64]).unwrap();
+    let tagger = Tagger::new(&vk, SourceKind::Plain);
+    let data = sample(3 * CHUNK);
+    let fresh = ChunkTags {
+        tagger: &tagger,
+        old: &[],
+        old_root0: [0; 32],
+    };
+    let p = Plan::new(2).hash(true).tags(Some(&fresh));
+    let first = run_vec(&p, data.clone(), &mut VecSink::new()).unwrap();
+    let (entries, root0) = first.index.unwrap();
+    let mut old = entries.clone();
+    old[1].tag[0] ^= 1;
+    let tags = ChunkTags {
+        tagger: &tagger,
+        old: &old,
+        old_root0: root0,
+    };
+    let p = Plan::new(2).hash(true).tags(Some(&tags));
+    let meter = Meter::default();
+    let mut src = ReaderSource::new(Cursor::new(data.clone()), "test", None, 4, CHUNK);
+    run(&p, &mut src, &mut VecSink::new(), &meter).unwrap();
+    assert_eq!((meter.chunks(), meter.unchanged()), (3, 2));
+    assert_eq!(meter.done(), data.len() as u64);
+}
