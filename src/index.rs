@@ -33,11 +33,6 @@ pub const ENTRY_LEN: usize = 64;
 const KEY_CONTEXT: &str = "evfs 2026-11 chunk index key v1";
 const TAG_CONTEXT: &str = "evfs 2026-11 chunk index tag v1";
 const SOURCE_KEY_CONTEXT: &str = "evfs 2026-11 chunk index source key v1";
-const FOLD_CONTEXT: &str = "evfs 2026-11 chunk index fold key v1";
-/// Sectors of the fold's XTS encryption.
-const FOLD_SECTOR: usize = 4096;
-/// Bytes the fold encrypts at a time, in a scratch buffer.
-const FOLD_PIECE: usize = 64 << 10;
 
 /// What the index knows of one chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,15 +202,10 @@ fn sealed_len_checked(count: u64) -> Option<u64> {
 
 /// Computes the tags of chunks for the index of one target volume: a
 /// BLAKE3 keyed with a key derived from that volume's key, over the
-/// source's identity, the chunk's place and the **fold** of its bytes as
-/// read: the XOR of the 16-byte blocks of their AES-256-XTS encryption
-/// under another key derived from the volume key. The fold runs at the
-/// speed of the XTS kernels, about twice BLAKE3's; under a secret key, two
-/// different chunks fold alike with a chance of about 2^-128, and the
-/// folds and tags are never shown (the index is sealed).
+/// source's identity, the chunk's place and its bytes as read.
+#[derive(Clone)]
 pub struct Tagger {
     key: Zeroizing<[u8; 32]>,
-    fold: crate::crypto::Xts,
     source: [u8; 32],
 }
 
@@ -243,43 +233,10 @@ impl Tagger {
                 h.update(fp.as_ref());
             }
         }
-        let mut fold_key = Zeroizing::new([0u8; 64]);
-        let mut d = blake3::Hasher::new_derive_key(FOLD_CONTEXT);
-        d.update(target_key.expose());
-        d.finalize_xof().fill(fold_key.as_mut());
         Tagger {
             source: *h.finalize().as_bytes(),
-            fold: crate::crypto::Xts::new(fold_key.as_ref()).expect("a 64-byte XTS key"),
             key,
         }
-    }
-
-    /// The fold of `bytes` at data offset `offset` (a multiple of 4096):
-    /// the XOR of the 16-byte blocks of their XTS encryption under the fold
-    /// key in 4096-byte sectors numbered from the data area's start (the
-    /// last sector padded with zeros).
-    pub fn fold(&self, offset: u64, bytes: &[u8]) -> [u8; 16] {
-        let mut scratch = vec![0u8; FOLD_PIECE];
-        let mut acc = [0u64; 2];
-        let mut at = 0;
-        while at < bytes.len() {
-            let n = (bytes.len() - at).min(FOLD_PIECE);
-            let whole = n.next_multiple_of(FOLD_SECTOR);
-            scratch[..n].copy_from_slice(&bytes[at..at + n]);
-            scratch[n..whole].fill(0);
-            let sector = (offset + at as u64) / FOLD_SECTOR as u64;
-            self.fold
-                .encrypt_sectors(&mut scratch[..whole], FOLD_SECTOR, sector);
-            for block in scratch[..whole].chunks_exact(16) {
-                acc[0] ^= u64::from_le_bytes(block[..8].try_into().expect("8 bytes"));
-                acc[1] ^= u64::from_le_bytes(block[8..].try_into().expect("8 bytes"));
-            }
-            at += n;
-        }
-        let mut out = [0u8; 16];
-        out[..8].copy_from_slice(&acc[0].to_le_bytes());
-        out[8..].copy_from_slice(&acc[1].to_le_bytes());
-        out
     }
 
     /// The identity of the source the tags are taken from, as recorded in
@@ -297,8 +254,7 @@ impl Tagger {
         h.update(&self.source);
         h.update(&offset.to_le_bytes());
         h.update(&data_len.to_le_bytes());
-        h.update(&(bytes.len() as u64).to_le_bytes());
-        h.update(&self.fold(offset, bytes));
+        h.update(bytes);
         *h.finalize().as_bytes()
     }
 }
@@ -476,11 +432,6 @@ mod tests {
         material.extend_from_slice(&uuid);
         material.extend_from_slice(&nonce);
         keys.extend_from_slice(&blake3::derive_key(KEY_CONTEXT, &material));
-        let mut fold_key = [0u8; 64];
-        let mut d = blake3::Hasher::new_derive_key(FOLD_CONTEXT);
-        d.update(vk.expose());
-        d.finalize_xof().fill(&mut fold_key);
-        keys.extend_from_slice(&fold_key);
         expect_listing(doc, 0, &keys);
         let mut body = sealed[HEADER_LEN..].to_vec();
         let key = seal_key(&vk, &uuid, &nonce);
@@ -500,32 +451,7 @@ mod tests {
         let doc_body = unhexdump(&listing(doc, 1));
         let doc_sealed = unhexdump(&listing(doc, 2));
         let tag_key: [u8; 32] = doc_keys[..32].try_into().unwrap();
-        let seal: [u8; 32] = doc_keys[32..64].try_into().unwrap();
-        // The fold, with the xts-mode crate: sectors of 4096 bytes, the
-        // tweak the sector number as 16 little-endian bytes, the first half
-        // of the fold key for the data and the second for the tweak.
-        let fold = |offset: u64, bytes: &[u8]| -> [u8; 16] {
-            use aes::Aes256;
-            use aes::cipher::KeyInit;
-            let xts = xts_mode::Xts128::<Aes256>::new(
-                Aes256::new_from_slice(&doc_keys[64..96]).unwrap(),
-                Aes256::new_from_slice(&doc_keys[96..128]).unwrap(),
-            );
-            let mut acc = [0u8; 16];
-            for (k, sector) in bytes.chunks(FOLD_SECTOR).enumerate() {
-                let mut s = sector.to_vec();
-                s.resize(FOLD_SECTOR, 0);
-                let mut tweak = [0u8; 16];
-                tweak[..8].copy_from_slice(&(offset / 4096 + k as u64).to_le_bytes());
-                xts.encrypt_sector(&mut s, tweak.into());
-                for block in s.chunks(16) {
-                    for (a, b) in acc.iter_mut().zip(block) {
-                        *a ^= b;
-                    }
-                }
-            }
-            acc
-        };
+        let seal: [u8; 32] = doc_keys[32..].try_into().unwrap();
         let mut opened = doc_sealed[64..].to_vec();
         let tag: [u8; 16] = doc_sealed[48..64].try_into().unwrap();
         assert!(crate::crypto::open(
@@ -544,8 +470,7 @@ mod tests {
             h.update(&source);
             h.update(&offset.to_le_bytes());
             h.update(&(c.len() as u64).to_le_bytes());
-            h.update(&(c.len() as u64).to_le_bytes());
-            h.update(&fold(offset, c));
+            h.update(c);
             let at = BODY_FIXED + i * ENTRY_LEN;
             assert_eq!(doc_body[at..at + 32], *h.finalize().as_bytes(), "tag {i}");
             let mut h = blake3::Hasher::new();

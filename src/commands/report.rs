@@ -52,7 +52,13 @@ pub fn summary(r: &Report, verb: &str) -> String {
         if r.threads == 1 { "" } else { "s" }
     );
     if let Some(m) = r.stream_mode {
-        s.push_str(&format!(", a {} stream", m.name()));
+        let name = m.name();
+        let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        s.push_str(&format!(", {article} {name} stream"));
     }
     if let Some(n) = r.stream_bytes {
         s.push_str(&format!(", stream {}", crate::size::human(n)));

@@ -409,6 +409,14 @@ mod tests {
         let mut r = Device::open_read(&p).unwrap();
         assert_eq!(r.lock(false, "read it").err().unwrap().exit_code(), 1);
         drop(d);
-        r.lock(false, "read it").unwrap();
+        // Another test of this process that forks a child while `d` is
+        // open shares its open file description until the child's exec
+        // closes it (O_CLOEXEC): the lock goes with the last reference.
+        let mut tries = 0;
+        while let Err(e) = r.lock(false, "read it") {
+            tries += 1;
+            assert!(tries < 200, "the lock outlived its device: {e}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }

@@ -214,7 +214,7 @@ fn unfinished_error(vol: &Path, c: &Checkpoint) -> Error {
         Task::Restore => (
             "an interrupted restore",
             format!(
-                "finish it by running `evfs restore STREAM {}` again",
+                "finish it by running `evfs restore STREAM {}` again (with -k ID for an incremental stream)",
                 vol.display()
             ),
         ),

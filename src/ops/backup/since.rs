@@ -133,6 +133,13 @@ fn read_base(path: &Path) -> Result<(Emd, Vec<u8>)> {
         ))
         .with_hint("BASE is a manifest written by backup --manifest beside a stream (a stream itself carries no chunk index), or a volume made from SRC by a backup"));
     };
+    // An unfinished backup is what it is before its index means anything.
+    if emd.dirty {
+        return Err(refused(
+            path,
+            "the backup it describes did not finish (it is dirty)",
+        ));
+    }
     let Some(r) = emd.index else {
         return Err(refused(
             path,

@@ -91,7 +91,7 @@ fn write(
     };
     if (since.is_some() || args.manifest.is_some()) && tagger.is_none() {
         return Err(Error::usage(
-            "a stream of a LUKS volume has no chunk index: --since and --manifest apply to streams of EVFS volumes and plain data",
+            "a stream of a LUKS volume has no chunk index: --since and --manifest apply to streams of EVFS volumes",
         ));
     }
     let previous = match (&since, &tagger) {
