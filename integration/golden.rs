@@ -430,6 +430,9 @@ const DURATION_AND_RATE: &[P] = &[
 ];
 const THREADS: &[P] = &[P::Number, P::Lit(" thread"), P::Opt("s")];
 const PID: &[P] = &[P::Lit("process "), P::Number];
+/// A state ID (random per backup), whole or its first 8 bytes.
+const STATE: &[P] = &[P::Lit("state "), P::Hex(32)];
+const STATE_SHORT: &[P] = &[P::Lit("state "), P::Hex(16)];
 const JSON_SECONDS: &[P] = &[P::Lit("\"seconds\":"), P::Float];
 const JSON_RATE: &[P] = &[P::Lit("\"bytes_per_second\":"), P::Number];
 const JSON_THREADS: &[P] = &[P::Lit("\"threads\":"), P::Number];
@@ -444,6 +447,8 @@ fn normalize(text: &str) -> String {
     });
     let text = replace(&text, THREADS, |_| "<N> threads".into());
     let text = replace(&text, PID, |_| "process <PID>".into());
+    let text = number(&text, STATE, "STATE");
+    let text = number(&text, STATE_SHORT, "STATE-SHORT");
     let text = replace(&text, JSON_SECONDS, |_| "\"seconds\":<SECS>".into());
     let text = replace(&text, JSON_RATE, |_| "\"bytes_per_second\":<RATE>".into());
     replace(&text, JSON_THREADS, |_| "\"threads\":<N>".into())
@@ -1235,6 +1240,107 @@ fn golden_reports_and_json() {
     both(&mut t, &["restore", "cut.evfs", "restored2"]);
     t.run(&["check", "restored2"]);
     g.check("a-truncated-stream", t);
+
+    g.finish();
+}
+
+/// Write `plain` changed at one byte of MiB `chunk` into `vol` (a backup
+/// of plain data into it with its own key).
+fn change_vol(env: &Env, chunk: usize) {
+    let mut data = std::fs::read(env.path("plain")).unwrap();
+    data[chunk * MIB + 5] ^= 0x5a;
+    write(env, "plain", &data);
+    setup(
+        env,
+        &[
+            "backup",
+            "plain",
+            "vol",
+            "--target-key",
+            ALICE,
+            "--target-passphrase-file",
+            PA,
+        ],
+    );
+}
+
+#[test]
+fn golden_incremental_backups() {
+    let env = fixture();
+    let mut g = Group::new("incremental");
+
+    // A refresh after one chunk changed, and --full.
+    setup(&env, &ka(&["backup", "vol", "copy"]));
+    change_vol(&env, 1);
+    let mut t = Transcript::new(&env);
+    t.run(&ka(&["backup", "vol", "copy", "-v"]));
+    t.run(&ka(&["backup", "vol", "copy", "--json"]));
+    t.run(&ka(&["backup", "vol", "copy", "--full", "-v"]));
+    g.check("a-changed-only-refresh-and-full", t);
+
+    // A full stream with its manifest, an incremental one, the chain.
+    let mut t = Transcript::new(&env);
+    t.run(&ka(&[
+        "backup",
+        "vol",
+        "--stream",
+        "full.evfs",
+        "--manifest",
+        "full.man",
+    ]));
+    change_vol(&env, 2);
+    t.run(&ka(&[
+        "backup",
+        "vol",
+        "--stream",
+        "i1.evfs",
+        "--since",
+        "full.man",
+        "--manifest",
+        "i1.man",
+        "--json",
+    ]));
+    change_vol(&env, 0);
+    t.run(&ka(&[
+        "backup", "vol", "--stream", "i2.evfs", "--since", "i1.man",
+    ]));
+    t.run(&["restore", "full.evfs", "i1.evfs", "i2.evfs", "r.vol"]);
+    t.run(&ka(&["verify", "full.evfs", "i1.evfs", "i2.evfs"]));
+    t.run(&ka(&["hash", "r.vol"]));
+    t.run(&ka(&["hash", "vol"]));
+    g.check("an-incremental-chain", t);
+
+    // Links out of place, and what --since refuses.
+    setup(&env, &["restore", "full.evfs", "t.vol"]);
+    let mut t = Transcript::new(&env);
+    t.run(&ka(&["restore", "i2.evfs", "t.vol"]));
+    t.run(&["restore", "i1.evfs", "new.vol"]);
+    t.run(&["restore", "full.evfs", "i2.evfs", "c.vol"]);
+    t.run(&["restore", "full.evfs", "i1.evfs", "i1.evfs", "c.vol"]);
+    t.run(&["verify", "i1.evfs", "full.evfs"]);
+    t.run(&ka(&[
+        "backup",
+        "vol",
+        "--stream",
+        "x.evfs",
+        "--since",
+        "full.evfs",
+    ]));
+    t.run(&ka(&[
+        "backup",
+        "vol",
+        "--stream",
+        "x.evfs",
+        "--since",
+        "copy",
+        "--sector-size",
+        "512",
+    ]));
+    t.run(&ka(&["backup", "vol", "copy2", "--since", "full.man"]));
+    t.run(&[
+        "backup", "plain", "--stream", "x.evfs", "--owner", ALICE, "--since", "full.man",
+    ]);
+    g.check("links-out-of-place-and-since-refusals", t);
 
     g.finish();
 }
