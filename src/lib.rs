@@ -14,7 +14,7 @@
 //! internal. `ARCHITECTURE.md` draws the map.
 //!
 //! The command line itself is [`cli`] (its clap definitions, from which the
-//! manual pages are generated) and [`run`] (what the `evfs` binary calls).
+//! manual pages are generated) and [`commands::run`] (what the `evfs` binary calls).
 
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
@@ -23,7 +23,7 @@
 // one (a positional VOL) is named in the usage line.
 #[allow(missing_docs)]
 pub mod cli;
-mod commands;
+pub mod commands;
 pub mod crypto;
 pub mod emd;
 pub mod error;
@@ -45,5 +45,4 @@ pub mod volume;
 #[cfg(test)]
 mod testutil;
 
-pub use commands::run;
 pub use error::{CliAdvice, Error, Hint, Result};

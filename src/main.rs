@@ -14,7 +14,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match evfs::run(cli) {
+    match evfs::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("evfs: {err}");

@@ -23,7 +23,7 @@ use std::path::Path;
 
 use crate::cli::{Cli, Command, EmdCommand, UserCommand};
 use crate::error::{Error, Result};
-pub use ctx::{CliKeys, Ctx, out, threads};
+pub(crate) use ctx::{CliKeys, Ctx, out, threads};
 
 /// Where a command's `--json` object goes, when it was asked for one.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -50,7 +50,7 @@ fn json_to(cmd: &Command) -> Option<JsonTo> {
 
 /// The JSON object of a failure: at least `ok`, `exit`, `error` and `hint`,
 /// merged into the report the command had made, if any.
-pub fn failure_json(err: &Error, report: Option<serde_json::Value>) -> serde_json::Value {
+pub(crate) fn failure_json(err: &Error, report: Option<serde_json::Value>) -> serde_json::Value {
     let mut obj = match report {
         Some(serde_json::Value::Object(m)) => m,
         _ => serde_json::Map::new(),
@@ -148,4 +148,4 @@ fn dispatch(ctx: &Ctx, cli: Cli) -> Result<()> {
     }
 }
 
-pub use crate::ops::DATA_ROLES;
+pub(crate) use crate::ops::DATA_ROLES;
