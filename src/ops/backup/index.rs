@@ -76,6 +76,26 @@ fn area(dev: &Device, emd: &Emd) -> Option<(u64, u64)> {
     (at.checked_add(len)? <= end).then_some((at, len))
 }
 
+/// The sealed index that `emd` names, read from `dev` and checked against
+/// the BLAKE3 the EMD records; `Err` says why there is none to use.
+pub(super) fn read_sealed(
+    dev: &Device,
+    emd: &Emd,
+) -> Result<std::result::Result<Vec<u8>, &'static str>> {
+    let Some(r) = emd.index else {
+        return Ok(Err("it has no chunk index of the backup that made it"));
+    };
+    let Some((at, _)) = area(dev, emd).filter(|&(_, room)| r.len <= room) else {
+        return Ok(Err("its chunk index does not fit its device"));
+    };
+    let mut bytes = vec![0u8; r.len as usize];
+    dev.read_at(&mut bytes, at)?;
+    if *blake3::hash(&bytes).as_bytes() != r.blake3 {
+        return Ok(Err("its chunk index is damaged or was changed"));
+    }
+    Ok(Ok(bytes))
+}
+
 /// The previous index of the target `dev`, whose EMD in force is `emd`
 /// (`None` for a new target), for a run that writes it with `key` from the
 /// source `tagger` tags, at `sector_size`. Any doubt means a full write,
@@ -99,17 +119,10 @@ pub(super) fn previous(
     if emd.dirty {
         return why("the target's last backup did not finish");
     }
-    let Some(r) = emd.index else {
-        return why("the target has no chunk index of its last backup");
+    let bytes = match read_sealed(dev, emd)? {
+        Ok(b) => b,
+        Err(e) => return why(e),
     };
-    let Some((at, _)) = area(dev, emd).filter(|&(_, room)| r.len <= room) else {
-        return why("the target's chunk index does not fit its device");
-    };
-    let mut bytes = vec![0u8; r.len as usize];
-    dev.read_at(&mut bytes, at)?;
-    if *blake3::hash(&bytes).as_bytes() != r.blake3 {
-        return why("the target's chunk index is damaged or was changed");
-    }
     let index = match ChunkIndex::open(&bytes, key, &emd.uuid) {
         Ok(i) => i,
         Err(_) => return why("the target's chunk index does not open with its key"),
@@ -134,18 +147,10 @@ pub(super) fn previous(
 /// that the clone is the base its EMD says it is. `None` when the source
 /// has none (or is no device).
 pub(super) fn raw_copy(src: &OpenSource) -> Result<Option<Vec<u8>>> {
-    let (Data::Device(dev), Some(emd)) = (&src.data, &src.emd) else {
-        return Ok(None);
-    };
-    let Some(r) = emd.index else {
-        return Ok(None);
-    };
-    let Some((at, _)) = area(dev, emd).filter(|&(_, room)| r.len <= room) else {
-        return Ok(None);
-    };
-    let mut bytes = vec![0u8; r.len as usize];
-    dev.read_at(&mut bytes, at)?;
-    Ok((*blake3::hash(&bytes).as_bytes() == r.blake3).then_some(bytes))
+    match (&src.data, &src.emd) {
+        (Data::Device(dev), Some(emd)) => Ok(read_sealed(dev, emd)?.ok()),
+        _ => Ok(None),
+    }
 }
 
 /// Put a raw clone's copy of its source's index area in place.

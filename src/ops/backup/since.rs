@@ -14,7 +14,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::index::ChunkIndex;
 use crate::stream::format::Base;
 use crate::stream::manifest::{self, Manifest};
-use crate::volume::{Device, layout, metadata};
+use crate::volume::{Device, metadata};
 
 /// The most bytes a manifest may hold: the index of a data area of 64 TiB.
 const MANIFEST_MAX: u64 = manifest::INDEX_AT as u64 + (64 << 20) * 64 + 4096;
@@ -140,26 +140,11 @@ fn read_base(path: &Path) -> Result<(Emd, Vec<u8>)> {
             "the backup it describes did not finish (it is dirty)",
         ));
     }
-    let Some(r) = emd.index else {
-        return Err(refused(
-            path,
-            "the volume has no chunk index of the backup that made it",
-        ));
+    let sealed = match super::index::read_sealed(&dev, &emd)? {
+        Ok(b) => b,
+        Err(e) if emd.index.is_none() => return Err(refused(path, e)),
+        Err(e) => return Err(Error::integrity(format!("{name}: {e}"))),
     };
-    let at = emd.data_offset.saturating_add(emd.data_size);
-    let end = layout::backup_emd_offset(dev.size()).unwrap_or(0);
-    if at.saturating_add(r.len) > end || r.len > crate::index::area_len(emd.data_size) {
-        return Err(Error::integrity(format!(
-            "{name}: its chunk index runs past the end of the device"
-        )));
-    }
-    let mut sealed = vec![0u8; r.len as usize];
-    dev.read_at(&mut sealed, at)?;
-    if *blake3::hash(&sealed).as_bytes() != r.blake3 {
-        return Err(Error::integrity(format!(
-            "{name}: its chunk index is damaged or was changed"
-        )));
-    }
     Ok((emd, sealed))
 }
 
