@@ -678,3 +678,33 @@ fn completing_an_interrupted_incremental_restore_checks_the_whole_volume() {
     assert!(out.contains("an earlier attempt wrote other data"), "{out}");
     assert_eq!(s.env.run(&["check", "t.vol"]).status.code(), Some(6));
 }
+
+/// A manifest that cannot be written fails the backup before its stream
+/// is: no stream is left without the manifest the next night needs.
+#[test]
+fn a_manifest_that_cannot_be_written_leaves_no_stream() {
+    let s = setup(2 * CHUNK);
+    let (code, out) = run_code(
+        &s,
+        &s.args(&[
+            "backup",
+            "src",
+            "--stream",
+            "s.evfs",
+            "--manifest",
+            "no/such/dir/s.man",
+        ]),
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(!s.env.path("s.evfs").exists());
+    // A truncated manifest says so.
+    s.backup(&["src", "--stream", "f.evfs", "--manifest", "f.man"]);
+    let whole = std::fs::read(s.env.path("f.man")).unwrap();
+    std::fs::write(s.env.path("cut.man"), &whole[..100]).unwrap();
+    let (code, out) = run_code(
+        &s,
+        &s.args(&["backup", "src", "--stream", "x.evfs", "--since", "cut.man"]),
+    );
+    assert_eq!(code, Some(5), "{out}");
+    assert!(out.contains("truncated"), "{out}");
+}

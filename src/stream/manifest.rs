@@ -57,8 +57,11 @@ impl Manifest {
     /// Parse a manifest (the EMD's MAC and the index's seal are checked by
     /// whoever has the key).
     pub fn parse(b: &[u8]) -> Result<Manifest, ManifestError> {
-        if b.len() < INDEX_AT || &b[..8] != MAGIC {
+        if b.len() < 8 || &b[..8] != MAGIC {
             return Err(ManifestError::Format("no manifest magic"));
+        }
+        if b.len() < INDEX_AT {
+            return Err(ManifestError::Format("it is truncated"));
         }
         if u16_at(b, 8) != VERSION || !zero(b, 10..16) {
             return Err(ManifestError::Format("an unknown version"));

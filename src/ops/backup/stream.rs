@@ -143,6 +143,12 @@ fn write(
         .tags(tags.as_ref());
     let mac_key = tkey.as_ref().map(VolumeKey::stream_mac_key);
 
+    // The manifest's file is made first: a place it cannot go fails the
+    // backup before the stream is written.
+    let manifest = match &args.manifest {
+        Some(path) => Some((path.as_path(), Partial::create(path)?)),
+        None => None,
+    };
     let (out, target_name, partial) = open_output(target, args.force)?;
     // On failure the partial file is dropped: nothing takes the name.
     (|| {
@@ -186,8 +192,8 @@ fn write(
         if let Some(partial) = partial {
             partial.commit()?;
         }
-        if let (Some(path), Some(k), Some(t)) = (&args.manifest, &tkey, &tagger) {
-            write_manifest(path, &final_emd, k, t, &outcome)?;
+        if let (Some((path, file)), Some(k), Some(t)) = (manifest, &tkey, &tagger) {
+            write_manifest(path, file, &final_emd, k, t, &outcome)?;
         }
         Ok(Report {
             digest: outcome.digest,
@@ -321,6 +327,7 @@ impl<W: std::io::Write> Sink for Writing<W> {
 /// index of its data, to a new file that takes `path`'s name when whole.
 fn write_manifest(
     path: &std::path::Path,
+    partial: Partial,
     fin: &crate::emd::Emd,
     key: &VolumeKey,
     tagger: &crate::index::Tagger,
@@ -344,7 +351,6 @@ fn write_manifest(
         sealed_index: index.seal(key, &fin.uuid)?,
     }
     .encode();
-    let partial = Partial::create(path)?;
     let mut file = partial.file();
     std::io::Write::write_all(&mut file, &bytes).ctx("writing", path)?;
     partial.commit()
