@@ -52,13 +52,15 @@ fn read(env: &Env, name: &str) -> Vec<u8> {
     std::fs::read(env.path(name)).unwrap()
 }
 
-/// The parts of a version-2 stream, located by the offsets of
+/// The parts of a version-3 stream, located by the offsets of
 /// `formats/STREAM.md`, with the checksums recomputed after a change:
 /// what an attacker with write access does.
 struct Parts {
     bytes: Vec<u8>,
     /// (start, payload length) of every frame.
     frames: Vec<(usize, usize)>,
+    /// (start, length of the sealed index) of the index section, if any.
+    index: Option<(usize, usize)>,
     trailer: usize,
 }
 
@@ -72,11 +74,18 @@ impl Parts {
             frames.push((at, n));
             at += 32 + n + 32;
         }
+        let mut index = None;
+        if &bytes[at..at + 8] == b"EVFS-IDX" {
+            let n = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap()) as usize;
+            index = Some((at, n));
+            at += 32 + n + 32;
+        }
         assert_eq!(&bytes[at..at + 8], b"EVFS-END");
         assert_eq!(bytes.len(), at + TRAILER);
         Parts {
             bytes,
             frames,
+            index,
             trailer: at,
         }
     }
@@ -94,6 +103,11 @@ impl Parts {
         let mut manifest = blake3::Hasher::new();
         manifest.update(&b[..HEADER]);
         for &(at, n) in &self.frames {
+            let h = blake3::hash(&b[at..at + 32 + n]);
+            b[at + 32 + n..at + 64 + n].copy_from_slice(h.as_bytes());
+            manifest.update(h.as_bytes());
+        }
+        if let Some((at, n)) = self.index {
             let h = blake3::hash(&b[at..at + 32 + n]);
             b[at + 32 + n..at + 64 + n].copy_from_slice(h.as_bytes());
             manifest.update(h.as_bytes());
@@ -128,9 +142,11 @@ fn forge(genuine: &[u8], evil: &[u8], keep_signature: bool) -> Vec<u8> {
     if keep_signature {
         emd.signature = signature.clone();
     }
+    // A forger need not carry a chunk index: the stream is unindexed.
     let h = Header {
         emd: emd.clone(),
         expected: Some(evil.len() as u64),
+        indexed: false,
         ..header
     };
     let ss = emd.sector_size as usize;
@@ -151,7 +167,7 @@ fn forge(genuine: &[u8], evil: &[u8], keep_signature: bool) -> Vec<u8> {
     }
     let digest = blake3::hash(evil);
     let mut fin = emd.clone();
-    let mut provenance = Trailer::parse(&genuine[genuine.len() - TRAILER..], 2)
+    let mut provenance = Trailer::parse(&genuine[genuine.len() - TRAILER..], 3)
         .unwrap()
         .emd
         .provenance

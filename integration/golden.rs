@@ -1301,8 +1301,9 @@ fn golden_incremental_backups() {
         "--json",
     ]));
     change_vol(&env, 0);
+    // A stream is a base as well as its manifest.
     t.run(&ka(&[
-        "backup", "vol", "--stream", "i2.evfs", "--since", "i1.man",
+        "backup", "vol", "--stream", "i2.evfs", "--since", "i1.evfs",
     ]));
     t.run(&["restore", "full.evfs", "i1.evfs", "i2.evfs", "r.vol"]);
     t.run(&ka(&["verify", "full.evfs", "i1.evfs", "i2.evfs"]));
@@ -1312,6 +1313,11 @@ fn golden_incremental_backups() {
 
     // Links out of place, and what --since refuses.
     setup(&env, &["restore", "full.evfs", "t.vol"]);
+    setup(&env, &["backup", "vol", "--stream", "raw.evfs", "--raw"]);
+    setup(
+        &env,
+        &["backup", "plain", "--stream", "p.evfs", "--owner", ALICE],
+    );
     let mut t = Transcript::new(&env);
     t.run(&ka(&["restore", "i2.evfs", "t.vol"]));
     t.run(&["restore", "i1.evfs", "new.vol"]);
@@ -1319,12 +1325,10 @@ fn golden_incremental_backups() {
     t.run(&["restore", "full.evfs", "i1.evfs", "i1.evfs", "c.vol"]);
     t.run(&["verify", "i1.evfs", "full.evfs"]);
     t.run(&ka(&[
-        "backup",
-        "vol",
-        "--stream",
-        "x.evfs",
-        "--since",
-        "full.evfs",
+        "backup", "vol", "--stream", "x.evfs", "--since", "raw.evfs",
+    ]));
+    t.run(&ka(&[
+        "backup", "vol", "--stream", "x.evfs", "--since", "p.evfs",
     ]));
     t.run(&ka(&[
         "backup",

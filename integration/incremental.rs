@@ -708,3 +708,139 @@ fn a_manifest_that_cannot_be_written_leaves_no_stream() {
     assert_eq!(code, Some(5), "{out}");
     assert!(out.contains("truncated"), "{out}");
 }
+
+/// Every stream of an EVFS volume carries its chunk index (stream format
+/// version 3): a stream file is a base for the next incremental stream,
+/// read from its end, and a stream coming down a pipe is read through.
+#[test]
+fn a_stream_file_or_pipe_is_the_base_of_the_next_incremental_stream() {
+    let chunks = 12;
+    let mut s = setup(chunks * CHUNK - 1000);
+    let r = s.backup(&["src", "--stream", "full.evfs"]);
+    assert_eq!(r["chunks_written"], chunks, "{r}");
+    let mut digests = vec![b3(&s.data)];
+    change(&mut s.data, &pick(chunks, 2, 21), 0);
+    s.rewrite_source();
+    let r = s.backup(&["src", "--stream", "i1.evfs", "--since", "full.evfs"]);
+    assert_eq!(r["chunks_written"], 2, "{r}");
+    assert_eq!(r["chunks_unchanged"], chunks - 2, "{r}");
+    digests.push(b3(&s.data));
+    // The incremental link is a base too, here down a pipe.
+    change(&mut s.data, &pick(chunks, 1, 22), 1);
+    s.rewrite_source();
+    let pw = &s.k[3];
+    let out = s.env.bash(&format!(
+        "$EVFS backup src --stream i2.evfs --since <(cat i1.evfs) -k alice.k1 --passphrase-file {pw} --json"
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(r["chunks_written"], 1, "{r}");
+    digests.push(b3(&s.data));
+
+    s.env
+        .ok(&s.args(&["restore", "full.evfs", "i1.evfs", "i2.evfs", "r.vol"]));
+    assert_eq!(s.env.hash("r.vol", "alice.k1"), digests[2]);
+    assert_eq!(b3(&s.cat("r.vol")), digests[2]);
+    let out = s
+        .env
+        .ok(&s.args(&["verify", "full.evfs", "i1.evfs", "i2.evfs"]));
+    assert!(
+        out.contains("chunk index opened with the volume key: 12 chunks"),
+        "{out}"
+    );
+}
+
+/// A volume made by a restore holds the stream's chunk index: it is a base
+/// for an incremental stream and a target for changed-only refreshes.
+#[test]
+fn a_restored_volume_is_a_base_and_its_refresh_writes_only_changed_chunks() {
+    let chunks = 8;
+    let mut s = setup(chunks * CHUNK);
+    s.backup(&["src", "--stream", "full.evfs"]);
+    s.env.ok(&["restore", "full.evfs", "r.vol"]);
+    s.env.ok(&["restore", "full.evfs", "r2.vol"]);
+    let changed = change(&mut s.data, &pick(chunks, 1, 31), 0);
+    s.rewrite_source();
+    let r = s.backup(&["src", "--stream", "i.evfs", "--since", "r.vol"]);
+    assert_eq!(r["chunks_written"], 1, "{r}");
+    s.env.ok(&s.args(&["restore", "i.evfs", "r.vol"]));
+    assert_eq!(s.env.hash("r.vol", "alice.k1"), b3(&s.data));
+    // A refresh of the other restored copy re-encrypts one chunk: only
+    // the sectors whose plaintext changed get other ciphertext.
+    let before = sectors(&s.env, "r2.vol", chunks * CHUNK);
+    let r = s.backup(&["src", "r2.vol"]);
+    assert_eq!(r["chunks_written"], 1, "{r}");
+    assert_eq!(r["chunks_unchanged"], chunks - 1, "{r}");
+    let after = sectors(&s.env, "r2.vol", chunks * CHUNK);
+    assert_eq!(differing(&before, &after), changed);
+    assert_eq!(s.recorded_digest("r2.vol"), b3(&s.data));
+    assert_eq!(b3(&s.cat("r2.vol")), b3(&s.data));
+}
+
+/// A raw stream carries its source's index area as it lies: a copy
+/// restored from it is refreshed changed-only like a raw clone.
+#[test]
+fn a_raw_stream_carries_its_sources_chunk_index() {
+    let chunks = 6;
+    let mut s = setup(chunks * CHUNK);
+    s.env
+        .ok(&["backup", "copy", "--stream", "raw.evfs", "--raw"]);
+    s.env.ok(&["verify", "raw.evfs"]);
+    s.env.ok(&["restore", "raw.evfs", "rc.vol"]);
+    change(&mut s.data, &pick(chunks, 1, 41), 0);
+    s.rewrite_source();
+    let r = s.backup(&["src", "rc.vol"]);
+    assert_eq!(r["chunks_written"], 1, "{r}");
+    assert_eq!(s.env.hash("rc.vol", "alice.k1"), b3(&s.data));
+}
+
+/// What cannot be a base says why: a stream without a chunk index (plain
+/// data, a committed version-2 sample), and a stream whose index section
+/// was changed (also found by verify).
+#[test]
+fn a_stream_without_its_chunk_index_or_with_a_damaged_one_is_refused_as_a_base() {
+    let chunks = 4;
+    let s = setup(chunks * CHUNK);
+    s.env.ok(&[
+        "backup",
+        "data.raw",
+        "--stream",
+        "plain.evfs",
+        "--owner",
+        "alice.k1",
+        "--passphrase-file",
+        &s.k[3],
+    ]);
+    let v2 =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/data/v2/stream.evfs");
+    std::fs::copy(v2, s.env.path("v2.evfs")).unwrap();
+    for base in ["plain.evfs", "v2.evfs"] {
+        let (code, out) = run_code(
+            &s,
+            &s.args(&["backup", "src", "--stream", "x.evfs", "--since", base]),
+        );
+        assert_eq!(code, Some(3), "{base}: {out}");
+        assert!(out.contains("carries no chunk index"), "{base}: {out}");
+        assert!(!s.env.path("x.evfs").exists());
+    }
+    s.backup(&["src", "--stream", "full.evfs"]);
+    let mut bytes = std::fs::read(s.env.path("full.evfs")).unwrap();
+    // The index section lies right before the 16960-byte trailer: 32 bytes
+    // of section header, the sealed index, its 32-byte BLAKE3.
+    let at = bytes.len() - 16960 - 32 - 100;
+    bytes[at] ^= 0x20;
+    std::fs::write(s.env.path("bad.evfs"), &bytes).unwrap();
+    let (code, out) = run_code(
+        &s,
+        &s.args(&["backup", "src", "--stream", "x.evfs", "--since", "bad.evfs"]),
+    );
+    assert_eq!(code, Some(5), "{out}");
+    assert!(out.contains("chunk index"), "{out}");
+    let (code, out) = run_code(&s, &["verify", "bad.evfs"]);
+    assert_eq!(code, Some(5), "{out}");
+    assert!(out.contains("chunk index"), "{out}");
+}

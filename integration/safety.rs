@@ -770,11 +770,12 @@ fn formats_a_newer_version_is_refused_as_a_newer_format() {
     std::fs::write(env.path("new.vol"), &img).unwrap();
     let (_, err) = env.expect(5, &["info", "new.vol"]);
     assert!(err.contains("newer format"), "{err}");
+    // Version 4 of the stream (this evfs writes 3).
     let mut s = bytes(&env, "s.evfs");
-    s[8] = 3;
+    s[8] = 4;
     std::fs::write(env.path("new.evfs"), &s).unwrap();
-    let (out, _) = env.expect(5, &["verify", "new.evfs"]);
-    let _ = out;
+    let (out, err) = env.expect(5, &["verify", "new.evfs"]);
+    assert!(format!("{out}{err}").contains("newer format"), "{out}{err}");
     let (_, err) = env.expect(5, &["restore", "new.evfs", "r.vol"]);
     assert!(err.contains("newer format"), "{err}");
     assert!(!env.path("r.vol").exists());
@@ -814,4 +815,36 @@ fn formats_version_2_samples_are_read() {
         b3(&plain)
     );
     let _ = std::io::stderr().flush();
+}
+
+/// The committed stream of the current version (3) reads as it was made,
+/// and its chunk index makes it the base of an incremental stream of the
+/// volume it was made from.
+#[test]
+fn formats_version_3_samples_are_read_and_are_a_base() {
+    let env = v1_samples();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/data");
+    std::fs::copy(data.join("v2/volume.img"), env.path("src.img")).unwrap();
+    std::fs::copy(data.join("v3/stream.evfs"), env.path("s3.evfs")).unwrap();
+    let plain = std::fs::read(data.join("v2/plain.bin")).unwrap();
+    let k = ["-k", "sample.owner", "--passphrase-file", "pass.txt"];
+    let with =
+        |args: &[&'static str]| -> Vec<&'static str> { args.iter().chain(&k).copied().collect() };
+    let out = env.ok(&with(&["verify", "s3.evfs"]));
+    assert!(
+        out.contains("chunk index opened with the volume key: 1 chunk,"),
+        "{out}"
+    );
+    assert!(out.contains(&b3(&plain)), "{out}");
+    let out = env.ok(&with(&[
+        "backup", "src.img", "--stream", "i.evfs", "--since", "s3.evfs", "--json",
+    ]));
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["chunks_unchanged"], 1, "{r}");
+    assert_eq!(r["chunks_written"], 0, "{r}");
+    env.ok(&with(&["restore", "s3.evfs", "i.evfs", "r.vol"]));
+    assert_eq!(
+        env.info("r.vol")["provenance"]["plaintext_blake3"],
+        b3(&plain)
+    );
 }

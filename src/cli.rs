@@ -404,6 +404,8 @@ An incremental stream (backup --since) applies only onto a volume at exactly the
 made from: the full stream and the links before it restored, nothing written since. Several
 STREAMs are a chain, applied in order; their links must follow each other, which is checked
 before anything is written. A restore of a link that was interrupted completes when run again.
+The chunk index a stream carries goes into the restored volume, after its data area: the volume
+is then the base of the next incremental stream, or of a changed-only refresh, of the source.
 
 Exit status:
   0  the stream was written and the target's EMD is clean
@@ -671,8 +673,9 @@ are written unsigned, with a note. A raw clone keeps the source's EMD and its si
 
 Incremental: a backup into a volume that a backup of the same source made keeps a chunk index
 there, and the next one writes only the chunks that changed (--full: all of them). A stream
---since BASE (a --manifest FILE of an earlier stream, or such a volume) carries only the chunks
-changed since BASE, and restore applies it onto a volume at that state.
+--since BASE (an earlier stream of SRC, its --manifest FILE, or a volume a backup or restore made
+of SRC) carries only the chunks changed since BASE, and restore applies it onto a volume at that
+state. Streams of EVFS volumes carry their chunk index, so any of them can be the next BASE.
 
 Exit status:
   0  the backup completed and was synced
@@ -682,11 +685,11 @@ Exit status:
      -k and no target volume, SRC or DST a FIFO or character device (- is a pipe)
   3  refused: the configurations refused under Configurations, a backup stream as SRC, a
      --resume that does not match the interrupted run; a --since BASE that is not a finished
-     backup of SRC
+     backup of SRC, or a stream without a chunk index
   4  access denied: a volume source without -k, wrong or no passphrase, the key has no slot; a
      LUKS source or target without its passphrase, a wrong passphrase or a damaged keyslot
   5  integrity failure: a corrupt or tampered EMD, a newer format, a damaged LUKS header, a
-     damaged chunk index in BASE
+     damaged chunk index or a cut stream as BASE
 
 Examples:
   evfs backup vol.img vol-copy.img -k alice.k1
@@ -694,7 +697,7 @@ Examples:
   evfs backup vol.img - -k alice.k1 | ssh host 'cat > vol.evfs'
   evfs backup vol.img vol-mirror.img --raw
   evfs backup vol.img plain.raw --cleartext -k alice.k1
-  evfs backup vol.img --stream mon.evfs --since sun.man --manifest mon.man -k alice.k1
+  evfs backup vol.img --stream mon.evfs --since sun.evfs -k alice.k1
   evfs backup vol.img /dev/sdb1 -k backup.cron --progress --progress-interval 1m --json
   evfs backup disk.img copy.vol --luks-passphrase-file pw.txt --owner alice.k1
   evfs backup disk.img copy.img --luks-passphrase-file pw.txt --target-format luks2 \\
@@ -732,7 +735,7 @@ pub struct BackupArgs {
     #[arg(long)]
     pub full: bool,
 
-    /// Write an incremental stream: only the chunks changed since BASE, a manifest written by --manifest or a volume made from SRC by backup, which the stream then applies onto
+    /// Write an incremental stream: only the chunks changed since BASE (an earlier stream of SRC, its --manifest, or a volume a backup or restore made of SRC), which the stream then applies onto
     #[arg(long, value_name = "BASE")]
     pub since: Option<PathBuf>,
 

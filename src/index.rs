@@ -104,7 +104,13 @@ impl ChunkIndex {
         Ok(self.seal_with_nonce(key, uuid, &nonce))
     }
 
-    fn seal_with_nonce(&self, key: &VolumeKey, uuid: &[u8; 16], nonce: &[u8; 24]) -> Vec<u8> {
+    /// [`ChunkIndex::seal`] with a given nonce (worked examples).
+    pub(crate) fn seal_with_nonce(
+        &self,
+        key: &VolumeKey,
+        uuid: &[u8; 16],
+        nonce: &[u8; 24],
+    ) -> Vec<u8> {
         let count = self.entries.len();
         let mut out = vec![0u8; sealed_len(count as u64) as usize];
         out[..8].copy_from_slice(MAGIC);

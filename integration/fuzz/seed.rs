@@ -127,6 +127,8 @@ fn make_stream() -> Vec<u8> {
         source_uuid: [0x11; 16],
         source_data_version: 7,
         emd: emd.clone(),
+        base: None,
+        indexed: false,
     };
     let framer = StreamFramer {
         compress: None,

@@ -267,6 +267,11 @@ fn run_one(
             }
         ));
     }
+    // The chunk index the stream carries goes where the final EMD says it
+    // lies, so that the volume is a base for the next backup of its source.
+    if let Some(sealed) = &checked.index {
+        super::backup::index::paste(&dev, &trailer.emd, sealed)?;
+    }
     let fin: Emd = trailer.emd.clone();
     let fin = txn.commit(None, None, |e| {
         *e = fin;

@@ -25,6 +25,7 @@ use super::{KeyUse, Keys};
 use crate::crypto::VolumeKey;
 use crate::emd::Emd;
 use crate::error::{Error, IoContext, Result};
+use crate::index::ChunkIndex;
 use crate::keys::KeyId;
 use crate::pipeline::digest::{ChunkHash, TreeMerger, hash_chunk};
 use crate::signature;
@@ -122,6 +123,9 @@ pub struct Checked {
     pub signed_by: Option<SignedBy>,
     /// Bytes of the stream.
     pub stream_bytes: u64,
+    /// The sealed chunk index an indexed stream carries, which the final
+    /// EMD names (a restore puts it in the volume's index area).
+    pub index: Option<Vec<u8>>,
 }
 
 impl Checked {
@@ -340,8 +344,10 @@ impl StreamCheck {
         // The last frame may end in padding that the digest does not cover,
         // so each frame is hashed when the next item shows how much counts.
         let mut held: Option<(u64, Vec<u8>)> = None;
+        let mut index: Option<Vec<u8>> = None;
         let trailer = loop {
             match self.reader.next_item()? {
+                Item::Index(sealed) => index = Some(sealed.to_vec()),
                 Item::Frame(f, payload, raw) => {
                     if hashing {
                         let plain = decoder.plaintext(&f, payload, &raw)?;
@@ -376,12 +382,23 @@ impl StreamCheck {
             trailer.bytes
         ));
         self.trailer_fits(&header, &trailer)?;
+        if let Some(sealed) = &index {
+            self.passed.push(format!(
+                "chunk index: {} bytes, named by the final EMD",
+                sealed.len()
+            ));
+        }
         let computed = if hashing {
             if let Some((off, mut data)) = held.take() {
                 data.truncate(trailer.bytes.saturating_sub(off) as usize);
                 if !data.is_empty() {
                     hashes.push((off / chunk, hash_chunk(off, &data)));
                 }
+            }
+            // A raw stream carries its source's index area as it lies,
+            // which vouches for the source's last backup only.
+            if let Some(sealed) = index.as_ref().filter(|_| !header.raw) {
+                self.index_fits(sealed, &trailer, &hashes)?;
             }
             let chunks = trailer.bytes.div_ceil(chunk) as usize;
             let whole: Option<Vec<ChunkHash>> = match (header.base.is_some(), chain) {
@@ -467,7 +484,44 @@ impl StreamCheck {
             computed,
             signed_by,
             stream_bytes: self.reader.position(),
+            index,
         })
+    }
+
+    /// With the key: the chunk index opens under the volume key, belongs
+    /// to the final EMD's state, and holds the plaintext chaining value of
+    /// every chunk the frames carry.
+    fn index_fits(
+        &mut self,
+        sealed: &[u8],
+        t: &Trailer,
+        carried: &[(u64, ChunkHash)],
+    ) -> Result<()> {
+        let key = self.key.as_ref().expect("index checks with a key");
+        let ix = ChunkIndex::open(sealed, key, &t.emd.uuid)
+            .map_err(|e| self.fail(format!("its chunk index cannot be used: {e}")))?;
+        let same_state = Some(ix.state_id) == t.emd.state_id
+            && ix.data_version == t.emd.data_version
+            && ix.data_len == t.bytes
+            && ix.sector_size == t.emd.sector_size;
+        if !same_state {
+            return Err(self
+                .fail("its chunk index describes another state of the volume than the final EMD"));
+        }
+        for (i, h) in carried {
+            let root_ok = *i != 0 || h.root.is_none_or(|r| *r.as_bytes() == ix.root0);
+            if ix.entries.get(*i as usize).is_none_or(|e| e.cv != h.cv) || !root_ok {
+                return Err(self.fail(format!(
+                    "its chunk index does not hold the plaintext of chunk {i}"
+                )));
+            }
+        }
+        let n = ix.entries.len();
+        self.passed.push(format!(
+            "chunk index opened with the volume key: {n} chunk{}, those in the stream match their plaintext",
+            if n == 1 { "" } else { "s" }
+        ));
+        Ok(())
     }
 
     /// What the trailer must agree with, key or no key.

@@ -14,7 +14,7 @@ use crate::signature::{self, Signature};
 use super::MAGIC;
 
 /// The format version this code writes. It reads every version from 1 up.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Bytes of the header's fixed part before the EMD, by version.
 const fn fixed_len(version: u16) -> usize {
     if version == 1 { 64 } else { 128 }
@@ -61,6 +61,13 @@ const FLAG_SPARSE: u16 = 4;
 /// Flag 8: an incremental stream, whose frames carry only the chunks that
 /// changed since the state it names (version 2).
 pub const FLAG_INCREMENTAL: u16 = 8;
+/// Flag 16: the stream carries the chunk index of its data in an index
+/// section after the last frame (version 3).
+pub const FLAG_INDEXED: u16 = 16;
+/// First bytes of the index section.
+pub const INDEX_MAGIC: &[u8; 8] = b"EVFS-IDX";
+/// Bytes of the index section's header (magic, length, reserved).
+pub const INDEX_HEADER_LEN: usize = 32;
 
 /// Why bytes are not a valid stream part.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,6 +155,9 @@ pub struct Header {
     pub emd: Emd,
     /// Flag 8: the state an incremental stream applies onto.
     pub base: Option<Base>,
+    /// Flag 16: an index section after the last frame carries the chunk
+    /// index of the data (version 3).
+    pub indexed: bool,
 }
 
 /// The state an incremental stream was made from, and applies onto: a
@@ -180,7 +190,8 @@ impl Header {
         let flags = (u16::from(self.raw) * FLAG_RAW)
             | (u16::from(self.compressed) * FLAG_COMPRESSED)
             | (u16::from(self.sparse) * FLAG_SPARSE)
-            | (u16::from(self.base.is_some()) * FLAG_INCREMENTAL);
+            | (u16::from(self.base.is_some()) * FLAG_INCREMENTAL)
+            | (u16::from(self.indexed) * FLAG_INDEXED);
         put_u16(&mut b, 10, flags);
         put_u32(&mut b, 12, self.chunk_size);
         b[16..32].copy_from_slice(&self.stream_id);
@@ -232,7 +243,12 @@ impl Header {
             return Err(StreamError::Checksum);
         }
         let flags = u16_at(b, 10);
-        if flags & !(FLAG_RAW | FLAG_COMPRESSED | FLAG_SPARSE | FLAG_INCREMENTAL) != 0 {
+        let known = FLAG_RAW | FLAG_COMPRESSED | FLAG_SPARSE | FLAG_INCREMENTAL | FLAG_INDEXED;
+        if flags & !known != 0 {
+            return Err(StreamError::Field("flags"));
+        }
+        let indexed = flags & FLAG_INDEXED != 0;
+        if indexed && version < 3 {
             return Err(StreamError::Field("flags"));
         }
         let incremental = flags & FLAG_INCREMENTAL != 0;
@@ -278,6 +294,16 @@ impl Header {
         if expected.is_some_and(|n| n > emd.data_size) {
             return Err(StreamError::Field("expected bytes"));
         }
+        // An index describes chunks of its own size, of a known length; a
+        // raw stream carries the index its source's EMD names.
+        let fits = if raw {
+            emd.index.is_some()
+        } else {
+            u64::from(chunk_size) == crate::index::CHUNK && expected.is_some()
+        };
+        if indexed && !fits {
+            return Err(StreamError::Field("flags"));
+        }
         Ok(Header {
             version,
             mode,
@@ -291,7 +317,21 @@ impl Header {
             source_data_version: if version >= 2 { u64_at(b, 64) } else { 0 },
             emd,
             base,
+            indexed,
         })
+    }
+
+    /// Bytes of the sealed chunk index an indexed stream carries: its
+    /// length follows from the data bytes the header announces, or for a
+    /// raw stream is the one its EMD (the source's) names.
+    pub fn index_len(&self) -> Option<u64> {
+        match (self.indexed, self.raw, self.expected) {
+            (false, ..) => None,
+            (true, true, _) => self.emd.index.map(|r| r.len),
+            (true, false, n) => {
+                n.map(|n| crate::index::sealed_len(n.div_ceil(crate::index::CHUNK)))
+            }
+        }
     }
 
     /// The largest payload a frame of this stream may carry.
@@ -492,6 +532,26 @@ impl Trailer {
             },
         })
     }
+}
+
+/// The header of the index section that carries `len` bytes of sealed
+/// chunk index.
+pub fn index_section_header(len: u64) -> [u8; INDEX_HEADER_LEN] {
+    let mut b = [0u8; INDEX_HEADER_LEN];
+    b[..8].copy_from_slice(INDEX_MAGIC);
+    put_u64(&mut b, 8, len);
+    b
+}
+
+/// The length an index section's header announces.
+pub fn parse_index_section_header(b: &[u8; INDEX_HEADER_LEN]) -> Result<u64, StreamError> {
+    if &b[..8] != INDEX_MAGIC {
+        return Err(StreamError::NoMagic);
+    }
+    if !zero(b, 16..INDEX_HEADER_LEN) {
+        return Err(StreamError::Field("reserved"));
+    }
+    Ok(u64_at(b, 8))
 }
 
 /// The nonce of a compressed frame: its index, little endian.

@@ -9,8 +9,9 @@
 use std::io::Read;
 
 use super::format::{
-    FRAME_HASH_LEN, FRAME_HEADER_LEN, FrameHeader, Header, StreamError, TRAILER_MAC_AT,
-    TRAILER_MAGIC, Trailer, frame_hash, header_len, trailer_len,
+    FRAME_HASH_LEN, FRAME_HEADER_LEN, FrameHeader, Header, INDEX_MAGIC, StreamError,
+    TRAILER_MAC_AT, TRAILER_MAGIC, Trailer, frame_hash, header_len, parse_index_section_header,
+    trailer_len,
 };
 use crate::crypto::secret::MacKey;
 use crate::error::{Error, Result};
@@ -20,6 +21,10 @@ pub enum Item<'a> {
     /// A frame whose BLAKE3, index and offset checked: its parsed header, its
     /// payload, and its header's bytes.
     Frame(FrameHeader, &'a [u8], [u8; FRAME_HEADER_LEN]),
+    /// The sealed chunk index of an indexed stream, after its last frame:
+    /// its section's BLAKE3 and length checked. The trailer checks that the
+    /// final EMD names it.
+    Index(&'a [u8]),
     /// The trailer, its checksum, counts and (with a MAC key) MAC checked, and
     /// nothing after it; its signature is judged by the caller.
     End(Box<Trailer>),
@@ -43,6 +48,8 @@ pub struct StreamReader<R: Read> {
     frames_seen: u64,
     position: u64,
     payload: Vec<u8>,
+    /// The index section's sealed bytes, once read.
+    index: Option<Vec<u8>>,
     ended: bool,
 }
 
@@ -93,6 +100,7 @@ impl<R: Read> StreamReader<R> {
             short_seen: false,
             position: len as u64,
             payload,
+            index: None,
             ended: false,
         })
     }
@@ -157,6 +165,14 @@ impl<R: Read> StreamReader<R> {
             self.read_array(&format!("frame {} or the trailer", self.next_index))?;
         if head.starts_with(TRAILER_MAGIC) {
             return self.trailer(head, frame_at).map(|t| Item::End(Box::new(t)));
+        }
+        if head.starts_with(INDEX_MAGIC) {
+            return self.index_section(&head, frame_at).map(Item::Index);
+        }
+        if self.index.is_some() {
+            return Err(self.fail(format!(
+                "the chunk index is followed at byte {frame_at} by something other than the trailer"
+            )));
         }
         let index = self.next_index;
         let f = FrameHeader::parse(&head, &self.header).map_err(|e| {
@@ -228,6 +244,51 @@ impl<R: Read> StreamReader<R> {
         Ok(Item::Frame(f, &self.payload[..len], head))
     }
 
+    /// The index section: exactly as long as the data the header announces
+    /// needs, and only once, after the last frame.
+    fn index_section(&mut self, head: &[u8; FRAME_HEADER_LEN], at: u64) -> Result<&[u8]> {
+        let Some(expect) = self.header.index_len() else {
+            return Err(self.fail(format!(
+                "a chunk index at byte {at} in a stream whose header announces none"
+            )));
+        };
+        if self.index.is_some() {
+            return Err(self.fail(format!("a second chunk index at byte {at}")));
+        }
+        let len = parse_index_section_header(head)
+            .map_err(|e| self.fail(format!("the chunk index at byte {at} is invalid: {e}")))?;
+        if len != expect {
+            return Err(self.fail(format!(
+                "the chunk index at byte {at} holds {len} bytes; the data the header announces needs {expect}"
+            )));
+        }
+        // Grown as bytes arrive: a header that lies about the length of a
+        // cut stream costs no more memory than the stream holds.
+        let mut bytes = Vec::new();
+        let n = (&mut self.input)
+            .take(len)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io("reading", &self.name, e))?;
+        self.position += n as u64;
+        if (n as u64) < len {
+            return Err(self.fail(format!(
+                "the stream is truncated at byte {} (inside the chunk index starting at byte {at})",
+                self.position
+            )));
+        }
+        let hash: [u8; FRAME_HASH_LEN] = self.read_array("the checksum of the chunk index")?;
+        if blake3::Hash::from(hash) != blake3::Hash::from(frame_hash(head, &bytes)) {
+            return Err(self.fail(format!(
+                "the chunk index at byte {at} fails its BLAKE3 check: it was altered or damaged"
+            )));
+        }
+        self.manifest.update(&hash);
+        if let Some(m) = self.mac.as_mut() {
+            m.update(&hash);
+        }
+        Ok(self.index.insert(bytes).as_slice())
+    }
+
     fn trailer(&mut self, head: [u8; FRAME_HEADER_LEN], at: u64) -> Result<Trailer> {
         let len = trailer_len(self.header.version);
         let mut b = vec![0u8; len];
@@ -283,6 +344,27 @@ impl<R: Read> StreamReader<R> {
         }
         if t.emd.data_size < self.next_offset {
             return Err(self.fail("the final EMD's data area is smaller than the data".to_string()));
+        }
+        // The final EMD names the index the stream carries, as a volume's
+        // EMD names its index area; a stream without one names none. A raw
+        // stream's EMD is its source's, which may name an index area the
+        // stream could not carry (damaged at the source).
+        if self.header.version >= 3 && (self.header.indexed || !self.header.raw) {
+            let carried = self
+                .index
+                .as_ref()
+                .map(|b| (b.len() as u64, *blake3::hash(b).as_bytes()));
+            let named = t.emd.index.as_ref().map(|r| (r.len, r.blake3));
+            if self.header.indexed && carried.is_none() {
+                return Err(
+                    self.fail("the stream lacks the chunk index its header announces".to_string())
+                );
+            }
+            if carried != named {
+                return Err(self.fail(
+                    "the final EMD does not name the chunk index the stream carries".to_string(),
+                ));
+            }
         }
         if let Some(m) = self.mac.as_mut() {
             m.update(&b[..TRAILER_MAC_AT]);

@@ -26,6 +26,7 @@ fn header(sparse: bool, compressed: bool, expected: u64) -> Header {
         source_data_version: 5,
         emd: example(),
         base: None,
+        indexed: false,
     }
 }
 
@@ -107,6 +108,7 @@ fn read_all(bytes: &[u8], with_key: bool) -> crate::error::Result<u64> {
     loop {
         match r.next_item()? {
             Item::Frame(..) => n += 1,
+            Item::Index(_) => {}
             Item::End(t) => {
                 assert_eq!(t.frames, n);
                 return Ok(n);
@@ -222,38 +224,87 @@ fn a_forged_stream_with_fixed_checksums_fails_the_mac() {
     assert!(e.to_string().contains("MAC"), "{e}");
 }
 
+/// The chunk of the worked example: 1 MiB, the size of a chunk index's
+/// chunks (an indexed stream's chunk size).
+const ONE: usize = 1 << 20;
+
 /// The EMD clone of the worked example: `formats/EMD.md`'s volume as a
-/// fresh clone with a 64 KiB data area, no provenance yet, signed.
+/// fresh clone with a 1 MiB data area, no provenance yet, signed.
 fn example_clone() -> crate::emd::Emd {
     let mut e = example();
-    e.data_size = CHUNK as u64;
-    e.data_len = CHUNK as u64;
+    e.data_size = ONE as u64;
+    e.data_len = ONE as u64;
     e.data_version = 1;
     e.provenance = None;
     crate::ops::trust::seal(&mut e, &example_key(), Some(&example_signer()));
     e
 }
 
-/// The worked example: one zero chunk of 64 KiB in a sparse stream, signed
-/// by `backup.cron`, with the final EMD's provenance filled in.
+/// The source volume of the worked example (`11 11 …`): its volume key is
+/// `40 41 … 7f`.
+fn example_source_key() -> crate::crypto::VolumeKey {
+    let k: Vec<u8> = (0x40..0x80).collect();
+    crate::crypto::VolumeKey::from_bytes(crate::crypto::Cipher::Aes256Xts, &k).unwrap()
+}
+
+/// The sealed chunk index of the worked example: one chunk of zeros, its
+/// tag taken of the source's ciphertext of zeros, sealed with the nonce
+/// `c0 c1 … d7`.
+fn example_index(state_id: [u8; 16], uuid: &[u8; 16]) -> Vec<u8> {
+    use crate::index::{ChunkIndex, Entry, SourceKind, Tagger};
+    let src_key = example_source_key();
+    let tagger = Tagger::new(
+        &example_key(),
+        SourceKind::Encrypted {
+            uuid: &[0x11; 16],
+            sector_size: 4096,
+            key: &src_key,
+        },
+    );
+    let mut source_bytes = vec![0u8; ONE];
+    src_key.xts().encrypt_sectors(&mut source_bytes, 4096, 0);
+    let zeros = vec![0u8; ONE];
+    let index = ChunkIndex {
+        data_len: ONE as u64,
+        data_version: 1,
+        sector_size: 4096,
+        state_id,
+        source: tagger.source_id(),
+        root0: *blake3::hash(&zeros).as_bytes(),
+        entries: vec![Entry {
+            tag: tagger.tag(0, ONE as u64, &source_bytes),
+            cv: crate::pipeline::digest::hash_chunk(0, &zeros).cv,
+        }],
+    };
+    let nonce: [u8; 24] = std::array::from_fn(|i| 0xc0 + i as u8);
+    index.seal_with_nonce(&example_key(), uuid, &nonce)
+}
+
+/// The worked example: one zero chunk of 1 MiB in a sparse, indexed
+/// stream, signed by `backup.cron`, with the final EMD's provenance, state
+/// ID and chunk index filled in.
 fn worked_example() -> Vec<u8> {
-    use crate::emd::{Origin, Provenance, Timestamp};
+    use crate::emd::{IndexRef, Origin, Provenance, Timestamp};
     let key = example_key();
     let signer = example_signer();
     let h = Header {
         emd: example_clone(),
-        ..header(true, false, CHUNK as u64)
+        chunk_size: ONE as u32,
+        indexed: true,
+        ..header(true, false, ONE as u64)
     };
     let framer = StreamFramer {
         compress: None,
         sparse: true,
-        chunk_size: CHUNK,
+        chunk_size: ONE,
     };
-    let zeros = vec![0u8; CHUNK];
+    let zeros = vec![0u8; ONE];
     let f = framer.frame(0, 0, &zeros, true, None).unwrap();
     let mut w =
         StreamWriter::start(Vec::new(), "example", &h, Some(&key.stream_mac_key())).unwrap();
     w.write_frame(&f.header, &[], &f.hash).unwrap();
+    let sealed = example_index(h.stream_id, &h.emd.uuid);
+    w.write_index(&sealed).unwrap();
     let digest = blake3::hash(&zeros);
     let mut fin = h.emd.clone();
     fin.provenance = Some(Provenance {
@@ -269,14 +320,19 @@ fn worked_example() -> Vec<u8> {
             secs: 1_795_000_160,
             nanos: 0,
         },
-        bytes: CHUNK as u64,
+        bytes: ONE as u64,
         plaintext_blake3: Some(*digest.as_bytes()),
         data_version: 1,
+    });
+    fin.state_id = Some(h.stream_id);
+    fin.index = Some(IndexRef {
+        len: sealed.len() as u64,
+        blake3: *blake3::hash(&sealed).as_bytes(),
     });
     crate::ops::trust::seal(&mut fin, &key, Some(&signer));
     let sign = |m: &[u8]| signer.sign(m);
     let (out, _) = w
-        .finish(CHUNK as u64, Some(digest), &fin, Some(&sign))
+        .finish(ONE as u64, Some(digest), &fin, Some(&sign))
         .unwrap();
     out
 }
@@ -289,23 +345,32 @@ fn the_worked_example_in_formats_stream_md_reads_back() {
     let mut r = StreamReader::open(&bytes[..], "example").unwrap();
     r.set_mac_key(&example_key().stream_mac_key());
     assert!(r.header.sparse && !r.header.compressed && !r.header.raw);
-    assert_eq!(r.header.chunk_size, 64 << 10);
-    assert_eq!(r.header.emd.data_size, 64 << 10, "the clone's data area");
+    assert!(r.header.indexed && r.header.version == 3);
+    assert_eq!(r.header.chunk_size, 1 << 20);
+    assert_eq!(r.header.emd.data_size, 1 << 20, "the clone's data area");
     assert!(r.header.emd.provenance.is_none(), "a fresh clone");
     assert!(r.header.emd.mac_ok(&example_key()));
     assert_eq!(r.header.emd.signature_valid(), Some(true));
     match r.next_item().unwrap() {
         Item::Frame(f, payload, _) => {
             assert_eq!(f.kind, FrameKind::Zero);
-            assert_eq!((f.index, f.offset, f.plain_len), (0, 0, 65536));
+            assert_eq!((f.index, f.offset, f.plain_len), (0, 0, 1 << 20));
             assert!(payload.is_empty());
         }
-        Item::End(_) => panic!("the example has a frame"),
+        _ => panic!("the example has a frame first"),
     }
-    let zeros = blake3::hash(&[0u8; 65536]);
+    let zeros = blake3::hash(&[0u8; 1 << 20]);
+    let sealed = match r.next_item().unwrap() {
+        Item::Index(b) => b.to_vec(),
+        _ => panic!("the chunk index follows the frame"),
+    };
+    let ix = crate::index::ChunkIndex::open(&sealed, &example_key(), &r.header.emd.uuid).unwrap();
+    assert_eq!(ix.state_id, [0x5e; 16], "the stream ID");
+    assert_eq!(ix.root0, *zeros.as_bytes());
+    assert_eq!(ix.entries.len(), 1);
     match r.next_item().unwrap() {
         Item::End(t) => {
-            assert_eq!((t.frames, t.bytes), (1, 65536));
+            assert_eq!((t.frames, t.bytes), (1, 1 << 20));
             assert_eq!(t.plaintext_blake3, Some(*zeros.as_bytes()));
             let p = t
                 .emd
@@ -313,6 +378,12 @@ fn the_worked_example_in_formats_stream_md_reads_back() {
                 .as_ref()
                 .expect("the final EMD's provenance");
             assert_eq!(p.plaintext_blake3, t.plaintext_blake3);
+            assert_eq!(t.emd.state_id, Some([0x5e; 16]));
+            let r = t.emd.index.expect("the final EMD names the index");
+            assert_eq!(
+                (r.len, r.blake3),
+                (sealed.len() as u64, *blake3::hash(&sealed).as_bytes())
+            );
             assert!(t.emd.mac_ok(&example_key()));
             assert_eq!(t.emd.signature_valid(), Some(true));
             let sig = t.signature.as_ref().expect("signed");
@@ -320,7 +391,110 @@ fn the_worked_example_in_formats_stream_md_reads_back() {
             assert_eq!(sig.public, example_signer().public());
             assert!(sig.valid(&crate::signature::stream_message(&t.checksum)));
         }
-        Item::Frame(..) => panic!("one frame only"),
+        _ => panic!("the trailer ends the example"),
+    }
+}
+
+/// An indexed stream (flag 16) carries the index section after its last
+/// frame, and the final EMD names it: every way of getting that wrong is
+/// refused, with a key and without.
+#[test]
+fn an_indexed_stream_carries_exactly_the_index_its_final_emd_names() {
+    use crate::emd::IndexRef;
+    let key = example_key();
+    let h = Header {
+        emd: example_clone(),
+        chunk_size: ONE as u32,
+        indexed: true,
+        ..header(false, false, ONE as u64)
+    };
+    let sealed = example_index(h.stream_id, &h.emd.uuid);
+    let framer = StreamFramer {
+        compress: None,
+        sparse: false,
+        chunk_size: ONE,
+    };
+    let data: Vec<u8> = (0..ONE).map(|i| (i % 253) as u8).collect();
+    let f = framer.frame(0, 0, &data, false, None).unwrap();
+    // index: what the index section holds (None: no section); name: what
+    // the final EMD names; frame_after: a frame follows the index.
+    let build = |h: &Header, index: Option<&[u8]>, name: Option<&[u8]>, frame_after: bool| {
+        let mut w = StreamWriter::start(Vec::new(), "t", h, Some(&key.stream_mac_key())).unwrap();
+        if !frame_after {
+            w.write_frame(&f.header, &data, &f.hash).unwrap();
+        }
+        if let Some(b) = index {
+            w.write_index(b).unwrap();
+        }
+        if frame_after {
+            w.write_frame(&f.header, &data, &f.hash).unwrap();
+        }
+        let mut fin = h.emd.clone();
+        fin.index = name.map(|b| IndexRef {
+            len: b.len() as u64,
+            blake3: *blake3::hash(b).as_bytes(),
+        });
+        fin.seal(&key);
+        w.finish(ONE as u64, Some([0x42; 32].into()), &fin, None)
+            .unwrap()
+            .0
+    };
+    let good = build(&h, Some(&sealed), Some(&sealed), false);
+    assert_eq!(read_all(&good, true).unwrap(), 1);
+    assert_eq!(read_all(&good, false).unwrap(), 1);
+    let mut other = sealed.clone();
+    other[100] ^= 1;
+    let short = &sealed[..sealed.len() - 64];
+    let unindexed = Header {
+        indexed: false,
+        ..h.clone()
+    };
+    let bad: [(&str, Vec<u8>); 6] = [
+        ("lacks", build(&h, None, None, false)),
+        ("does not name", build(&h, Some(&sealed), None, false)),
+        (
+            "does not name",
+            build(&h, Some(&sealed), Some(&other), false),
+        ),
+        (
+            "announces none",
+            build(&unindexed, Some(&sealed), Some(&sealed), false),
+        ),
+        ("needs", build(&h, Some(short), Some(short), false)),
+        (
+            "other than the trailer",
+            build(&h, Some(&sealed), Some(&sealed), true),
+        ),
+    ];
+    for (why, s) in bad {
+        for with_key in [false, true] {
+            let e = read_all(&s, with_key).unwrap_err();
+            assert!(e.to_string().contains(why), "{why}: {e}");
+            assert_eq!(e.exit_code(), 5, "{e}");
+        }
+    }
+    // A byte of the section changed: its BLAKE3 says so.
+    let at = good.len() - TRAILER_LEN - 32 - 10;
+    let mut flipped = good.clone();
+    flipped[at] ^= 1;
+    let e = read_all(&flipped, false).unwrap_err();
+    assert!(e.to_string().contains("chunk index"), "{e}");
+    // Flag 16 needs version 3, a known length and 1 MiB chunks.
+    for h2 in [
+        Header {
+            version: 2,
+            ..h.clone()
+        },
+        Header {
+            expected: None,
+            ..h.clone()
+        },
+        Header {
+            chunk_size: CHUNK as u32,
+            ..h.clone()
+        },
+    ] {
+        assert!(Header::parse(&h2.encode()).is_err());
     }
 }
 

@@ -211,6 +211,21 @@ impl<W: Write> StreamWriter<W> {
         Ok(())
     }
 
+    /// Write the index section (after the last frame, before the trailer)
+    /// of an indexed stream: the sealed chunk index of its data.
+    pub fn write_index(&mut self, sealed: &[u8]) -> Result<()> {
+        let header = super::format::index_section_header(sealed.len() as u64);
+        let hash = frame_hash(&header, sealed);
+        self.write(&header)?;
+        self.write(sealed)?;
+        self.write(&hash)?;
+        self.manifest.update(&hash);
+        if let Some(m) = self.mac.as_mut() {
+            m.update(&hash);
+        }
+        Ok(())
+    }
+
     /// Write the trailer, signed with `sign` when there is a signer, and
     /// flush; returns the stream's length in bytes.
     pub fn finish(

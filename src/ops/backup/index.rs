@@ -161,6 +161,19 @@ pub(super) fn raw_paste(dev: &Device, emd: &Emd, bytes: &[u8]) -> Result<()> {
     }
 }
 
+/// Put the sealed index a restored stream carries in the index area of
+/// `emd`'s volume (the final EMD names it). The layout always leaves room
+/// for it; a device without is too small.
+pub(crate) fn paste(dev: &Device, emd: &Emd, bytes: &[u8]) -> Result<()> {
+    match area(dev, emd) {
+        Some((at, room)) if bytes.len() as u64 <= room => dev.write_at(bytes, at),
+        _ => Err(crate::error::Error::refused(format!(
+            "the target {} has no room for the stream's chunk index after its data",
+            dev.path().display()
+        ))),
+    }
+}
+
 /// Write the index of a finished run into the area after `emd`'s data
 /// area and return the EMD's reference to it; `None` when the device has
 /// no room for one (a volume laid out before indexes: its next backup is

@@ -9,7 +9,7 @@
 pub(crate) mod clone;
 pub(crate) mod decide;
 mod export;
-mod index;
+pub(crate) mod index;
 pub mod luks;
 pub(crate) mod resume;
 pub(crate) mod rollback;

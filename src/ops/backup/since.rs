@@ -1,9 +1,11 @@
 //! `backup --since BASE`: the state an incremental stream is made from. BASE
-//! is a manifest (`--manifest` of an earlier stream) or a volume a backup
-//! made from the source; either holds the EMD of that state and its chunk
-//! index, which the stream's chunks are compared with.
+//! is an earlier stream of the source, its manifest (`--manifest`), or a
+//! volume a backup or restore made from the source; each holds the EMD of
+//! that state and its chunk index, which the stream's chunks are compared
+//! with.
 
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::Job;
@@ -12,8 +14,12 @@ use crate::crypto::VolumeKey;
 use crate::emd::{Emd, Origin};
 use crate::error::{Error, IoContext, Result};
 use crate::index::ChunkIndex;
-use crate::stream::format::Base;
+use crate::stream::format::{
+    Base, Header, INDEX_HEADER_LEN, Trailer, frame_hash, header_len, parse_index_section_header,
+    trailer_len,
+};
 use crate::stream::manifest::{self, Manifest};
+use crate::stream::reader::{Item, StreamReader};
 use crate::volume::{Device, metadata};
 
 /// The most bytes a manifest may hold: the index of a data area of 64 TiB.
@@ -121,7 +127,18 @@ fn read_base(path: &Path) -> Result<(Emd, Vec<u8>)> {
             .read_to_end(&mut bytes)
             .ctx("reading", path)?;
         let m = Manifest::parse(&bytes).map_err(|e| Error::integrity(format!("{name}: {e}")))?;
+        if let Some(r) = m.emd.index
+            && (r.len != m.sealed_index.len() as u64
+                || r.blake3 != *blake3::hash(&m.sealed_index).as_bytes())
+        {
+            return Err(Error::integrity(format!(
+                "{name}: its chunk index is not the one its EMD names"
+            )));
+        }
         return Ok((m.emd, m.sealed_index));
+    }
+    if head[..n].starts_with(crate::stream::MAGIC) {
+        return stream_base(path, file, &head[..n]);
     }
     drop(file);
     let mut dev = Device::open_read(path)?;
@@ -131,7 +148,7 @@ fn read_base(path: &Path) -> Result<(Emd, Vec<u8>)> {
         return Err(Error::usage(format!(
             "--since {name}: neither a manifest nor an EVFS volume"
         ))
-        .with_hint("BASE is a manifest written by backup --manifest beside a stream (a stream itself carries no chunk index), or a volume made from SRC by a backup"));
+        .with_hint("BASE is an earlier stream of SRC, the manifest written beside one (backup --manifest FILE), or a volume made from SRC by a backup or a restore"));
     };
     // An unfinished backup is what it is before its index means anything.
     if emd.dirty {
@@ -146,6 +163,86 @@ fn read_base(path: &Path) -> Result<(Emd, Vec<u8>)> {
         Err(e) => return Err(Error::integrity(format!("{name}: {e}"))),
     };
     Ok((emd, sealed))
+}
+
+/// The final EMD and the sealed index of the stream `file` (whose first
+/// bytes, `head`, are read already): read from its end when it is a
+/// regular file, else read through (a pipe).
+fn stream_base(path: &Path, file: std::fs::File, head: &[u8]) -> Result<(Emd, Vec<u8>)> {
+    let name = path.display().to_string();
+    let regular = file.metadata().ctx("reading", path)?.is_file();
+    let not_indexed = || {
+        refused(
+            path,
+            "this stream carries no chunk index (a raw stream, a stream of plain data or of a LUKS volume, or one older than stream format version 3)",
+        )
+        .with_hint("use the stream's manifest (backup --manifest FILE) as BASE if it has one, or make a full stream now: streams of EVFS volumes carry their chunk index")
+    };
+    if !regular {
+        let input = std::io::Cursor::new(head.to_vec()).chain(file);
+        let mut reader = StreamReader::open(input, &name)?;
+        if !reader.header.indexed {
+            return Err(not_indexed());
+        }
+        let mut index = None;
+        loop {
+            match reader.next_item()? {
+                Item::Frame(..) => {}
+                Item::Index(b) => index = Some(b.to_vec()),
+                Item::End(t) => {
+                    let index = index.ok_or_else(|| Error::runtime("internal: no index"))?;
+                    return Ok((t.emd, index));
+                }
+            }
+        }
+    }
+    let damaged = |what: &str| Error::integrity(format!("{name}: {what}"));
+    let mut hb = vec![0u8; 10];
+    file.read_exact_at(&mut hb, 0)
+        .map_err(|_| damaged("the stream is truncated inside its header"))?;
+    let version = Header::version_of(&hb)
+        .map_err(|e| damaged(&format!("the stream header is invalid: {e}")))?;
+    hb.resize(header_len(version), 0);
+    file.read_exact_at(&mut hb, 0)
+        .map_err(|_| damaged("the stream is truncated inside its header"))?;
+    let header =
+        Header::parse(&hb).map_err(|e| damaged(&format!("the stream header is invalid: {e}")))?;
+    let Some(len) = header.index_len() else {
+        return Err(not_indexed());
+    };
+    let size = file.metadata().ctx("reading", path)?.len();
+    let tlen = trailer_len(version) as u64;
+    let section = INDEX_HEADER_LEN as u64 + len + 32;
+    let Some(at) = size
+        .checked_sub(tlen + section)
+        .filter(|&at| at >= hb.len() as u64)
+    else {
+        return Err(damaged(
+            "the stream is too short to hold its chunk index and trailer",
+        ));
+    };
+    let mut tail = vec![0u8; (section + tlen) as usize];
+    file.read_exact_at(&mut tail, at).ctx("reading", path)?;
+    let (sec, trailer) = tail.split_at(section as usize);
+    let trailer = Trailer::parse(trailer, version).map_err(|e| {
+        damaged(&format!(
+            "the stream's trailer is invalid or missing (is the stream cut short?): {e}"
+        ))
+    })?;
+    let sec_head: [u8; INDEX_HEADER_LEN] = sec[..INDEX_HEADER_LEN].try_into().expect("length");
+    let sealed = &sec[INDEX_HEADER_LEN..INDEX_HEADER_LEN + len as usize];
+    let hash = &sec[INDEX_HEADER_LEN + len as usize..];
+    let named = trailer.emd.index.map(|r| (r.len, r.blake3));
+    if parse_index_section_header(&sec_head) != Ok(len)
+        || hash != frame_hash(&sec_head, sealed)
+        || named != Some((len, *blake3::hash(sealed).as_bytes()))
+        || trailer.emd.uuid != header.emd.uuid
+    {
+        return Err(damaged(
+            "its chunk index, before its trailer, is damaged or not the one its final EMD names",
+        ));
+    }
+    Ok((trailer.emd, sealed.to_vec()))
 }
 
 /// The EMD an incremental stream of `src` carries: BASE's volume (UUID,

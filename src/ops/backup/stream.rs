@@ -80,14 +80,27 @@ fn write(
         source_data_version: src_emd.as_ref().map_or(0, |e| e.data_version),
         emd: emd.clone(),
         base: since.as_ref().map(super::since::SinceBase::base),
+        indexed: false,
     };
-    // The chunk index of the stream's data: compared with the base's (an
-    // incremental stream), and kept in the manifest.
+    // The chunk index of the stream's data: carried by the stream of an
+    // EVFS volume (so that the stream can be the base of the next
+    // incremental one), compared with the base's (an incremental stream),
+    // and kept in the manifest.
     let tagger = match &tkey {
-        Some(k) if since.is_some() || args.manifest.is_some() => {
+        Some(k) if src_emd.is_some() || since.is_some() || args.manifest.is_some() => {
             super::index::tagger(&src, src_key.as_ref(), k)
         }
         _ => None,
+    };
+    // A raw stream carries its source's index area as it lies (sealed
+    // under the source's key, which the restored copy keeps).
+    let raw_index = match mode {
+        Mode::Raw => super::index::raw_copy(&src)?,
+        _ => None,
+    };
+    let header = Header {
+        indexed: raw_index.is_some() || (tagger.is_some() && header.expected.is_some()),
+        ..header
     };
     if (since.is_some() || args.manifest.is_some()) && tagger.is_none() {
         return Err(Error::usage(
@@ -159,8 +172,26 @@ fn write(
             mac_key.as_ref(),
         )?);
         let (outcome, src_name) = job.run_pipeline(&plan, src, &mut writer)?;
-        let writer = writer.0;
+        let mut writer = writer.0;
         let mut final_emd = emd.clone();
+        // The index is sealed once: the stream and the manifest carry the
+        // same bytes, which the final EMD names.
+        let sealed = match (&tkey, &tagger) {
+            (Some(k), Some(t)) => Some(seal_index(&final_emd, stream_id, k, t, &outcome)?),
+            _ => None,
+        };
+        if let Some(area) = &raw_index {
+            writer.write_index(area)?;
+        } else if header.indexed {
+            let sealed = sealed
+                .as_ref()
+                .ok_or_else(|| Error::runtime("internal: an indexed stream without its index"))?;
+            writer.write_index(sealed)?;
+            final_emd.index = Some(crate::emd::IndexRef {
+                len: sealed.len() as u64,
+                blake3: *blake3::hash(sealed).as_bytes(),
+            });
+        }
         if let Some(k) = &tkey {
             if header.expected.is_none() {
                 let ss = u64::from(final_emd.sector_size);
@@ -192,8 +223,8 @@ fn write(
         if let Some(partial) = partial {
             partial.commit()?;
         }
-        if let (Some((path, file)), Some(k), Some(t)) = (manifest, &tkey, &tagger) {
-            write_manifest(path, file, &final_emd, k, t, &outcome)?;
+        if let (Some((path, file)), Some(sealed)) = (manifest, &sealed) {
+            write_manifest(path, file, &final_emd, sealed)?;
         }
         Ok(Report {
             digest: outcome.digest,
@@ -323,32 +354,44 @@ impl<W: std::io::Write> Sink for Writing<W> {
     }
 }
 
-/// Write the manifest of a finished stream: its final EMD and the chunk
-/// index of its data, to a new file that takes `path`'s name when whole.
-fn write_manifest(
-    path: &std::path::Path,
-    partial: Partial,
+/// The sealed chunk index of a stream's data: the final EMD's state
+/// (`stream_id`, its data version, sector size and UUID) and the
+/// pipeline's entries.
+fn seal_index(
     fin: &crate::emd::Emd,
+    stream_id: [u8; 16],
     key: &VolumeKey,
     tagger: &crate::index::Tagger,
     outcome: &crate::pipeline::Outcome,
-) -> Result<()> {
+) -> Result<Vec<u8>> {
     let (entries, root0) = outcome
         .index
         .clone()
-        .ok_or_else(|| Error::runtime("internal: a manifest without a chunk index"))?;
-    let index = crate::index::ChunkIndex {
+        .ok_or_else(|| Error::runtime("internal: a tagged stream without a chunk index"))?;
+    crate::index::ChunkIndex {
         data_len: outcome.bytes,
         data_version: fin.data_version,
         sector_size: fin.sector_size,
         source: tagger.source_id(),
         root0,
-        state_id: fin.state_id.unwrap_or_default(),
+        state_id: stream_id,
         entries,
-    };
+    }
+    .seal(key, &fin.uuid)
+}
+
+/// Write the manifest of a finished stream: its final EMD and the sealed
+/// chunk index of its data, to a new file that takes `path`'s name when
+/// whole.
+fn write_manifest(
+    path: &std::path::Path,
+    partial: Partial,
+    fin: &crate::emd::Emd,
+    sealed: &[u8],
+) -> Result<()> {
     let bytes = crate::stream::manifest::Manifest {
         emd: fin.clone(),
-        sealed_index: index.seal(key, &fin.uuid)?,
+        sealed_index: sealed.to_vec(),
     }
     .encode();
     let mut file = partial.file();
