@@ -128,6 +128,71 @@ fn a_loop_device_over_the_source_is_the_source_in_both_directions() {
 }
 
 #[test]
+fn a_second_device_node_of_a_loop_device_is_the_same_block_device() {
+    use std::os::unix::fs::MetadataExt;
+    let test = "identity_device_node";
+    let (env, pa) = setup();
+    let Some(l) = Loop::attach(test, &env.path("vol.img")) else {
+        return;
+    };
+    // Device nodes on a `nodev` mount cannot be opened at all.
+    let nodev = rustix::fs::statvfs(env.dir.path())
+        .expect("statvfs of the scratch directory")
+        .f_flag
+        .contains(rustix::fs::StatVfsMountFlags::NODEV);
+    if nodev {
+        crate::common::tools::unavailable(test, "the scratch file system is mounted nodev");
+        return;
+    }
+    // A second node with the loop device's major:minor, as a copy of /dev
+    // in a chroot or container holds: another inode, the same block
+    // device. It lies in the scratch directory, removed with it.
+    let rdev = std::fs::metadata(&l.dev)
+        .expect("stat the loop device")
+        .rdev();
+    if let Err(e) = rustix::fs::mknodat(
+        rustix::fs::CWD,
+        env.path("node2"),
+        rustix::fs::FileType::BlockDevice,
+        rustix::fs::Mode::from(0o600),
+        rdev,
+    ) {
+        crate::common::tools::unavailable(test, &format!("mknod is not permitted here: {e}"));
+        return;
+    }
+    let k = key(&pa);
+    let dev = l.path();
+    let before = hashes(&env, &["vol.img"]);
+    for (args, why) in [
+        (
+            with(&["backup", "node2", dev, "--force"], &k),
+            format!("{dev} and node2 are the same block device"),
+        ),
+        (
+            with(&["backup", dev, "node2", "--force"], &k),
+            format!("node2 and {dev} are the same block device"),
+        ),
+        (
+            with(&["backup", "node2", dev, "--raw", "--force"], &[]),
+            format!("{dev} and node2 are the same block device"),
+        ),
+        (
+            with(&["backup", "node2", "vol.img", "--force"], &k),
+            "node2 is backed by vol.img".to_string(),
+        ),
+        (
+            with(&["backup", "vol.img", "node2", "--force"], &k),
+            "node2 is backed by vol.img".to_string(),
+        ),
+    ] {
+        let err = expect_within(&env, 3, &args, &why);
+        assert!(err.contains("the target is the source itself"), "{err}");
+        assert_eq!(hashes(&env, &["vol.img"]), before, "evfs {args:?} wrote");
+    }
+    std::fs::remove_file(env.path("node2")).expect("remove node2");
+}
+
+#[test]
 fn loop_devices_over_separate_ranges_of_one_file_are_separate() {
     let env = Env::new();
     let pa = env.gen_key("alice.k1");
