@@ -507,6 +507,92 @@ fn locks_follow_the_storage_through_a_loop_device_and_name_the_holder() {
     assert_eq!(env.info("vol.img")["users"], serde_json::json!(["bob.k1"]));
 }
 
+/// Wait for `child` at most 30 s (a hang fails the test), then take its output.
+fn finish(mut child: std::process::Child, what: &str) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} hung");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn user_adds_racing_through_the_file_and_a_loop_device_lose_no_user() {
+    // Case 2 as it was reported: two `user add` at once, one through the
+    // file and one through a loop device over it, each reading the EMD
+    // and writing it back with its own new slot: the later write lost the
+    // earlier user.
+    let (env, pa) = setup();
+    let Some(l) = Loop::attach("identity_user_add_race", &env.path("vol.img")) else {
+        return;
+    };
+    let k = key(&pa);
+    let mut added: Vec<String> = Vec::new();
+    let mut refused = 0;
+    for round in 0..10 {
+        let ids = [format!("file{round}.k1"), format!("loop{round}.k1")];
+        for id in &ids {
+            env.gen_key(id);
+        }
+        let vols = ["vol.img", l.path()];
+        let children: Vec<_> = vols
+            .iter()
+            .zip(&ids)
+            .map(|(vol, id)| {
+                env.process(&with(&["user", "add", vol, id], &k))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn evfs user add")
+            })
+            .collect();
+        let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+        for (i, child) in children.into_iter().enumerate() {
+            let what = format!("round {round}: user add {} {}", vols[i], ids[i]);
+            let out = finish(child, &what);
+            match out.status.code() {
+                Some(0) => added.push(ids[i].clone()),
+                Some(1) => {
+                    let holder = format!("in use by process {}", pids[1 - i]);
+                    assert!(
+                        stderr(&out).contains(&holder),
+                        "{what}: refused without naming the other run ({holder}): {}",
+                        stderr(&out)
+                    );
+                    refused += 1;
+                }
+                code => panic!("{what}: exit {code:?}: {}", stderr(&out)),
+            }
+        }
+        // Every user whose add succeeded is there, and no refused one.
+        let mut users: Vec<String> = env.info("vol.img")["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .map(|u| u.as_str().expect("a user ID").to_string())
+            .collect();
+        users.sort();
+        let mut expected = added.clone();
+        expected.sort();
+        assert_eq!(
+            users, expected,
+            "round {round}: the volume's users are not those whose user add succeeded"
+        );
+    }
+    // The runs overlapped: otherwise this test did not race them.
+    assert!(
+        refused > 0,
+        "in 10 rounds no user add was ever refused: the two runs never overlapped"
+    );
+    env.ok(&with(&["verify", "vol.img"], &k));
+}
+
 #[test]
 fn a_device_held_by_another_program_is_refused_as_in_use() {
     let (env, pa) = setup();
