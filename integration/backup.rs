@@ -7,6 +7,7 @@ use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{Env, b3, contains};
+use evfs::emd::format::EMD_SIZE;
 
 const MIB: usize = 1 << 20;
 
@@ -615,6 +616,61 @@ fn a_killed_backup_leaves_an_incomplete_target_that_check_names_and_resume_finis
     let info = env.info("t.vol");
     assert_eq!(info["dirty"], true);
     assert!(info["checkpoint"].is_object(), "{info}");
+    env.ok(&backup_t(&pa, &["--resume"]));
+    env.ok(&["check", "t.vol"]);
+    env.ok(&[
+        "verify",
+        "t.vol",
+        "-k",
+        "alice.k1",
+        "--passphrase-file",
+        &pa,
+    ]);
+}
+
+#[test]
+fn check_r_repairs_a_bad_emd_copy_of_an_unfinished_target_and_keeps_its_checkpoint() {
+    let env = Env::new();
+    let pa = env.gen_key("alice.k1");
+    big_volume(&env, "big.vol", "1G");
+    kill_a_backup_mid_way(&env, &pa);
+    let checkpoint = env.info("t.vol")["checkpoint"].clone();
+    assert!(checkpoint.is_object(), "{checkpoint}");
+    // The primary EMD copy (the first 16 KiB) wiped.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(env.path("t.vol"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &vec![0u8; EMD_SIZE], 0).unwrap();
+    drop(f);
+    let info = env.info("t.vol");
+    assert_eq!(info["emd"]["primary"], "bad", "{info}");
+    assert_eq!(info["emd"]["backup"], "ok", "{info}");
+    assert_eq!(info["checkpoint"], checkpoint, "the backup copy lost it");
+    // `check` names both: the unfinished backup and the bad copy.
+    let (out, err) = env.expect(6, &["check", "t.vol"]);
+    assert!(out.contains("holds an unfinished backup"), "{out}");
+    assert!(out.contains("EMD primary copy bad"), "{out}");
+    assert!(err.contains("--resume"), "{err}");
+    // `check -r` repairs the copy only: the target stays unfinished.
+    let (out, err) = env.expect(6, &["check", "-r", "t.vol"]);
+    assert!(
+        out.contains("Repairing the primary EMD copy"),
+        "no repair said: {out}"
+    );
+    assert!(!out.contains("successfully recovered"), "{out}");
+    assert!(
+        out.contains("unfinished backup") && err.contains("--resume"),
+        "{out}{err}"
+    );
+    let info = env.info("t.vol");
+    assert_eq!(info["emd"]["primary"], "ok", "not repaired: {info}");
+    assert_eq!(info["emd"]["backup"], "ok", "{info}");
+    assert_eq!(info["dirty"], true, "{info}");
+    assert_eq!(info["checkpoint"], checkpoint, "the checkpoint changed");
+    let (out, _) = env.expect(6, &["check", "t.vol"]);
+    assert!(!out.contains("EMD primary copy bad"), "{out}");
+    // And --resume finishes it.
     env.ok(&backup_t(&pa, &["--resume"]));
     env.ok(&["check", "t.vol"]);
     env.ok(&[
