@@ -7,6 +7,7 @@ use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{Env, b3, contains};
+use evfs::emd::format::EMD_SIZE;
 
 const MIB: usize = 1 << 20;
 
@@ -527,15 +528,13 @@ fn big_volume(env: &Env, name: &str, size: &str) {
     env.create(name, "alice.k1", size);
 }
 
-#[test]
-fn a_killed_backup_leaves_an_incomplete_target_that_check_names_and_resume_finishes() {
-    let env = Env::new();
-    let pa = env.gen_key("alice.k1");
-    big_volume(&env, "big.vol", "1G");
+/// `backup big.vol t.vol -k alice.k1`, killed with SIGKILL as soon as the
+/// target carries its dirty EMD (tried again when the backup finished first).
+fn kill_a_backup_mid_way(env: &Env, pa: &str) {
     for attempt in 0..5 {
         let _ = std::fs::remove_file(env.path("t.vol"));
         let mut child = spawn(
-            &env,
+            env,
             &[
                 "backup",
                 "big.vol",
@@ -543,7 +542,7 @@ fn a_killed_backup_leaves_an_incomplete_target_that_check_names_and_resume_finis
                 "-k",
                 "alice.k1",
                 "--passphrase-file",
-                &pa,
+                pa,
                 "--threads",
                 "1",
             ],
@@ -564,56 +563,145 @@ fn a_killed_backup_leaves_an_incomplete_target_that_check_names_and_resume_finis
         }
         let _ = child.kill();
         let status = child.wait().unwrap();
-        if !seen_dirty || status.success() {
-            eprintln!("attempt {attempt}: the backup finished before it could be killed; again");
-            continue;
+        if seen_dirty && !status.success() {
+            return;
         }
-        // Case 6 of the safety issue: `check -r` said "successfully
-        // recovered" and made the half-copied target look clean. Now the
-        // unfinished backup is named, kept, and finished by --resume.
-        let (out, err) = env.expect(6, &["check", "t.vol"]);
-        assert!(
-            out.contains("holds an unfinished backup from volume"),
-            "{out}"
-        );
-        assert!(err.contains("--resume"), "{err}");
-        let (out, err) = env.expect(6, &["check", "-r", "t.vol"]);
-        assert!(!out.contains("successfully recovered"), "{out}");
-        assert!(
-            out.contains("unfinished backup") && err.contains("--resume"),
-            "{out}{err}"
-        );
-        let (json, _) = env.expect(6, &["check", "t.vol", "--json"]);
-        let report: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(report["ok"], false);
-        assert_eq!(report["exit"], 6);
-        assert_eq!(report["incomplete"]["task"], "backup");
-        assert!(report["hint"].as_str().unwrap().contains("--resume"));
-        let info = env.info("t.vol");
-        assert_eq!(info["dirty"], true);
-        assert!(info["checkpoint"].is_object(), "{info}");
-        env.ok(&[
-            "backup",
-            "big.vol",
-            "t.vol",
-            "-k",
-            "alice.k1",
-            "--passphrase-file",
-            &pa,
-            "--resume",
-        ]);
-        env.ok(&["check", "t.vol"]);
-        env.ok(&[
-            "verify",
-            "t.vol",
-            "-k",
-            "alice.k1",
-            "--passphrase-file",
-            &pa,
-        ]);
-        return;
+        eprintln!("attempt {attempt}: the backup finished before it could be killed; again");
     }
     panic!("the backup could never be caught while running");
+}
+
+/// `backup big.vol t.vol -k alice.k1 EXTRA`.
+fn backup_t<'a>(pa: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "backup",
+        "big.vol",
+        "t.vol",
+        "-k",
+        "alice.k1",
+        "--passphrase-file",
+        pa,
+    ];
+    args.extend(extra);
+    args
+}
+
+#[test]
+fn a_killed_backup_leaves_an_incomplete_target_that_check_names_and_resume_finishes() {
+    let env = Env::new();
+    let pa = env.gen_key("alice.k1");
+    big_volume(&env, "big.vol", "1G");
+    kill_a_backup_mid_way(&env, &pa);
+    // Case 6 of the safety issue: `check -r` said "successfully
+    // recovered" and made the half-copied target look clean. Now the
+    // unfinished backup is named, kept, and finished by --resume.
+    let (out, err) = env.expect(6, &["check", "t.vol"]);
+    assert!(
+        out.contains("holds an unfinished backup from volume"),
+        "{out}"
+    );
+    assert!(err.contains("--resume"), "{err}");
+    let (out, err) = env.expect(6, &["check", "-r", "t.vol"]);
+    assert!(!out.contains("successfully recovered"), "{out}");
+    assert!(
+        out.contains("unfinished backup") && err.contains("--resume"),
+        "{out}{err}"
+    );
+    let (json, _) = env.expect(6, &["check", "t.vol", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["exit"], 6);
+    assert_eq!(report["incomplete"]["task"], "backup");
+    assert!(report["hint"].as_str().unwrap().contains("--resume"));
+    let info = env.info("t.vol");
+    assert_eq!(info["dirty"], true);
+    assert!(info["checkpoint"].is_object(), "{info}");
+    env.ok(&backup_t(&pa, &["--resume"]));
+    env.ok(&["check", "t.vol"]);
+    env.ok(&[
+        "verify",
+        "t.vol",
+        "-k",
+        "alice.k1",
+        "--passphrase-file",
+        &pa,
+    ]);
+}
+
+#[test]
+fn check_r_repairs_a_bad_emd_copy_of_an_unfinished_target_and_keeps_its_checkpoint() {
+    let env = Env::new();
+    let pa = env.gen_key("alice.k1");
+    big_volume(&env, "big.vol", "1G");
+    kill_a_backup_mid_way(&env, &pa);
+    let checkpoint = env.info("t.vol")["checkpoint"].clone();
+    assert!(checkpoint.is_object(), "{checkpoint}");
+    // The primary EMD copy (the first 16 KiB) wiped.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(env.path("t.vol"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &vec![0u8; EMD_SIZE], 0).unwrap();
+    drop(f);
+    let info = env.info("t.vol");
+    assert_eq!(info["emd"]["primary"], "bad", "{info}");
+    assert_eq!(info["emd"]["backup"], "ok", "{info}");
+    assert_eq!(info["checkpoint"], checkpoint, "the backup copy lost it");
+    // `check` names both: the unfinished backup and the bad copy.
+    let (out, err) = env.expect(6, &["check", "t.vol"]);
+    assert!(out.contains("holds an unfinished backup"), "{out}");
+    assert!(out.contains("EMD primary copy bad"), "{out}");
+    assert!(err.contains("--resume"), "{err}");
+    // `check -r` repairs the copy only: the target stays unfinished.
+    let (out, err) = env.expect(6, &["check", "-r", "t.vol"]);
+    assert!(
+        out.contains("Repairing the primary EMD copy"),
+        "no repair said: {out}"
+    );
+    assert!(!out.contains("successfully recovered"), "{out}");
+    assert!(
+        out.contains("unfinished backup") && err.contains("--resume"),
+        "{out}{err}"
+    );
+    let info = env.info("t.vol");
+    assert_eq!(info["emd"]["primary"], "ok", "not repaired: {info}");
+    assert_eq!(info["emd"]["backup"], "ok", "{info}");
+    assert_eq!(info["dirty"], true, "{info}");
+    assert_eq!(info["checkpoint"], checkpoint, "the checkpoint changed");
+    let (out, _) = env.expect(6, &["check", "t.vol"]);
+    assert!(!out.contains("EMD primary copy bad"), "{out}");
+    // And --resume finishes it.
+    env.ok(&backup_t(&pa, &["--resume"]));
+    env.ok(&["check", "t.vol"]);
+    env.ok(&[
+        "verify",
+        "t.vol",
+        "-k",
+        "alice.k1",
+        "--passphrase-file",
+        &pa,
+    ]);
+}
+
+#[test]
+fn a_plain_rerun_after_check_r_finishes_an_interrupted_backup() {
+    let env = Env::new();
+    let pa = env.gen_key("alice.k1");
+    big_volume(&env, "big.vol", "1G");
+    kill_a_backup_mid_way(&env, &pa);
+    let (out, _) = env.expect(6, &["check", "-r", "t.vol"]);
+    assert!(out.contains("unfinished backup"), "{out}");
+    // The same backup again, without --resume: it copies everything.
+    env.ok(&backup_t(&pa, &[]));
+    let (out, _) = env.expect(0, &["check", "t.vol"]);
+    assert!(out.contains("is clean"), "{out}");
+    let info = env.info("t.vol");
+    assert_eq!(info["dirty"], false, "{info}");
+    assert!(info["checkpoint"].is_null(), "{info}");
+    assert_eq!(
+        env.hash("t.vol", "alice.k1"),
+        env.hash("big.vol", "alice.k1")
+    );
 }
 
 #[test]

@@ -171,11 +171,26 @@ fn case_5_a_foreign_volume_with_its_own_emd_is_not_taken_over() {
 
 #[test]
 fn case_5_a_refresh_keeps_the_clones_uuid_and_key_and_follows_the_sources_users() {
-    let (env, _, pa, pb) = setup();
+    let (env, data, pa, pb) = setup();
+    // The source made again with a label, so that the clone's label is
+    // not merely empty like the setup's; no command changes a label.
+    env.ok(&[
+        "create",
+        "orig.vol",
+        "--owner",
+        "alice.k1",
+        "--passphrase-file",
+        &pa,
+        "--label",
+        "payroll",
+        "--force",
+    ]);
+    write_into(&env, "orig.vol", &data, &pa);
     let backup = with_k(&["backup", "orig.vol", "copy.vol"], &pa);
     env.ok(&backup);
     let first = env.info("copy.vol");
     assert_eq!(first["clone_of"], env.info("orig.vol")["uuid"]);
+    assert_eq!(first["label"], "payroll");
     let data_area = |env: &Env| bytes(env, "copy.vol")[MIB..5 * MIB].to_vec();
     let cipher_before = data_area(&env);
     env.ok(&with_k(&["user", "add", "orig.vol", "bob"], &pa));
@@ -189,6 +204,26 @@ fn case_5_a_refresh_keeps_the_clones_uuid_and_key_and_follows_the_sources_users(
         "the refresh kept the volume key"
     );
     env.ok(&["hash", "copy.vol", "-k", "bob", "--passphrase-file", &pb]);
+    // The source's owner changes: the refresh follows it (alice, the old
+    // owner, stays a user of both and opens the source).
+    env.ok(&with_k(&["owner", "orig.vol", "bob"], &pa));
+    env.ok(&backup);
+    let (source, clone) = (env.info("orig.vol"), env.info("copy.vol"));
+    assert_eq!(source["owner"], "bob.bob", "{source}");
+    assert_eq!(
+        clone["owner"], source["owner"],
+        "the clone's owner: {clone}"
+    );
+    assert_eq!(
+        clone["users"], source["users"],
+        "the clone's users: {clone}"
+    );
+    assert_eq!(clone["users"], serde_json::json!(["alice.k1"]));
+    assert_eq!(
+        clone["label"], source["label"],
+        "the clone's label: {clone}"
+    );
+    assert_eq!(clone["uuid"], first["uuid"]);
     // --rekey: a fresh key, still the same volume.
     let mut rekey = backup.clone();
     rekey.push("--rekey");

@@ -47,14 +47,35 @@ pub fn lock(
 ) -> Result<StorageLock> {
     let mut held = Vec::new();
     for t in targets(storage, own, own_writable, exclusive)? {
-        match set_lock(&t, exclusive) {
-            Ok(true) => held.push(t.file),
-            Ok(false) => return Err(busy(name, holder(&t, exclusive), purpose)),
-            Err(e) => return Err(Error::io("locking", name, e)),
+        let mut looks = 0;
+        loop {
+            match set_lock(&t, exclusive) {
+                Ok(true) => {
+                    held.push(t.file);
+                    break;
+                }
+                Ok(false) => {
+                    // The holder may finish between the refused lock and
+                    // the search for it (two short metadata changes
+                    // racing): found nowhere, it is gone, and the lock is
+                    // free now. One that stays hidden (another PID
+                    // namespace, no access to its /proc) is "another
+                    // process" after a few looks.
+                    looks += 1;
+                    let found = holder(&t, exclusive);
+                    if found.is_some() || looks == HOLDER_LOOKS {
+                        return Err(busy(name, found, purpose));
+                    }
+                }
+                Err(e) => return Err(Error::io("locking", name, e)),
+            }
         }
     }
     Ok(StorageLock { _held: held })
 }
+
+/// How often a refused lock is tried again when no holder can be found.
+const HOLDER_LOOKS: u32 = 3;
 
 /// Refuse early when another process holds a lock on the storage `path`
 /// names (if it exists), with the same message as [`lock`]: a look before
@@ -75,8 +96,15 @@ pub fn probe(path: &Path, purpose: &str) -> Result<()> {
         Err(e) => return Err(Error::io("opening", path, e)),
     };
     for t in targets(&storage, &own, false, false)? {
-        if conflict(&t, true).map_err(|e| Error::io("locking", path, e))? {
-            return Err(busy(path, holder(&t, true), purpose));
+        for looks in 1..=HOLDER_LOOKS {
+            if !conflict(&t, true).map_err(|e| Error::io("locking", path, e))? {
+                break;
+            }
+            // As in [`lock`]: a holder found nowhere has finished.
+            let found = holder(&t, true);
+            if found.is_some() || looks == HOLDER_LOOKS {
+                return Err(busy(path, found, purpose));
+            }
         }
     }
     Ok(())

@@ -124,6 +124,18 @@ pub fn run(vol: &Path, reset: bool) -> Result<CheckReport> {
             report.lines.push(clean_line(v.emd.generation));
             None
         };
+        // A bad copy beside an unfinished task or the dirty bit (whose
+        // exit 6 comes first) is still named, as `-r` names it.
+        if matches!(report.problem, Some(Problem::Unfinished | Problem::Dirty))
+            && !(primary_ok && backup_ok)
+        {
+            report.lines.push(format!(
+                "EMD primary copy {}, backup copy {}: `evfs check -r {}` repairs it from the good copy.",
+                Copies::describe(&v.copies.primary, current),
+                Copies::describe(&v.copies.backup, current),
+                vol.display()
+            ));
+        }
         return Ok(report);
     }
 
