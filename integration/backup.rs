@@ -547,14 +547,18 @@ fn kill_a_backup_mid_way(env: &Env, pa: &str) {
                 "1",
             ],
         );
-        // Kill it as soon as the target carries its dirty EMD.
+        // Kill it as soon as the target carries its dirty EMD with its
+        // checkpoint, in both copies (the primary copy is written first).
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut seen_dirty = false;
         while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
             let out = env.run(&["info", "t.vol", "--json"]);
             if out.status.success() {
                 let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-                if info["dirty"] == true {
+                if info["dirty"] == true
+                    && info["checkpoint"].is_object()
+                    && info["emd"]["backup"] == "ok"
+                {
                     seen_dirty = true;
                     break;
                 }

@@ -844,3 +844,184 @@ fn a_stream_without_its_chunk_index_or_with_a_damaged_one_is_refused_as_a_base()
     assert_eq!(code, Some(5), "{out}");
     assert!(out.contains("chunk index"), "{out}");
 }
+
+/// What a stream run writes is never what it reads: a manifest over the
+/// source, over a file that is not a manifest, or over the stream, and a
+/// stream over its own BASE are refused before anything is written.
+#[test]
+fn a_manifest_or_stream_over_the_source_base_or_another_file_is_refused() {
+    let chunks = 3;
+    let s = setup(chunks * CHUNK);
+    s.backup(&["src", "--stream", "full.evfs", "--manifest", "full.man"]);
+    std::fs::write(s.env.path("notes.txt"), b"keep me\n").unwrap();
+    std::fs::create_dir(s.env.path("dir")).unwrap();
+    let keep: Vec<(&str, String)> = ["src", "full.evfs", "full.man", "notes.txt"]
+        .into_iter()
+        .map(|f| (f, file_b3(&s, f)))
+        .collect();
+    let cases: [(&[&str], i32, &str); 7] = [
+        (
+            &[
+                "--stream",
+                "x.evfs",
+                "--since",
+                "full.evfs",
+                "--manifest",
+                "src",
+            ],
+            3,
+            "the source",
+        ),
+        (
+            &[
+                "--stream",
+                "x.evfs",
+                "--since",
+                "full.evfs",
+                "--manifest",
+                "notes.txt",
+            ],
+            3,
+            "not a manifest",
+        ),
+        (
+            &[
+                "--stream",
+                "x.evfs",
+                "--since",
+                "full.evfs",
+                "--manifest",
+                "full.evfs",
+            ],
+            3,
+            "BASE",
+        ),
+        (
+            &["--stream", "x.evfs", "--manifest", "x.evfs"],
+            2,
+            "own file",
+        ),
+        (
+            &["--stream", "x.evfs", "--manifest", "-"],
+            2,
+            "writes a file",
+        ),
+        (&["--stream", "x.evfs", "--manifest", "dir"], 2, "directory"),
+        (
+            &["--stream", "full.evfs", "--since", "full.evfs"],
+            3,
+            "replace BASE",
+        ),
+    ];
+    for (extra, code, says) in cases {
+        let mut args = vec!["backup", "src"];
+        args.extend_from_slice(extra);
+        let (got, out) = run_code(&s, &s.args(&args));
+        assert_eq!(got, Some(code), "{extra:?}: {out}");
+        assert!(out.contains(says), "{extra:?}: {out}");
+        assert!(!s.env.path("x.evfs").exists(), "{extra:?} left a stream");
+        for (f, b) in &keep {
+            assert_eq!(&file_b3(&s, f), b, "{extra:?} changed {f}");
+        }
+    }
+    // --force replaces a file that is not a manifest, never the source.
+    s.backup(&[
+        "src",
+        "--stream",
+        "x.evfs",
+        "--manifest",
+        "notes.txt",
+        "--force",
+    ]);
+    let (code, out) = run_code(
+        &s,
+        &s.args(&[
+            "backup",
+            "src",
+            "--stream",
+            "y.evfs",
+            "--manifest",
+            "src",
+            "--force",
+        ]),
+    );
+    assert_eq!(code, Some(3), "{out}");
+    assert_eq!(file_b3(&s, "src"), keep[0].1);
+    // An incremental stream keeps its base's key: --rekey does not apply.
+    let (code, out) = run_code(
+        &s,
+        &s.args(&[
+            "backup",
+            "src",
+            "--stream",
+            "z.evfs",
+            "--since",
+            "full.evfs",
+            "--rekey",
+        ]),
+    );
+    assert_eq!(code, Some(2), "{out}");
+}
+
+/// Before the first link of a chain is written, every link is known to be
+/// whole and to have the key it needs; a stream file cut short is refused
+/// before it touches an existing volume; the links of a chain are files.
+#[test]
+fn a_chain_or_stream_that_cannot_finish_is_refused_before_anything_is_written() {
+    let chunks = 6;
+    let mut s = setup(chunks * CHUNK);
+    let r = s.backup(&["src", "--stream", "full.evfs"]);
+    assert_eq!(r["chunks_written"], chunks);
+    change(&mut s.data, &pick(chunks, 1, 51), 0);
+    s.rewrite_source();
+    s.backup(&[
+        "src",
+        "--stream",
+        "i1.evfs",
+        "--since",
+        "full.evfs",
+        "--sparse",
+    ]);
+    // A sparse link needs the key: refused with no target made.
+    let (code, out) = run_code(&s, &["restore", "full.evfs", "i1.evfs", "n.vol"]);
+    assert_eq!(code, Some(4), "{out}");
+    assert!(!s.env.path("n.vol").exists(), "{out}");
+    // A link cut short: found from its end, nothing written.
+    let i1 = std::fs::read(s.env.path("i1.evfs")).unwrap();
+    std::fs::write(s.env.path("cut.evfs"), &i1[..i1.len() - 100]).unwrap();
+    let (code, out) = run_code(&s, &s.args(&["restore", "full.evfs", "cut.evfs", "n.vol"]));
+    assert_eq!(code, Some(5), "{out}");
+    assert!(out.contains("does not end with its trailer"), "{out}");
+    assert!(!s.env.path("n.vol").exists(), "{out}");
+    // Onto an existing volume at its base: a cut link, or one with bytes
+    // added, leaves it as it was (clean, byte for byte).
+    s.env.ok(&["restore", "full.evfs", "t.vol"]);
+    let before = file_b3(&s, "t.vol");
+    let mut longer = i1.clone();
+    longer.extend_from_slice(b"junk");
+    std::fs::write(s.env.path("long.evfs"), &longer).unwrap();
+    for bad in ["cut.evfs", "long.evfs"] {
+        let (code, out) = run_code(&s, &s.args(&["restore", bad, "t.vol"]));
+        assert_eq!(code, Some(5), "{bad}: {out}");
+        assert_eq!(file_b3(&s, "t.vol"), before, "{bad}");
+    }
+    s.env.ok(&["check", "t.vol"]);
+    // Links from pipes cannot be read twice.
+    let out = s.env.bash("$EVFS restore full.evfs <(cat i1.evfs) p.vol");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("regular files"));
+    // Without the key, verify does not claim to have recombined the chain.
+    let out = s.env.ok(&["verify", "full.evfs", "i1.evfs"]);
+    assert!(!out.contains("the chain restores to"), "{out}");
+    assert!(out.contains("not recomputed"), "{out}");
+    let out = s.env.ok(&s.args(&["verify", "full.evfs", "i1.evfs"]));
+    assert!(
+        out.contains("the chain restores to plaintext BLAKE3"),
+        "{out}"
+    );
+}

@@ -402,8 +402,11 @@ out.
 
 An incremental stream (backup --since) applies only onto a volume at exactly the state it was
 made from: the full stream and the links before it restored, nothing written since. Several
-STREAMs are a chain, applied in order; their links must follow each other, which is checked
-before anything is written. A restore of a link that was interrupted completes when run again.
+STREAMs are a chain (files), applied in order; their links must follow each other, and each
+must end with its trailer and carry what it needs (a trusted signature where one is required,
+the key of a sparse or compressed link), which is checked before anything is written. A stream
+file that does not end with its trailer (cut short, or added to) is refused before it is
+written. A restore of a link that was interrupted completes when run again.
 The chunk index a stream carries goes into the restored volume, after its data area: the volume
 is then the base of the next incremental stream, or of a changed-only refresh, of the source.
 

@@ -53,6 +53,23 @@ pub fn run(args: &RestoreRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result
     let mut links = vec![args.stream.clone()];
     links.extend(args.more.iter().cloned());
     check_chain(&links)?;
+    // What can be known of every link before the first is written: it is
+    // whole, its signature passes, and its key is there if it needs one.
+    let existed =
+        args.target.exists() && metadata::read(&Device::open_read(&args.target)?)?.any_magic();
+    for (i, link) in links.iter().enumerate() {
+        let strict = i > 0 || existed || args.key.is_some();
+        let policy = if strict {
+            keys.policy().requiring()
+        } else {
+            keys.policy()
+        };
+        let check = StreamCheck::open(link, None, keys, policy, |h| {
+            args.key.is_none() && (h.compressed || h.sparse)
+        })?;
+        check.ends_whole()?;
+        check.gate(keys)?;
+    }
     let mut last = None;
     for (i, link) in links.iter().enumerate() {
         let one = RestoreRequest {
@@ -60,7 +77,19 @@ pub fn run(args: &RestoreRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result
             more: vec![],
             ..args.clone()
         };
-        last = Some(run_one(&one, keys, obs, Some(i))?);
+        match run_one(&one, keys, obs, Some(i)) {
+            Ok(report) => last = Some(report),
+            Err(e) => {
+                if i > 0 {
+                    obs.note(&format!(
+                        "evfs restore: links 1 to {i} were applied: {} holds the state {} ends at; the links after it can be restored onto it",
+                        args.target.display(),
+                        links[i - 1].display()
+                    ));
+                }
+                return Err(e);
+            }
+        }
     }
     last.ok_or_else(|| Error::runtime("internal: an empty chain"))
 }
@@ -74,6 +103,16 @@ pub(crate) fn check_chain(links: &[PathBuf]) -> Result<Vec<Header>> {
         return Err(Error::usage(
             "the links of a chain are files; standard input carries one stream only",
         ));
+    }
+    // Each link is opened twice (its header first): pipes cannot be.
+    if let Some(l) = links
+        .iter()
+        .find(|l| !std::fs::metadata(l).is_ok_and(|m| m.is_file()))
+    {
+        return Err(Error::usage(format!(
+            "{}: the links of a chain are regular files (each is read twice: its header first); restore a stream from a pipe on its own",
+            l.display()
+        )));
     }
     let mut headers: Vec<Header> = Vec::with_capacity(links.len());
     for (i, path) in links.iter().enumerate() {
@@ -194,8 +233,10 @@ fn run_one(
         }
         rollback::check(&lineage, &name, e, &dst.display().to_string(), args.force)?;
     }
-    // Nothing is written from a stream whose EMD clone is not signed by a
-    // trusted signer, where a signature is required.
+    // Nothing is written from a stream in a file that does not end with
+    // its trailer, or whose EMD clone is not signed by a trusted signer
+    // where a signature is required.
+    check.ends_whole()?;
     check.gate(keys)?;
     let needed = layout::device_size_for(header.emd.data_size);
     let created = !dst.exists();

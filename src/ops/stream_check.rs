@@ -264,6 +264,23 @@ impl StreamCheck {
         .map(|_| ())
     }
 
+    /// Before anything is written from a stream in a regular file: it ends
+    /// with its trailer, so it was neither cut short nor added to (a pipe is
+    /// judged as it is read).
+    pub fn ends_whole(&self) -> Result<()> {
+        let regular = self
+            .path
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|m| m.is_file());
+        if regular && self.peek_trailer()?.is_none() {
+            return Err(self.fail(
+                "the stream does not end with its trailer: it was cut short, or bytes were added after it",
+            ));
+        }
+        Ok(())
+    }
+
     /// The trailer of a stream in a regular file, read from its end; `None`
     /// for a pipe or device, or when the end holds no trailer (the read
     /// through says what is wrong).

@@ -126,8 +126,8 @@ impl<R: Read> StreamReader<R> {
         Error::integrity(format!("{}: {what}", self.name))
     }
 
-    fn read_payload(&mut self, buf_len: usize, what: &str) -> Result<()> {
-        let start = self.position;
+    /// Read the payload of the part `what` that starts at byte `start`.
+    fn read_payload(&mut self, buf_len: usize, what: &str, start: u64) -> Result<()> {
         let n = read_full(&mut self.input, &mut self.payload[..buf_len])
             .map_err(|e| Error::io("reading", &self.name, e))?;
         self.position += n as u64;
@@ -221,7 +221,7 @@ impl<R: Read> StreamReader<R> {
             )));
         }
         let len = f.payload_len as usize;
-        self.read_payload(len, &format!("frame {index}"))?;
+        self.read_payload(len, &format!("frame {index}"), frame_at)?;
         let hash: [u8; FRAME_HASH_LEN] =
             self.read_array(&format!("the checksum of frame {index}"))?;
         let expect = frame_hash(&head, &self.payload[..len]);

@@ -193,6 +193,12 @@ impl BackupRequest {
             )
             .with_hint("a backup into a volume writes only the changed chunks by itself"));
         }
+        if self.since.is_some() && (self.rekey || self.same_key) {
+            return Err(Error::usage(
+                "an incremental stream keeps the volume key of its base; leave out --rekey and --same-key",
+            )
+            .with_hint("make a full stream (without --since) for a new volume key"));
+        }
         if self.since.is_some() && self.sector_size.is_some() {
             return Err(Error::usage(
                 "an incremental stream keeps the sectors of its base; leave out --sector-size",

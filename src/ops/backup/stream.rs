@@ -5,6 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::BufWriter;
 use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 
 use super::decide::Mode;
 use super::source::OpenSource;
@@ -19,7 +20,9 @@ use crate::pipeline::{CHUNK, Plan};
 use crate::pipeline::{ChunkOut, Frame, FrameInput, FramePayload, Framer, Sink};
 use crate::signature::Sign;
 use crate::stream::format::{Header, StreamMode};
+use crate::stream::manifest::Manifest;
 use crate::stream::writer::{Payload, StreamFramer, StreamWriter};
+use crate::volume::identity::Storage;
 use crate::volume::partial::Partial;
 use crate::volume::sniff;
 
@@ -47,6 +50,13 @@ fn write(
         Mode::Cleartext => return Err(Error::runtime("internal: cleartext into a stream")),
     };
     let args = job.req;
+    check_outputs(
+        &src,
+        target,
+        args.manifest.as_deref(),
+        args.since.as_deref(),
+        args.force,
+    )?;
     let since = match &args.since {
         Some(path) => Some(super::since::load(job, path, &src)?),
         None => None,
@@ -239,6 +249,92 @@ fn write(
             )
         })
     })()
+}
+
+/// What a stream run writes (the stream, the manifest) is none of what it
+/// reads (the source, BASE), nor the one the other; a manifest replaces a
+/// manifest only, unless `force`. Exit 3 (usage: 2) before anything is
+/// read or written.
+fn check_outputs(
+    src: &OpenSource,
+    target: &Target,
+    manifest: Option<&Path>,
+    since: Option<&Path>,
+    force: bool,
+) -> Result<()> {
+    let source = src.storage()?;
+    let stream = match target {
+        Target::StreamFile(p) => Storage::of_path(p)?,
+        Target::Stdout => Some(Storage::of_stdout()?),
+        Target::Path(_) => None,
+    };
+    let base = match since {
+        Some(p) => Storage::of_path(p)?,
+        None => None,
+    };
+    if let (Some(s), Some(b)) = (&stream, &base)
+        && let Some(why) = s.overlap(b)
+    {
+        return Err(Error::refused(format!(
+            "the stream would replace BASE, the state it is made from: {why}"
+        ))
+        .with_hint("write the incremental stream to a new file: BASE is a link of the chain"));
+    }
+    let Some(path) = manifest else {
+        return Ok(());
+    };
+    let name = path.display();
+    if path == Path::new("-") {
+        return Err(Error::usage(
+            "--manifest writes a file: name one (standard output is for the stream, `-` as DST)",
+        ));
+    }
+    if let Target::StreamFile(p) = target
+        && std::path::absolute(p).ok() == std::path::absolute(path).ok()
+    {
+        return Err(Error::usage(format!(
+            "--manifest {name} is the stream's own file: name another"
+        )));
+    }
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    if meta.is_dir() {
+        return Err(Error::usage(format!(
+            "--manifest {name} is a directory: name a file"
+        )));
+    }
+    let own = Storage::of_path(path)?;
+    for (other, what) in [
+        (Some(source), "the source"),
+        (stream, "the stream"),
+        (base, "BASE"),
+    ] {
+        if let (Some(m), Some(o)) = (&own, &other)
+            && let Some(why) = m.overlap(o)
+        {
+            return Err(
+                Error::refused(format!("--manifest {name} is {what}: {why}"))
+                    .with_hint("name a new file for the manifest"),
+            );
+        }
+    }
+    if !meta.is_file() {
+        return Err(Error::usage(format!(
+            "--manifest {name} is neither a regular file nor absent"
+        )));
+    }
+    let mut head = [0u8; 8];
+    let n = File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .ctx("reading", path)?;
+    if !force && !Manifest::sniff(&head[..n]) {
+        return Err(Error::refused(format!(
+            "{name} exists and is not a manifest; refusing to replace it"
+        ))
+        .with_hint("use --force to replace it, or name a new file for the manifest"));
+    }
+    Ok(())
 }
 
 /// An output file, its name for messages, and for a regular `--stream FILE`
