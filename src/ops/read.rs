@@ -179,6 +179,21 @@ fn open_volume(
     Ok(Some((v, unlocked.key)))
 }
 
+/// Say so when a volume's data may be incomplete: an unfinished backup or
+/// restore into it, or its dirty bit (in use, or not shut down cleanly).
+fn note_incomplete(v: &Volume, obs: &dyn Observer, what: &str) {
+    let why = match (&v.emd.checkpoint, v.emd.dirty) {
+        (Some(_), _) => "holds an unfinished backup or restore",
+        (None, true) => "is dirty (in use, or not shut down cleanly)",
+        (None, false) => return,
+    };
+    obs.note(&format!(
+        "evfs: note: {} {why}: this {what} is of data that may be incomplete; `evfs check {}` says more",
+        v.path().display(),
+        v.path().display()
+    ));
+}
+
 /// `evfs hash`: the BLAKE3 of a volume's plaintext (with `id`) or of a
 /// plain file (its bytes as they are).
 pub fn hash(
@@ -199,7 +214,10 @@ pub fn hash(
         return Plaintext::of_luks(&v)?.digest(threads);
     }
     match open_volume(path, id, keys)? {
-        Some((v, key)) => Plaintext::of_volume(&v, &key)?.digest(threads),
+        Some((v, key)) => {
+            note_incomplete(&v, obs, "digest");
+            Plaintext::of_volume(&v, &key)?.digest(threads)
+        }
         None => {
             if id.is_some() {
                 obs.note(&format!(
@@ -252,6 +270,7 @@ pub fn cat(
     let pk = keys.unlock(id, KeyUse::Volume)?;
     let unlocked = trust::unlock(&v.emd, v.path(), &pk, DATA_ROLES, "read its data", keys)?;
     v.require_enabled("decrypted")?;
+    note_incomplete(&v, obs, "data");
     let plain = Plaintext::of_volume(&v, &unlocked.key)?;
     super::watched(obs, "cat", Some(plain.len()), |meter| {
         plain.write_to(threads, out, meter)

@@ -174,7 +174,7 @@ fn stream_base(path: &Path, file: std::fs::File, head: &[u8]) -> Result<(Emd, Ve
     let not_indexed = || {
         refused(
             path,
-            "this stream carries no chunk index (a raw stream, a stream of plain data or of a LUKS volume, or one older than stream format version 3)",
+            "this stream carries no chunk index (a stream of plain data or of a LUKS volume, a raw stream of a volume without one, or one older than stream format version 3)",
         )
         .with_hint("use the stream's manifest (backup --manifest FILE) as BASE if it has one, or make a full stream now: streams of EVFS volumes carry their chunk index")
     };
