@@ -1025,3 +1025,31 @@ fn a_chain_or_stream_that_cannot_finish_is_refused_before_anything_is_written() 
         "{out}"
     );
 }
+
+/// `-q` prints only what failed; an empty pipe as BASE says what a BASE
+/// from a pipe must be.
+#[test]
+fn quiet_verify_prints_only_failures_and_an_empty_pipe_is_no_base() {
+    let s = setup(2 * CHUNK);
+    s.backup(&["src", "--stream", "full.evfs"]);
+    let (out, _) = s.env.expect(0, &["verify", "-q", "full.evfs"]);
+    assert_eq!(out, "", "quiet and verified: nothing on stdout");
+    let mut bytes = std::fs::read(s.env.path("full.evfs")).unwrap();
+    bytes[20_000] ^= 1;
+    std::fs::write(s.env.path("bad.evfs"), &bytes).unwrap();
+    let (out, _) = s.env.expect(5, &["verify", "-q", "bad.evfs"]);
+    assert!(
+        !out.is_empty() && out.lines().all(|l| l.starts_with("FAIL")),
+        "{out}"
+    );
+    let pw = &s.k[3];
+    let out = s.env.bash(&format!(
+        "$EVFS backup src --stream x.evfs --since <(true) -k alice.k1 --passphrase-file {pw}"
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("from a pipe, BASE is a stream or a manifest"),
+        "{err}"
+    );
+}

@@ -77,8 +77,14 @@ pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
             None => out(format!("{report}\n")),
         };
     }
-    let mut text: String = v.lines().iter().map(|l| format!("{l}\n")).collect();
-    if v.ok() {
+    // -q: only what failed (the exit status says the rest).
+    let mut text: String = v
+        .lines()
+        .iter()
+        .filter(|l| !ctx.quiet || l.starts_with("FAIL"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if v.ok() && !ctx.quiet {
         text.push_str(&format!("{name}: verified\n"));
     }
     out(text)?;

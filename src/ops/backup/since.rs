@@ -140,6 +140,17 @@ fn read_base(path: &Path) -> Result<(Emd, Vec<u8>)> {
     if head[..n].starts_with(crate::stream::MAGIC) {
         return stream_base(path, file, &head[..n]);
     }
+    let kind = file.metadata().ctx("reading", path)?.file_type();
+    if !kind.is_file() && !std::os::unix::fs::FileTypeExt::is_block_device(&kind) {
+        return Err(Error::usage(format!(
+            "--since {name}: from a pipe, BASE is a stream or a manifest, and this {}",
+            if n == 0 {
+                "one is empty".to_string()
+            } else {
+                "one starts with neither".to_string()
+            }
+        )));
+    }
     drop(file);
     let mut dev = Device::open_read(path)?;
     dev.lock(false, "read it as the base of an incremental stream")?;
