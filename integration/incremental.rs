@@ -1053,3 +1053,26 @@ fn quiet_verify_prints_only_failures_and_an_empty_pipe_is_no_base() {
         "{err}"
     );
 }
+
+/// `verify` checks the chunk index the EMD names: an index area written
+/// outside evfs is a failure (exit 5); the next backup writes every chunk
+/// and a new index, and the volume verifies again.
+#[test]
+fn verify_finds_an_index_area_written_outside_evfs() {
+    let s = setup(3 * CHUNK);
+    let out = s.env.ok(&["verify", "copy"]);
+    assert!(out.contains("chunk index: "), "{out}");
+    let info = s.env.info("copy");
+    let at = DATA_OFFSET as u64 + info["data_size"].as_u64().expect("data_size");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(s.env.path("copy"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"scribble", at + 100).unwrap();
+    drop(f);
+    let (out, _) = s.env.expect(5, &["verify", "copy"]);
+    assert!(out.contains("FAIL") && out.contains("index area"), "{out}");
+    let r = s.backup(&["src", "copy"]);
+    assert_eq!(r["chunks_written"], r["chunks_total"], "{r}");
+    s.env.ok(&s.args(&["verify", "copy"]));
+}

@@ -290,6 +290,19 @@ fn verify_volume(
             "the volume is clean".to_string()
         },
     );
+    // The chunk index, when the EMD names one: a changed area means the
+    // volume was written outside evfs (its data is checked below, with -k).
+    if let Some(r) = &v.emd.index {
+        match super::backup::index::read_sealed(&v.dev, &v.emd)? {
+            Ok(_) => f.pass(format!(
+                "chunk index: {} bytes, its BLAKE3 as the EMD names it",
+                r.len
+            )),
+            Err(why) => f.fail(format!(
+                "{why}: the index area was written outside evfs (the next backup into the volume writes every chunk)"
+            )),
+        }
+    }
     // Keyless: the signature's status is reported, and only a broken one
     // fails; with -k, unlocking requires a trusted one.
     let policy = keys.policy();

@@ -78,7 +78,7 @@ fn area(dev: &Device, emd: &Emd) -> Option<(u64, u64)> {
 
 /// The sealed index that `emd` names, read from `dev` and checked against
 /// the BLAKE3 the EMD records; `Err` says why there is none to use.
-pub(super) fn read_sealed(
+pub(crate) fn read_sealed(
     dev: &Device,
     emd: &Emd,
 ) -> Result<std::result::Result<Vec<u8>, &'static str>> {
