@@ -440,8 +440,8 @@ header copies, no unfinished backup, the plaintext BLAKE3). SRC (--against) open
 --luks-*, TARGET with --target-luks-*, as in the backup that made the copy; when SRC is no LUKS
 volume, --luks-* opens TARGET too.
 
-A volume's chunk index (what the next backup into it compares with) must be the one its EMD
-names: an index area written outside evfs fails.
+A volume's chunk index (what the next backup into it compares with) is checked against what its
+EMD names; one that does not match is reported (the next backup writes every chunk), not failed.
 
 Several stream TARGETs are a chain (a full stream, then incremental ones): the links must follow
 each other, and with -k the plaintext the chain restores to is recombined and checked against

@@ -81,17 +81,34 @@ pub fn run(args: &RestoreRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result
             Ok(report) => last = Some(report),
             Err(e) => {
                 if i > 0 {
-                    obs.note(&format!(
-                        "evfs restore: links 1 to {i} were applied: {} holds the state {} ends at; the links after it can be restored onto it",
-                        args.target.display(),
-                        links[i - 1].display()
-                    ));
+                    obs.note(&applied_note(&args.target, &links, i));
                 }
                 return Err(e);
             }
         }
     }
     last.ok_or_else(|| Error::runtime("internal: an empty chain"))
+}
+
+/// What a chain restore that failed at link `i + 1` (0-based `i`) leaves:
+/// the state link `i` ends at when the failing link wrote nothing, else an
+/// unfinished restore of it.
+fn applied_note(dst: &Path, links: &[PathBuf], i: usize) -> String {
+    let name = dst.display();
+    let unfinished = Device::open_read(dst)
+        .and_then(|d| metadata::read(&d))
+        .map(|c| c.current().is_none_or(|e| e.dirty));
+    match unfinished {
+        Ok(false) => format!(
+            "evfs restore: links 1 to {i} were applied: {name} holds the state {} ends at; the links after it can be restored onto it",
+            links[i - 1].display()
+        ),
+        _ => format!(
+            "evfs restore: links 1 to {i} were applied, then link {} ({}) failed while it was written: {name} holds an unfinished restore of it (`evfs check {name}`)",
+            i + 1,
+            links[i].display()
+        ),
+    }
 }
 
 /// The headers of a chain of streams (files), and that each link after the

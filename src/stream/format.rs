@@ -297,7 +297,8 @@ impl Header {
         // An index describes chunks of its own size, of a known length; a
         // raw stream carries the index its source's EMD names.
         let fits = if raw {
-            emd.index.is_some()
+            emd.index
+                .is_some_and(|r| r.len <= crate::index::area_len(emd.data_size))
         } else {
             u64::from(chunk_size) == crate::index::CHUNK && expected.is_some()
         };

@@ -395,6 +395,33 @@ fn the_worked_example_in_formats_stream_md_reads_back() {
     }
 }
 
+/// A raw stream carries the index its source's EMD names, of a length that
+/// fits the index area of its data: a forged length is refused with the
+/// header, before any length arithmetic.
+#[test]
+fn a_raw_streams_index_length_is_bounded_by_its_data_size() {
+    use crate::emd::IndexRef;
+    let mut emd = example_clone();
+    let h = |len: u64, emd: &mut crate::emd::Emd| {
+        emd.index = Some(IndexRef {
+            len,
+            blake3: [7; 32],
+        });
+        Header {
+            raw: true,
+            mode: StreamMode::Raw,
+            indexed: true,
+            emd: emd.clone(),
+            ..header(false, false, ONE as u64)
+        }
+    };
+    let fits = crate::index::area_len(emd.data_size);
+    assert!(Header::parse(&h(fits, &mut emd).encode()).is_ok());
+    for len in [fits + 1, u64::MAX - 40, u64::MAX] {
+        assert!(Header::parse(&h(len, &mut emd).encode()).is_err(), "{len}");
+    }
+}
+
 /// An indexed stream (flag 16) carries the index section after its last
 /// frame, and the final EMD names it: every way of getting that wrong is
 /// refused, with a key and without.

@@ -66,6 +66,7 @@ pub fn lock(
                     if found.is_some() || looks == HOLDER_LOOKS {
                         return Err(busy(name, found, purpose));
                     }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
                 }
                 Err(e) => return Err(Error::io("locking", name, e)),
             }

@@ -163,12 +163,12 @@ pub(super) fn raw_paste(dev: &Device, emd: &Emd, bytes: &[u8]) -> Result<()> {
 
 /// Put the sealed index a restored stream carries in the index area of
 /// `emd`'s volume (the final EMD names it). The layout always leaves room
-/// for it; a device without is too small.
+/// for an index of the data; one that does not fit is forged (exit 5).
 pub(crate) fn paste(dev: &Device, emd: &Emd, bytes: &[u8]) -> Result<()> {
     match area(dev, emd) {
         Some((at, room)) if bytes.len() as u64 <= room => dev.write_at(bytes, at),
-        _ => Err(crate::error::Error::refused(format!(
-            "the target {} has no room for the stream's chunk index after its data",
+        _ => Err(crate::error::Error::integrity(format!(
+            "the stream's chunk index does not fit the index area of {} after its data",
             dev.path().display()
         ))),
     }

@@ -118,8 +118,15 @@ pub(super) fn load(job: &Job, path: &Path, src: &OpenSource) -> Result<SinceBase
 fn read_base(path: &Path) -> Result<(Emd, Vec<u8>)> {
     let name = path.display();
     let mut file = std::fs::File::open(path).ctx("opening", path)?;
+    // The first bytes, however a pipe delivers them.
+    let mut first = Vec::with_capacity(8);
+    (&mut file)
+        .take(8)
+        .read_to_end(&mut first)
+        .ctx("reading", path)?;
+    let n = first.len();
     let mut head = [0u8; 8];
-    let n = file.read(&mut head).ctx("reading", path)?;
+    head[..n].copy_from_slice(&first);
     if Manifest::sniff(&head[..n]) {
         let mut bytes = head[..n].to_vec();
         (&mut file)
@@ -143,7 +150,7 @@ fn read_base(path: &Path) -> Result<(Emd, Vec<u8>)> {
     let kind = file.metadata().ctx("reading", path)?.file_type();
     if !kind.is_file() && !std::os::unix::fs::FileTypeExt::is_block_device(&kind) {
         return Err(Error::usage(format!(
-            "--since {name}: from a pipe, BASE is a stream or a manifest, and this {}",
+            "--since {name}: from a pipe or a device, BASE is a stream or a manifest, and this {}",
             if n == 0 {
                 "one is empty".to_string()
             } else {
@@ -223,10 +230,10 @@ fn stream_base(path: &Path, file: std::fs::File, head: &[u8]) -> Result<(Emd, Ve
     };
     let size = file.metadata().ctx("reading", path)?.len();
     let tlen = trailer_len(version) as u64;
-    let section = INDEX_HEADER_LEN as u64 + len + 32;
-    let Some(at) = size
-        .checked_sub(tlen + section)
-        .filter(|&at| at >= hb.len() as u64)
+    let section = len.checked_add(INDEX_HEADER_LEN as u64 + 32);
+    let Some((section, at)) = section
+        .and_then(|s| Some((s, size.checked_sub(s.checked_add(tlen)?)?)))
+        .filter(|&(_, at)| at >= hb.len() as u64)
     else {
         return Err(damaged(
             "the stream is too short to hold its chunk index and trailer",

@@ -108,6 +108,15 @@ fn write(
         Mode::Raw => super::index::raw_copy(&src)?,
         _ => None,
     };
+    if mode == Mode::Raw
+        && raw_index.is_none()
+        && src.emd.as_ref().is_some_and(|e| e.index.is_some())
+    {
+        job.obs.note(&format!(
+            "evfs: note: the chunk index of {} is damaged: the raw stream carries none, and a backup into a copy restored from it writes every chunk",
+            src.name
+        ));
+    }
     let header = Header {
         indexed: raw_index.is_some() || (tagger.is_some() && header.expected.is_some()),
         ..header
@@ -290,7 +299,8 @@ fn check_outputs(
         ));
     }
     if let Target::StreamFile(p) = target
-        && std::path::absolute(p).ok() == std::path::absolute(path).ok()
+        && resolved(p).is_some()
+        && resolved(p) == resolved(path)
     {
         return Err(Error::usage(format!(
             "--manifest {name} is the stream's own file: name another"
@@ -335,6 +345,16 @@ fn check_outputs(
         .with_hint("use --force to replace it, or name a new file for the manifest"));
     }
     Ok(())
+}
+
+/// Where `path` puts its file: its directory resolved (`..`, symlinks),
+/// and its name; `None` when the directory cannot be resolved.
+fn resolved(path: &Path) -> Option<std::path::PathBuf> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Some(dir.canonicalize().ok()?.join(path.file_name()?))
 }
 
 /// An output file, its name for messages, and for a regular `--stream FILE`
