@@ -21,7 +21,7 @@ use super::luks2::{BinHeader, checksum};
 use super::write::format_with;
 use super::*;
 use crate::crypto::Passphrase;
-use crate::testutil::{expect_listing, hexdump, listing, unavailable, unhexdump};
+use crate::testutil::{expect_listing, fill, hexdump, listing, unavailable, unhexdump};
 
 const DOC: &str = "formats/LUKS.md";
 
@@ -31,21 +31,6 @@ const DOC: &str = "formats/LUKS.md";
 
 fn pass(s: &str) -> Passphrase {
     Passphrase::new(s.as_bytes().to_vec())
-}
-
-/// Deterministic bytes (splitmix64), for plaintexts and fixed "random" input.
-fn fill(seed: u64, len: usize) -> Vec<u8> {
-    let mut s = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// A fixed source of "random" bytes for deterministic headers.

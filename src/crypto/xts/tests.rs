@@ -5,6 +5,7 @@ use aes::cipher::KeyInit;
 use aes::{Aes128, Aes256};
 
 use super::*;
+use crate::testutil::fill;
 use proptest::prelude::*;
 use xts_mode::{Xts128, get_tweak_default};
 
@@ -22,22 +23,6 @@ fn xts_for(key: &[u8], backend: Backend) -> Xts {
     Xts::with_backend(key, backend)
         .expect("valid key length")
         .expect("backend is available")
-}
-
-/// Deterministic filler (splitmix64), so proptest only has to generate
-/// and shrink a seed rather than kilobytes of data.
-fn fill(seed: u64, len: usize) -> Vec<u8> {
-    let mut s = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// Reference result from the `xts-mode` crate.
