@@ -6,6 +6,8 @@ use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use crate::testutil::fill;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -110,19 +112,6 @@ impl Export for MemExport {
     fn supports_trim(&self) -> bool {
         self.trim
     }
-}
-
-/// Deterministic non-repeating bytes, so misplaced data is detected.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 // -- server harness -----------------------------------------------------
@@ -412,7 +401,7 @@ fn info_request_framing() {
 #[test]
 fn go_read_write_flush_trim_zeroes_disc() {
     let size = 1 << 20;
-    let initial = pattern(size, 1);
+    let initial = fill(1, size);
     let server = Server::start(MemExport::new(initial.clone()));
     let mut model = initial.clone();
 
@@ -435,7 +424,7 @@ fn go_read_write_flush_trim_zeroes_disc() {
     assert_eq!(c.read(999, 3335).unwrap(), model[999..4334]);
 
     let flushes = server.export.flushes.load(Ordering::SeqCst);
-    let fua = pattern(7, 2);
+    let fua = fill(2, 7);
     assert_eq!(c.write(size as u64 - 7, &fua, NBD_CMD_FLAG_FUA), 0);
     model[size - 7..].copy_from_slice(&fua);
     assert_eq!(server.export.flushes.load(Ordering::SeqCst), flushes + 1);
@@ -458,7 +447,7 @@ fn go_read_write_flush_trim_zeroes_disc() {
         0
     );
     model[zoff..zoff + zlen].fill(0);
-    let small = pattern(100, 3);
+    let small = fill(3, 100);
     assert_eq!(c.write(500_000, &small, 0), 0);
     model[500_000..500_100].copy_from_slice(&small);
     assert_eq!(c.command(NBD_CMD_WRITE_ZEROES, 0, 500_010, 50), 0);
@@ -489,7 +478,7 @@ fn go_read_write_flush_trim_zeroes_disc() {
 
 #[test]
 fn export_name_option_with_and_without_zero_padding() {
-    let data = pattern(8192, 4);
+    let data = fill(4, 8192);
     let server = Server::start(MemExport::new(data.clone()));
     let expected_flags = NBD_FLAG_HAS_FLAGS
         | NBD_FLAG_SEND_FLUSH
@@ -516,7 +505,7 @@ fn export_name_option_with_and_without_zero_padding() {
 
 #[test]
 fn option_haggling() {
-    let data = pattern(65536, 5);
+    let data = fill(5, 65536);
     let server = Server::start(MemExport::new(data.clone()));
     let mut c = server.client(ALL_FLAGS);
 
@@ -570,7 +559,7 @@ fn option_haggling() {
 
 #[test]
 fn read_only_export_refuses_writes() {
-    let data = pattern(65536, 6);
+    let data = fill(6, 65536);
     let server = Server::start(MemExport::new(data.clone()).read_only());
     let mut c = server.client(ALL_FLAGS);
     let info = c.info(NBD_OPT_GO, b"");
@@ -593,7 +582,7 @@ fn read_only_export_refuses_writes() {
 #[test]
 fn invalid_requests_get_errors_and_connection_survives() {
     let size = 65536u64;
-    let data = pattern(size as usize, 7);
+    let data = fill(7, size as usize);
     let mut export = MemExport::new(data.clone());
     export.trim = false;
     let server = Server::start(export);
@@ -634,7 +623,7 @@ fn invalid_requests_get_errors_and_connection_survives() {
 
 #[test]
 fn export_errors_become_eio() {
-    let data = pattern(8192, 8);
+    let data = fill(8, 8192);
     let server = Server::start(MemExport::new(data.clone()));
     let mut c = server.client(ALL_FLAGS);
     c.info(NBD_OPT_GO, b"");
@@ -662,7 +651,7 @@ fn export_errors_become_eio() {
 
 #[test]
 fn malformed_clients_only_end_their_own_connection() {
-    let data = pattern(65536, 9);
+    let data = fill(9, 65536);
     let server = Server::start(MemExport::new(data.clone()));
     // A client that stays connected throughout must be unaffected.
     let mut good = server.client(ALL_FLAGS);
@@ -703,7 +692,7 @@ fn malformed_clients_only_end_their_own_connection() {
             header(NBD_OPT_EXPORT_NAME, u32::MAX),
             false,
         ),
-        (ALL_FLAGS, false, pattern(1000, 10), false),
+        (ALL_FLAGS, false, fill(10, 1000), false),
         (ALL_FLAGS, true, bad_request_magic, false),
         (
             ALL_FLAGS,
@@ -712,7 +701,7 @@ fn malformed_clients_only_end_their_own_connection() {
             true,
         ),
         (ALL_FLAGS, true, huge_write, true),
-        (ALL_FLAGS, true, pattern(1000, 11), false),
+        (ALL_FLAGS, true, fill(11, 1000), false),
     ];
     for (i, (flags, go, bytes, half_close)) in cases.into_iter().enumerate() {
         let mut c = server.client(flags);
@@ -761,7 +750,7 @@ fn stop_without_clients_is_prompt() {
 
 #[test]
 fn stop_with_idle_clients_is_prompt() {
-    let server = Server::start(MemExport::new(pattern(65536, 12)));
+    let server = Server::start(MemExport::new(fill(12, 65536)));
     let export = server.export.clone();
     // Idle in transmission, after a write (so a flush is due).
     let mut transmitting = server.client(ALL_FLAGS);
@@ -892,7 +881,7 @@ fn qemu_img_info_with_default_and_named_export() {
     if !have_tools("qemu_img_info", &["qemu-img"]) {
         return;
     }
-    let server = Server::start(MemExport::new(pattern(QEMU_SIZE, 20)));
+    let server = Server::start(MemExport::new(fill(20, QEMU_SIZE)));
     for name in ["", "foo"] {
         let (ok, out) = run_tool("qemu-img", &["info", &server.uri(name)]);
         assert!(ok, "{out}");
@@ -907,7 +896,7 @@ fn qemu_img_convert_reads_the_export() {
     if !have_tools("qemu_img_convert_reads", &["qemu-img"]) {
         return;
     }
-    let mut data = pattern(QEMU_SIZE, 21);
+    let mut data = fill(21, QEMU_SIZE);
     data[100_000..700_000].fill(0); // a zero run, which qemu may write sparse
     let server = Server::start(MemExport::new(data.clone()));
     let out = server.dir.path().join("out.img");
@@ -931,7 +920,7 @@ fn qemu_img_convert_writes_the_export() {
         return;
     }
     let server = Server::start(MemExport::new(vec![0xee; QEMU_SIZE]));
-    let mut data = pattern(QEMU_SIZE, 22);
+    let mut data = fill(22, QEMU_SIZE);
     // Zero runs must reach the export too (it starts out non-zero).
     data[0..70_000].fill(0);
     data[1_000_000..2_500_000].fill(0);
@@ -962,7 +951,7 @@ fn qemu_io_odd_offsets_and_lengths() {
         return;
     }
     let size = QEMU_SIZE;
-    let initial = pattern(size, 23);
+    let initial = fill(23, size);
     let server = Server::start(MemExport::new(initial.clone()));
     let mut model = initial;
     let end_write = format!("write -P 0x44 {} 7", size - 7);
@@ -1014,7 +1003,7 @@ fn qemu_refuses_writes_to_read_only_export() {
     if !have_tools("qemu_read_only", &["qemu-io", "qemu-img"]) {
         return;
     }
-    let data = pattern(QEMU_SIZE, 24);
+    let data = fill(24, QEMU_SIZE);
     let server = Server::start(MemExport::new(data.clone()).read_only());
     let uri = server.uri("");
 
@@ -1052,7 +1041,7 @@ fn qemu_nbd_lists_the_export() {
     if !have_tools("qemu_nbd_list", &["qemu-nbd"]) {
         return;
     }
-    let server = Server::start(MemExport::new(pattern(QEMU_SIZE, 25)));
+    let server = Server::start(MemExport::new(fill(25, QEMU_SIZE)));
     let socket = server.path.to_str().unwrap().to_owned();
     let (ok, out) = run_tool("qemu-nbd", &["--list", "-k", &socket]);
     assert!(ok, "{out}");

@@ -176,6 +176,7 @@ fn random(sector: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::fill;
 
     #[test]
     fn magic_decides() {
@@ -187,22 +188,10 @@ mod tests {
         assert_eq!(sniff(&[0u8; 100]), Kind::Plain);
     }
 
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8
-            })
-            .collect()
-    }
-
     #[test]
     fn random_sectors_everywhere_are_ciphertext() {
-        let head = noise(HEAD_LEN, 1);
-        let tail = noise(SPREAD * SECTOR, 2);
+        let head = fill(1, HEAD_LEN);
+        let tail = fill(2, SPREAD * SECTOR);
         let spread: Vec<&[u8]> = tail.chunks(SECTOR).collect();
         assert_eq!(
             ciphertext(&head, &spread),
@@ -214,18 +203,18 @@ mod tests {
 
     #[test]
     fn one_zero_or_structured_sector_clears_the_data() {
-        let mut head = noise(HEAD_LEN, 3);
+        let mut head = fill(3, HEAD_LEN);
         head[8192..12288].fill(0);
         assert_eq!(ciphertext(&head, &[]), None);
-        let head = noise(HEAD_LEN, 4);
+        let head = fill(4, HEAD_LEN);
         let text = b"a directory entry, an inode table, a superblock".repeat(90);
         assert_eq!(ciphertext(&head, &[&text[..SECTOR]]), None);
     }
 
     #[test]
     fn small_random_data_is_not_judged() {
-        assert_eq!(ciphertext(&noise(15 * SECTOR, 5), &[]), None);
-        assert!(ciphertext(&noise(16 * SECTOR, 5), &[]).is_some());
+        assert_eq!(ciphertext(&fill(5, 15 * SECTOR), &[]), None);
+        assert!(ciphertext(&fill(5, 16 * SECTOR), &[]).is_some());
     }
 
     #[test]
@@ -241,9 +230,9 @@ mod tests {
     #[test]
     fn the_random_test_has_no_false_alarm_on_random_sectors_and_catches_structure() {
         for seed in 0..200 {
-            assert!(random(&noise(SECTOR, seed * 7 + 11)), "seed {seed}");
+            assert!(random(&fill(seed * 7 + 11, SECTOR)), "seed {seed}");
         }
-        let mut skewed = noise(SECTOR, 9);
+        let mut skewed = fill(9, SECTOR);
         for b in skewed.iter_mut().step_by(3) {
             *b &= 0x7f;
         }

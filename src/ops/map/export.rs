@@ -208,6 +208,7 @@ impl Export for VolumeExport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::fill;
     use std::sync::Arc;
 
     const BASE: u64 = 8192;
@@ -215,18 +216,6 @@ mod tests {
     fn key() -> Vec<u8> {
         (0u8..64)
             .map(|b| b.wrapping_mul(37).wrapping_add(11))
-            .collect()
-    }
-
-    fn pattern(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
             .collect()
     }
 
@@ -267,7 +256,7 @@ mod tests {
     #[test]
     fn reads_at_any_offset_and_length_return_the_plaintext() {
         for sector in [512u32, 4096] {
-            let plain = pattern(6 * 4096, u64::from(sector));
+            let plain = fill(u64::from(sector), 6 * 4096);
             let (_tmp, export) = setup(&plain, sector, false);
             assert_eq!(export.block_size(), sector);
             for (off, len) in [
@@ -298,7 +287,7 @@ mod tests {
     #[test]
     fn writes_at_any_offset_land_encrypted_and_leave_the_rest_alone() {
         for sector in [512u32, 4096] {
-            let mut model = pattern(8 * 4096, 7);
+            let mut model = fill(7, 8 * 4096);
             let (tmp, export) = setup(&model, sector, false);
             for (i, (off, len)) in [
                 (0usize, 1usize),
@@ -315,7 +304,7 @@ mod tests {
             .into_iter()
             .enumerate()
             {
-                let data = pattern(len, 100 + i as u64);
+                let data = fill(100 + i as u64, len);
                 export.write_at(&data, off as u64).unwrap();
                 model[off..off + len].copy_from_slice(&data);
                 assert_eq!(
@@ -334,7 +323,7 @@ mod tests {
 
     #[test]
     fn raw_exports_serve_the_ciphertext_as_it_lies() {
-        let plain = pattern(4 * 4096, 3);
+        let plain = fill(3, 4 * 4096);
         let (tmp, export) = setup(&plain, 4096, true);
         let image = std::fs::read(tmp.path()).unwrap();
         let mut buf = vec![0u8; 5000];
@@ -350,7 +339,7 @@ mod tests {
 
     #[test]
     fn read_only_exports_refuse_writes_and_offer_no_trim() {
-        let plain = pattern(4096, 1);
+        let plain = fill(1, 4096);
         let (tmp, _) = setup(&plain, 4096, false);
         let file = File::open(tmp.path()).unwrap();
         let export = VolumeExport::new(
@@ -412,7 +401,7 @@ mod tests {
             sector_size: 4096,
             iv_tweak: 24,
         };
-        let plain = pattern(4 * 4096, 5);
+        let plain = fill(5, 4 * 4096);
         let mut ct = plain.clone();
         Xts::new(&key())
             .unwrap()
