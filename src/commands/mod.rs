@@ -100,9 +100,6 @@ fn dispatch(ctx: &Ctx, cli: Cli) -> Result<()> {
             "evfs: warning: could not keep keys out of core dumps: {e}"
         ));
     }
-    if let Err(e) = crate::pipeline::source::install_sigbus_guard() {
-        ctx.detail(format!("evfs: warning: no SIGBUS guard: {e}"));
-    }
     match cli.command {
         Command::Key(cmd) => key::run(ctx, cmd),
         Command::Create(args) => admin::create(ctx, args),

@@ -297,6 +297,21 @@ pub struct IndexRef {
     pub blake3: [u8; 32],
 }
 
+impl IndexRef {
+    /// The reference an EMD records for the sealed index `sealed`.
+    pub fn of(sealed: &[u8]) -> IndexRef {
+        IndexRef {
+            len: sealed.len() as u64,
+            blake3: *blake3::hash(sealed).as_bytes(),
+        }
+    }
+
+    /// Whether `sealed` is the index this reference names.
+    pub fn names(&self, sealed: &[u8]) -> bool {
+        *self == IndexRef::of(sealed)
+    }
+}
+
 /// Why bytes are not a valid EMD copy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EmdError {

@@ -471,7 +471,7 @@ impl StreamCheck {
                     Some(d)
                 }
                 None => {
-                    self.keyed_checks_without_digest(&header, &trailer)?;
+                    self.keyed_checks_without_digest(&trailer)?;
                     None
                 }
             }
@@ -596,7 +596,7 @@ impl StreamCheck {
     /// With the key, of an incremental stream checked alone: the trailer
     /// EMD's MAC and the stream MAC (checked by the reader); the digest of
     /// the whole data needs the links before it.
-    fn keyed_checks_without_digest(&mut self, _header: &Header, t: &Trailer) -> Result<()> {
+    fn keyed_checks_without_digest(&mut self, t: &Trailer) -> Result<()> {
         let key = self.key.as_ref().expect("keyed checks with a key");
         if !t.emd.mac_ok(key) {
             return Err(self.fail("the final EMD fails its MAC check"));

@@ -33,9 +33,9 @@ pub use sink::Sink;
 pub use source::buffers_for;
 pub use source::{Input, Source};
 
-/// Bytes per chunk: a power of two (the BLAKE3 tree merge needs it) and a
+/// Bytes per chunk, the chunk index's: a power of two (the BLAKE3 tree merge needs it) and a
 /// multiple of every sector size.
-pub const CHUNK: usize = 1 << 20;
+pub const CHUNK: usize = crate::index::CHUNK as usize;
 /// Bytes a worker processes per step, so that what it decrypts, hashes and
 /// encrypts stays in the core's cache between the steps.
 const PIECE: usize = 64 << 10;

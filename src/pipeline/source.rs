@@ -3,9 +3,6 @@
 //! Either way the bytes land in page-aligned pooled buffers, which the
 //! workers then transform in place.
 
-// The SIGBUS handler needs `unsafe`; its use says why it is sound.
-#![allow(unsafe_code)]
-
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::FileExt;
@@ -82,10 +79,6 @@ pub struct FileSource {
     pool: Option<Pool<Aligned>>,
 }
 
-/// The name this source had when it read through memory maps; callers
-/// outside the pipeline still use it.
-pub type MappedSource = FileSource;
-
 impl FileSource {
     /// Read `len` bytes from `start` of `file`, with buffers for as many
     /// workers as this machine has cores.
@@ -149,37 +142,6 @@ impl Source for FileSource {
             })?;
         self.pos += len as u64;
         Ok(Some(Input { buf, len }))
-    }
-}
-
-/// Make a SIGBUS (a page of a memory map that cannot be read any more: the
-/// file shrank, or an I/O error on a page that was evicted) end the process
-/// with a message and exit 1 instead of killing it without a word. A target
-/// being written stays dirty, as after any crash. The pipeline's own sources
-/// no longer map their input ([`FileSource`] reads it), so this is a net for
-/// any map the process holds. The handler makes only async-signal-safe calls
-/// (write, _exit).
-pub fn install_sigbus_guard() -> std::io::Result<()> {
-    // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value;
-    // the handler is an `extern "C" fn(c_int)` that only calls
-    // async-signal-safe functions, and sigaction gets valid pointers.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_sigbus as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::sigemptyset(&mut action.sa_mask);
-        if libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-extern "C" fn on_sigbus(_signal: libc::c_int) {
-    const MESSAGE: &[u8] = b"evfs: a mapped input could not be read (an I/O error, or the file shrank while it was read); stopped\nhint: a target being written is left dirty; check the source, then run the job again\n";
-    // SAFETY: write(2) and _exit(2) are async-signal-safe; MESSAGE is static.
-    unsafe {
-        libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len());
-        libc::_exit(1);
     }
 }
 

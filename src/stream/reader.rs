@@ -350,11 +350,8 @@ impl<R: Read> StreamReader<R> {
         // stream's EMD is its source's, which may name an index area the
         // stream could not carry (damaged at the source).
         if self.header.version >= 3 && (self.header.indexed || !self.header.raw) {
-            let carried = self
-                .index
-                .as_ref()
-                .map(|b| (b.len() as u64, *blake3::hash(b).as_bytes()));
-            let named = t.emd.index.as_ref().map(|r| (r.len, r.blake3));
+            let carried = self.index.as_deref().map(crate::emd::IndexRef::of);
+            let named = t.emd.index;
             if self.header.indexed && carried.is_none() {
                 return Err(
                     self.fail("the stream lacks the chunk index its header announces".to_string())

@@ -6,6 +6,7 @@ use crate::crypto::VolumeKey;
 use crate::emd::{Emd, IndexRef};
 use crate::error::Result;
 use crate::index::{ChunkIndex, SourceKind, Tagger};
+use crate::ops::Observer;
 use crate::ops::backup::source::{Data, OpenSource};
 use crate::pipeline::ChunkTags;
 use crate::volume::{Device, layout};
@@ -90,7 +91,7 @@ pub(crate) fn read_sealed(
     };
     let mut bytes = vec![0u8; r.len as usize];
     dev.read_at(&mut bytes, at)?;
-    if *blake3::hash(&bytes).as_bytes() != r.blake3 {
+    if !r.names(&bytes) {
         return Ok(Err("its chunk index is damaged or was changed"));
     }
     Ok(Ok(bytes))
@@ -145,11 +146,23 @@ pub(super) fn previous(
 /// The index area of a raw clone's source, as it lies (sealed under the
 /// source's key and UUID, which the clone keeps): copied with the data, so
 /// that the clone is the base its EMD says it is. `None` when the source
-/// has none (or is no device).
-pub(super) fn raw_copy(src: &OpenSource) -> Result<Option<Vec<u8>>> {
-    match (&src.data, &src.emd) {
-        (Data::Device(dev), Some(emd)) => Ok(read_sealed(dev, emd)?.ok()),
-        _ => Ok(None),
+/// has none (or is no device); one its EMD names but that cannot be read
+/// is said through `obs`, since the copy's EMD names it too.
+pub(super) fn raw_copy(src: &OpenSource, obs: &dyn Observer) -> Result<Option<Vec<u8>>> {
+    let (Data::Device(dev), Some(emd)) = (&src.data, &src.emd) else {
+        return Ok(None);
+    };
+    match read_sealed(dev, emd)? {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(why) => {
+            if emd.index.is_some() {
+                obs.note(&format!(
+                    "evfs: note: {}: {why}; the raw copy carries none, and the next backup into it writes every chunk",
+                    src.name
+                ));
+            }
+            Ok(None)
+        }
     }
 }
 
@@ -189,8 +202,5 @@ pub(super) fn write(
     };
     let sealed = index.seal(key, &emd.uuid)?;
     dev.write_at(&sealed, at)?;
-    Ok(Some(IndexRef {
-        len: sealed.len() as u64,
-        blake3: *blake3::hash(&sealed).as_bytes(),
-    }))
+    Ok(Some(IndexRef::of(&sealed)))
 }

@@ -59,11 +59,11 @@ fn refused(path: &Path, what: &str) -> Error {
 /// Open BASE for a stream of `src`: its EMD and index, checked with the
 /// `-k` key.
 pub(super) fn load(job: &Job, path: &Path, src: &OpenSource) -> Result<SinceBase> {
-    if src.emd.is_none() {
+    let Some(se) = &src.emd else {
         return Err(Error::usage(
             "--since makes an incremental stream of an EVFS volume; plain data and LUKS volumes are streamed in full",
         ));
-    }
+    };
     let (emd, sealed) = read_base(path)?;
     let name = path.display();
     if emd.dirty {
@@ -83,16 +83,14 @@ pub(super) fn load(job: &Job, path: &Path, src: &OpenSource) -> Result<SinceBase
         ));
     }
     // A base of another source makes an increment of the wrong data.
-    if let Some(se) = &src.emd {
-        let from = emd.provenance.as_ref().map(|p| p.origin);
-        let of_src = emd.clone_of == Some(se.uuid)
-            || matches!(from, Some(Origin::Volume { uuid, .. }) if uuid == se.uuid);
-        if !of_src {
-            return Err(refused(
-                path,
-                &format!("it is not a backup of {}", src.name),
-            ));
-        }
+    let from = emd.provenance.as_ref().map(|p| p.origin);
+    let of_src = emd.clone_of == Some(se.uuid)
+        || matches!(from, Some(Origin::Volume { uuid, .. }) if uuid == se.uuid);
+    if !of_src {
+        return Err(refused(
+            path,
+            &format!("it is not a backup of {}", src.name),
+        ));
     }
     let pk = job.k_pk.as_ref().ok_or_else(|| {
         Error::usage("--since needs -k ID, a key with a slot in BASE, to open its chunk index")
@@ -134,10 +132,7 @@ fn read_base(path: &Path) -> Result<(Emd, Vec<u8>)> {
             .read_to_end(&mut bytes)
             .ctx("reading", path)?;
         let m = Manifest::parse(&bytes).map_err(|e| Error::integrity(format!("{name}: {e}")))?;
-        if let Some(r) = m.emd.index
-            && (r.len != m.sealed_index.len() as u64
-                || r.blake3 != *blake3::hash(&m.sealed_index).as_bytes())
-        {
+        if m.emd.index.is_some_and(|r| !r.names(&m.sealed_index)) {
             return Err(Error::integrity(format!(
                 "{name}: its chunk index is not the one its EMD names"
             )));
@@ -250,10 +245,9 @@ fn stream_base(path: &Path, file: std::fs::File, head: &[u8]) -> Result<(Emd, Ve
     let sec_head: [u8; INDEX_HEADER_LEN] = sec[..INDEX_HEADER_LEN].try_into().expect("length");
     let sealed = &sec[INDEX_HEADER_LEN..INDEX_HEADER_LEN + len as usize];
     let hash = &sec[INDEX_HEADER_LEN + len as usize..];
-    let named = trailer.emd.index.map(|r| (r.len, r.blake3));
     if parse_index_section_header(&sec_head) != Ok(len)
         || hash != frame_hash(&sec_head, sealed)
-        || named != Some((len, *blake3::hash(sealed).as_bytes()))
+        || !trailer.emd.index.is_some_and(|r| r.names(sealed))
         || trailer.emd.uuid != header.emd.uuid
     {
         return Err(damaged(
@@ -276,19 +270,12 @@ pub(super) fn next_emd(src: &OpenSource, base: &SinceBase) -> Result<Emd> {
             b.data_size
         )));
     }
-    let mut e = match &src.emd {
-        Some(se) => super::clone::refresh_emd(se, b, &base.key, b.sector_size)?,
-        None => {
-            let mut e = b.clone();
-            e.data_version = b.data_version + 1;
-            e.dirty = false;
-            e.checkpoint = None;
-            e.provenance = None;
-            e.index = None;
-            e.state_id = None;
-            e
-        }
-    };
+    // `load` took only EVFS sources.
+    let se = src
+        .emd
+        .as_ref()
+        .ok_or_else(|| Error::runtime("internal: an incremental stream of plain data"))?;
+    let mut e = super::clone::refresh_emd(se, b, &base.key, b.sector_size)?;
     e.data_len = len;
     e.seal(&base.key);
     Ok(e)

@@ -12,7 +12,7 @@ use crate::luks::{DataArea, LuksKey};
 use crate::ops::luks::LuksAccess;
 use crate::ops::{KeyUse, Keys};
 use crate::pipeline::SectorKey;
-use crate::pipeline::source::{MappedSource, ReaderSource};
+use crate::pipeline::source::{FileSource, ReaderSource};
 use crate::pipeline::{CHUNK, Input, Source};
 use crate::volume::device::Device;
 use crate::volume::identity::Storage;
@@ -342,7 +342,7 @@ impl OpenSource {
                     .file()
                     .try_clone()
                     .map_err(|e| Error::io("reopening", &path, e))?;
-                let mut source = MappedSource::new(file, path, offset, size);
+                let mut source = FileSource::new(file, path, offset, size).buffers(buffers);
                 source.skip(start);
                 Ok(Box::new(Held { source, _keep: dev }))
             }
@@ -355,7 +355,7 @@ impl OpenSource {
                     .file()
                     .try_clone()
                     .map_err(|e| Error::io("reopening", &path, e))?;
-                let mut source = MappedSource::new(file, path, area.offset, size);
+                let mut source = FileSource::new(file, path, area.offset, size).buffers(buffers);
                 source.skip(start);
                 let chunk = match &key {
                     Some(k) => crate::ops::luks::chunk_cipher(&area, k)?,
@@ -401,7 +401,7 @@ impl OpenSource {
 /// the shared lock on the source's storage, until the pipeline is done
 /// reading.
 struct Held<K: Send> {
-    source: MappedSource,
+    source: FileSource,
     _keep: K,
 }
 

@@ -105,18 +105,9 @@ fn write(
     // A raw stream carries its source's index area as it lies (sealed
     // under the source's key, which the restored copy keeps).
     let raw_index = match mode {
-        Mode::Raw => super::index::raw_copy(&src)?,
+        Mode::Raw => super::index::raw_copy(&src, job.obs)?,
         _ => None,
     };
-    if mode == Mode::Raw
-        && raw_index.is_none()
-        && src.emd.as_ref().is_some_and(|e| e.index.is_some())
-    {
-        job.obs.note(&format!(
-            "evfs: note: the chunk index of {} is damaged: the raw stream carries none, and a backup into a copy restored from it writes every chunk",
-            src.name
-        ));
-    }
     let header = Header {
         indexed: raw_index.is_some() || (tagger.is_some() && header.expected.is_some()),
         ..header
@@ -126,18 +117,19 @@ fn write(
             "a stream of a LUKS volume has no chunk index: --since and --manifest apply to streams of EVFS volumes",
         ));
     }
-    let previous = match (&since, &tagger) {
-        (Some(b), Some(t))
-            if b.index.source == t.source_id() && b.index.sector_size == emd.sector_size =>
-        {
-            super::index::Previous {
-                index: Some(b.index.clone()),
-                why_full: None,
-            }
+    // The base's index, taken (not copied): the stream is compared with it.
+    let why = |s: &str| super::index::Previous::none(Some(s.to_string()));
+    let previous = match (since, &tagger) {
+        (Some(b), Some(t)) if b.index.source != t.source_id() => {
+            why("the base was made from another source or source key")
         }
-        (Some(_), _) => super::index::Previous::none(Some(
-            "the base was made from another source or source key".to_string(),
-        )),
+        (Some(b), Some(_)) if b.index.sector_size != emd.sector_size => {
+            why("the base's chunk index is of another sector size")
+        }
+        (Some(b), Some(_)) => super::index::Previous {
+            index: Some(b.index),
+            why_full: None,
+        },
         _ => super::index::Previous::none(None),
     };
     if let Some(why) = &previous.why_full {
@@ -206,10 +198,7 @@ fn write(
                 .as_ref()
                 .ok_or_else(|| Error::runtime("internal: an indexed stream without its index"))?;
             writer.write_index(sealed)?;
-            final_emd.index = Some(crate::emd::IndexRef {
-                len: sealed.len() as u64,
-                blake3: *blake3::hash(sealed).as_bytes(),
-            });
+            final_emd.index = Some(crate::emd::IndexRef::of(sealed));
         }
         if let Some(k) = &tkey {
             if header.expected.is_none() {

@@ -105,7 +105,8 @@ impl Job<'_> {
     ) -> Result<(Outcome, String)> {
         let total = src.len();
         let name = src.name.clone();
-        let mut source = src.pipeline_source(plan.start, self.req.threads * 2 + 2)?;
+        let mut source =
+            src.pipeline_source(plan.start, crate::pipeline::buffers_for(self.req.threads))?;
         let rest = total.map(|t| t.saturating_sub(plan.start));
         let (outcome, _) = crate::ops::watched(self.obs, "backup", rest, |meter| {
             pipeline::run_after(plan, tree, &mut *source, sink, meter)
@@ -341,7 +342,7 @@ impl Job<'_> {
         self.why_full(&previous, path);
         let tags = tagger.as_ref().map(|t| previous.tags(t));
         let raw_index = match mode {
-            Mode::Raw if start == 0 => index::raw_copy(&src)?,
+            Mode::Raw if start == 0 => index::raw_copy(&src, self.obs)?,
             _ => None,
         };
         let mut txn = Transaction::begin(&dev, emd, floor)?;
