@@ -883,3 +883,84 @@ fn formats_version_3_samples_are_read_and_are_a_base() {
         b3(&plain)
     );
 }
+
+// ------------------------------------------------------------ read-through
+
+/// A restore replaces only the stream's own volume or its source (the
+/// rollback check decides); another copy of the source (a volume with its
+/// own EMD filled from it, or another clone) keeps its UUID, keys and data
+/// unless --force.
+#[test]
+fn a_restore_does_not_take_over_another_copy_of_the_source() {
+    let (env, _, pa, pb) = setup();
+    env.ok(&[
+        "create",
+        "bobs.vol",
+        "--owner",
+        "bob",
+        "--passphrase-file",
+        &pb,
+        "--size",
+        "8M",
+    ]);
+    env.ok(&[
+        "backup",
+        "orig.vol",
+        "bobs.vol",
+        "--target-key",
+        "bob",
+        "--target-passphrase-file",
+        &pb,
+        "-k",
+        "alice.k1",
+        "--passphrase-file",
+        &pa,
+    ]);
+    env.ok(&with_k(&["backup", "orig.vol", "clone.vol"], &pa));
+    env.ok(&with_k(&["backup", "orig.vol", "--stream", "s.evfs"], &pa));
+    for vol in ["bobs.vol", "clone.vol"] {
+        let before = bytes(&env, vol);
+        let (_, err) = env.expect(3, &["restore", "s.evfs", vol]);
+        assert!(
+            err.contains("another copy of the stream's source"),
+            "{vol}: {err}"
+        );
+        assert!(before == bytes(&env, vol), "{vol} was written");
+    }
+    env.ok(&["restore", "s.evfs", "clone.vol", "--force"]);
+}
+
+/// A source holding an unfinished restore is part old, part new: a copy
+/// of it, decrypted or raw, is refused (exit 3) and nothing is made.
+#[test]
+fn a_source_with_an_unfinished_restore_is_not_copied_as_if_whole() {
+    let (env, _, pa, _) = setup();
+    env.ok(&with_k(&["backup", "orig.vol", "--stream", "s.evfs"], &pa));
+    let s = bytes(&env, "s.evfs");
+    std::fs::write(env.path("cut.evfs"), &s[..s.len() / 2]).unwrap();
+    let out = env.bash("$EVFS restore - half.vol < cut.evfs");
+    assert_eq!(out.status.code(), Some(5));
+    env.expect(6, &["check", "half.vol"]);
+    let (_, err) = env.expect(3, &with_k(&["backup", "half.vol", "copy.vol"], &pa));
+    assert!(err.contains("unfinished restore"), "{err}");
+    assert!(!env.path("copy.vol").exists());
+    env.expect(3, &["backup", "half.vol", "raw.vol", "--raw"]);
+    assert!(!env.path("raw.vol").exists());
+}
+
+/// A volume file cut short: `check` says so (exit 5) and `check -r`
+/// writes nothing (its backup copy's place lies inside the data area).
+#[test]
+fn check_r_does_not_write_into_the_data_of_a_volume_cut_short() {
+    let (env, _, _, _) = setup();
+    let whole = bytes(&env, "orig.vol");
+    std::fs::write(env.path("cut.vol"), &whole[..3 * MIB]).unwrap();
+    let (out, err) = env.expect(5, &["check", "cut.vol"]);
+    assert!(
+        format!("{out}{err}").contains("shorter than its EMD says"),
+        "{out}{err}"
+    );
+    let (out, err) = env.expect(5, &["check", "-r", "cut.vol"]);
+    assert!(format!("{out}{err}").contains("cut short"), "{out}{err}");
+    assert!(bytes(&env, "cut.vol") == whole[..3 * MIB], "check -r wrote");
+}

@@ -266,7 +266,7 @@ Exit status:
   2  usage error, or VOL is plain data, a backup stream, a FIFO or a character device, or -r
      on a LUKS volume
   5  no valid EMD, a newer format, or (without -r) a damaged or stale EMD copy; a damaged LUKS
-     header or header copy
+     header or header copy; a volume shorter than its EMD says (cut short: -r writes nothing)
   6  dirty (without -r), or holding an unfinished backup or restore (with -r too); a LUKS2
      volume an evfs backup into was interrupted
 
@@ -691,7 +691,8 @@ Exit status:
      -k and no target volume, SRC or DST a FIFO or character device (- is a pipe)
   3  refused: the configurations refused under Configurations, a backup stream as SRC, a
      --resume that does not match the interrupted run; a --since BASE that is not a finished
-     backup of SRC, or a stream without a chunk index
+     backup of SRC, or a stream without a chunk index; a source holding an unfinished backup or
+     restore (part old, part new: finish it first)
   4  access denied: a volume source without -k, wrong or no passphrase, the key has no slot; a
      LUKS source or target without its passphrase, a wrong passphrase or a damaged keyslot
   5  integrity failure: a corrupt or tampered EMD, a newer format, a damaged LUKS header, a

@@ -382,24 +382,32 @@ fn check_target(dst: &Path, header: &Header, force: bool) -> Result<Option<Emd>>
     }
     let copies = metadata::read(&dev)?;
     if let Some(e) = copies.current() {
-        // The stream's own volume (restored before), or its source, or
-        // another copy of that source.
+        // The stream's own volume (restored before) or its source: the
+        // rollback check decides. Another copy of the source (a clone of
+        // its own, or a volume with its own EMD filled from it) would lose
+        // its UUID, keys and newer data: only with --force.
         let source = Some(header.source_uuid).filter(|u| *u != [0; 16]);
-        let ours = e.uuid == header.emd.uuid
-            || source.is_some_and(|u| {
-                e.uuid == u
-                    || e.clone_of == Some(u)
-                    || e.provenance.as_ref().and_then(|p| p.source_uuid()) == Some(u)
-            });
+        let ours = e.uuid == header.emd.uuid || source == Some(e.uuid);
         if ours || force {
             return Ok(Some(e.clone()));
         }
-        return Err(Error::refused(format!(
-            "the target {} is an EVFS volume of another lineage (uuid {})",
-            dst.display(),
-            e.uuid_string()
-        ))
-        .with_hint("use --force to overwrite it"));
+        let sibling = source.is_some_and(|u| {
+            e.clone_of == Some(u) || e.provenance.as_ref().and_then(|p| p.source_uuid()) == Some(u)
+        });
+        return Err(Error::refused(if sibling {
+            format!(
+                "the target {} is another copy of the stream's source (uuid {}), not the volume this stream restores: restoring would replace its UUID, keys and data",
+                dst.display(),
+                e.uuid_string()
+            )
+        } else {
+            format!(
+                "the target {} is an EVFS volume of another lineage (uuid {})",
+                dst.display(),
+                e.uuid_string()
+            )
+        })
+        .with_hint("restore into a new file, or use --force to replace it"));
     }
     if !force && (copies.any_magic() || !is_blank(&dev)?) {
         return Err(Error::refused(format!(

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::emd::format::uuid_string;
 use crate::emd::{Checkpoint, Copies, Task};
 use crate::error::{Error, Result};
-use crate::volume::{Device, Volume, metadata};
+use crate::volume::{Device, Volume, layout, metadata};
 
 /// What `check` found (and, with `-r`, did).
 #[derive(Clone, Debug)]
@@ -85,6 +85,18 @@ pub fn run(vol: &Path, reset: bool) -> Result<CheckReport> {
         dev.lock(false, "check it")?;
     }
     let mut v = Volume::from_device(dev)?;
+    // A volume cut short: its backup copy's place lies inside the data
+    // area, and a repair would write the EMD over data.
+    let data_end = v.emd.data_offset.saturating_add(v.emd.data_size);
+    if layout::backup_emd_offset(v.dev.size()).is_none_or(|at| at < data_end) {
+        return Err(Error::integrity(format!(
+            "{}: the volume is shorter than its EMD says: its data area ends at byte {data_end}, the {} has {} bytes (cut short?)",
+            vol.display(),
+            if v.dev.is_block() { "device" } else { "file" },
+            v.dev.size()
+        ))
+        .with_hint("nothing was written; put the missing end back (or restore the volume from a backup) before any repair"));
+    }
     let (primary_ok, backup_ok) = v.copies.health();
     let was_dirty = v.emd.dirty;
     let current = Some(v.emd.generation);

@@ -409,6 +409,24 @@ pub fn run(req: &BackupRequest, keys: &dyn Keys, obs: &dyn Observer) -> Result<R
         decision.mode.name(),
         decision.write
     ));
+    // A source holding an unfinished backup or restore is a mix of two
+    // states: a copy of it, raw or decrypted, would end clean and be
+    // neither.
+    if let Some(c) = src.emd.as_ref().and_then(|e| e.checkpoint.as_ref()) {
+        return Err(Error::refused(format!(
+            "the source {} holds an unfinished {} ({:.0} % done): its data is part old, part new",
+            src.name,
+            match c.task {
+                crate::emd::Task::Backup => "backup",
+                crate::emd::Task::Restore => "restore",
+            },
+            c.bytes_done as f64 * 100.0 / c.total.max(1) as f64
+        ))
+        .with_hint(format!(
+            "finish it first (`evfs check {}` says how), then back it up",
+            src.name
+        )));
+    }
     if let Some(e) = &src.emd
         && e.dirty
     {
