@@ -957,3 +957,38 @@ fn a_second_writer_is_refused_while_the_first_runs_and_named() {
         "--force",
     ]);
 }
+
+/// A standard error whose reader has gone (`evfs … 2>&1 | true`) does not
+/// turn the exit status into a panic's (101): the command ends as it would
+/// have, its messages lost.
+#[test]
+fn a_closed_standard_error_keeps_the_exit_status() {
+    let (env, pa) = setup(2);
+    for (args, code) in [
+        (vec!["info", "nothere.vol"], 1),
+        (
+            vec![
+                "backup",
+                "src",
+                "copy.vol",
+                "-k",
+                "alice",
+                "--passphrase-file",
+                &pa,
+            ],
+            0,
+        ),
+        (vec!["restore", "nothere.evfs", "r.vol"], 1),
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = env
+            .process(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(writer)
+            .status()
+            .unwrap();
+        assert_eq!(out.code(), Some(code), "{args:?}");
+    }
+}

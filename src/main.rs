@@ -17,9 +17,13 @@ fn main() -> ExitCode {
     match evfs::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("evfs: {err}");
+            // Not eprintln!: a closed standard error must not turn the
+            // exit status into a panic's.
+            use std::io::Write;
+            let mut stderr = std::io::stderr().lock();
+            let _ = writeln!(stderr, "evfs: {err}");
             if let Some(hint) = err.hint() {
-                eprintln!("hint: {hint}");
+                let _ = writeln!(stderr, "hint: {hint}");
             }
             ExitCode::from(err.exit_code())
         }

@@ -60,7 +60,7 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<()> {
     }
     let text = format!("{}\n", report::json(&r));
     if req.target == Target::Stdout {
-        eprint!("{text}");
+        super::to_stderr(&text);
         Ok(())
     } else {
         super::out(text)

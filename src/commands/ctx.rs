@@ -56,14 +56,14 @@ impl Ctx {
     /// A human message on stderr, unless `--quiet`.
     pub fn note(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("{}", msg.as_ref());
+            super::to_stderr(&format!("{}\n", msg.as_ref()));
         }
     }
 
     /// A message on stderr only with `-v`.
     pub fn detail(&self, msg: impl AsRef<str>) {
         if self.verbose > 0 && !self.quiet {
-            eprintln!("{}", msg.as_ref());
+            super::to_stderr(&format!("{}\n", msg.as_ref()));
         }
     }
 }

@@ -100,12 +100,12 @@ fn note_file(ctx: &Ctx, dev: &Device, vol: &Path) {
 
 /// A warning, not a note: it must reach whoever runs this, even with -q.
 fn warn_key(vol: &Path) {
-    eprintln!(
+    super::to_stderr(&format!(
         "evfs dmtable: warning: the table line holds the volume key of {} in the clear; \
          anyone who sees it can decrypt the volume for as long as the key is unchanged. \
-         Pipe it into dmsetup; keep it out of logs, files and shell history.",
+         Pipe it into dmsetup; keep it out of logs, files and shell history.\n",
         vol.display()
-    );
+    ));
 }
 
 /// The device as the table names it: the absolute path (the kernel resolves

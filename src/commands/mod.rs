@@ -85,7 +85,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     JsonTo::Stdout => {
                         let _ = out(text);
                     }
-                    JsonTo::Stderr => eprint!("{text}"),
+                    JsonTo::Stderr => to_stderr(&text),
                 }
             }
             Err(e)
@@ -146,3 +146,11 @@ fn dispatch(ctx: &Ctx, cli: Cli) -> Result<()> {
 }
 
 pub(crate) use crate::ops::DATA_ROLES;
+
+/// Write `text` to standard error as it is. A closed or full standard
+/// error is not a reason to fail (or panic, as `eprint!` does): the exit
+/// status still says how the command ended.
+pub(crate) fn to_stderr(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}

@@ -84,7 +84,7 @@ impl Observer for CliObserver<'_> {
     }
 
     fn warn(&self, msg: &str) {
-        eprintln!("{msg}");
+        super::to_stderr(&format!("{msg}\n"));
     }
 
     fn started(&self, what: &str, total: Option<u64>, meter: Arc<Meter>) {
@@ -147,7 +147,7 @@ fn report(
             bar.set_position(done);
         }
         if usr1.swap(false, Ordering::Relaxed) {
-            eprintln!("{}", dd_stats(meter, start.elapsed()));
+            super::to_stderr(&format!("{}\n", dd_stats(meter, start.elapsed())));
         }
         if let Some(every) = mode.lines
             && last_line.elapsed() >= every
@@ -164,7 +164,7 @@ fn report(
                     meter.chunks()
                 ));
             }
-            eprintln!("{text}");
+            super::to_stderr(&format!("{text}\n"));
         }
     }
     if let Some(bar) = bar {
