@@ -964,3 +964,27 @@ fn check_r_does_not_write_into_the_data_of_a_volume_cut_short() {
     assert!(format!("{out}{err}").contains("cut short"), "{out}{err}");
     assert!(bytes(&env, "cut.vol") == whole[..3 * MIB], "check -r wrote");
 }
+
+/// Case 16 for the command line itself: a usage error that the parser
+/// finds (a missing argument, an unknown flag) prints one JSON object
+/// with --json too, exit 2.
+#[test]
+fn case_16_a_usage_error_prints_one_json_object_too() {
+    let env = Env::new();
+    for args in [
+        &["backup", "--json"][..],
+        &["info", "--json", "--bogus", "x"][..],
+    ] {
+        let (out, err) = env.expect(2, args);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| {
+            panic!("{args:?}: not one JSON object ({e}): {out:?}; stderr {err}")
+        });
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["exit"], 2);
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("usage error"))
+        );
+    }
+}

@@ -11,6 +11,20 @@ fn main() -> ExitCode {
             // --help and --version print to stdout and succeed; real usage errors exit 2.
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
+            // With --json, every exit prints one object, a usage error too.
+            if code == 2 && std::env::args_os().any(|a| a == "--json") {
+                let error = e.kind().as_str().map_or_else(
+                    || "usage error".to_string(),
+                    |k| format!("usage error: {k}"),
+                );
+                let report = serde_json::json!({
+                    "ok": false,
+                    "exit": 2,
+                    "error": error,
+                    "hint": "see --help",
+                });
+                println!("{report}");
+            }
             return ExitCode::from(code);
         }
     };
