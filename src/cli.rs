@@ -746,7 +746,7 @@ pub struct BackupArgs {
     #[arg(long, value_name = "BASE")]
     pub since: Option<PathBuf>,
 
-    /// Also write a manifest of this stream to FILE (its final EMD and chunk index): the BASE of a later --since, so the stream itself need not be read back
+    /// Also write a manifest of this stream to FILE (its final EMD and chunk index): the BASE of a later --since of an EVFS volume, so the stream itself need not be read back
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
 
